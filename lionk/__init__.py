@@ -1,0 +1,30 @@
+"""lionk: the Lion-κ optimizer family, written once against the Python array API standard.
+
+The same code runs on NumPy, CuPy, PyTorch and JAX arrays::
+
+    import lionk
+    state = lionk.init(params)
+    params, state = lionk.step(params, grads, state, lr=1e-3, weight_decay=0.1, kappa="sign")
+
+``import lionk`` imports none of torch, jax or cupy.
+"""
+
+from __future__ import annotations
+
+from . import kappa, lyapunov, tree
+from ._imperative import LionK
+from ._step import LionKWarning, State, init, step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LionK",
+    "LionKWarning",
+    "State",
+    "init",
+    "step",
+    "kappa",
+    "lyapunov",
+    "tree",
+    "__version__",
+]

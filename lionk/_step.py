@@ -1,0 +1,422 @@
+r"""The Lion-κ step, written once with array-API operations.
+
+Everything that executes the optimizer's math — the pure :func:`step`, the in-place
+:class:`lionk.LionK`, and any faster execution path — calls :func:`update_leaves`. It is the only
+place where the update formulas are written.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, NamedTuple, Sequence
+
+from . import kappa as _kappa
+from ._array_api import (
+    Array,
+    array_namespace,
+    device,
+    dtype_name,
+    is_array,
+    is_concrete,
+    is_floating,
+    resolve_dtype,
+    to_float,
+)
+from .tree import TreeDef, flatten
+
+__all__ = [
+    "State",
+    "Hyper",
+    "LionKWarning",
+    "init",
+    "step",
+    "update_leaves",
+    "make_hyper",
+    "NAN_POLICIES",
+]
+
+NAN_POLICIES = ("propagate", "raise", "skip")
+
+
+class LionKWarning(UserWarning):
+    """A configuration lionk runs but whose guarantees do not hold (e.g. b1 > b2)."""
+
+
+class State(NamedTuple):
+    """Optimizer state.
+
+    Attributes:
+        count: number of steps applied (an ``int``; a 0-d integer array under ``jax.jit``).
+        momentum: the exponential average of gradients ``m``, a tree of the params' structure,
+            shape and device (dtype of params unless ``state_dtype`` said otherwise).
+        skipped: number of steps skipped by ``nan_policy="skip"``.
+    """
+
+    count: Any
+    momentum: Any
+    skipped: Any = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyper-parameters: coefficients as Python floats, computed once in double precision.
+
+
+class Hyper(NamedTuple):
+    """The coefficients of one step. Python floats (exact path) or 0-d arrays (traced)."""
+
+    lr: Any
+    b1: Any
+    one_minus_b1: Any
+    b2: Any
+    one_minus_b2: Any
+    decay: Any  # 1 - lr*wd
+
+
+def _as_scalar(name: str, value: Any) -> Any:
+    """A hyper-parameter as a Python float when its value is known, else the traced 0-d array."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected a real number; received {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if is_array(value):
+        if tuple(value.shape) != ():
+            raise ValueError(f"{name}: expected a scalar or a 0-d array; received shape {tuple(value.shape)}")
+        if is_concrete(value):
+            return to_float(value)  # a concrete 0-d array: exact path, like a Python float
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a real number; received {value!r}") from None
+
+
+def make_hyper(lr: Any, betas: Any, weight_decay: Any) -> Hyper:
+    """Validate the hyper-parameters and compute the step's coefficients.
+
+    Coefficients are Python floats computed in double precision (``1 - b1``, ``1 - lr*wd``, ...),
+    so every backend rounds each of them once to the array dtype. Values that are traced (0-d
+    arrays under ``jax.jit``) cannot be checked and leave the exact path.
+    """
+    lr = _as_scalar("lr", lr)
+    try:
+        b1, b2 = betas
+    except (TypeError, ValueError):
+        raise TypeError(f"betas: expected a pair (b1, b2); received {betas!r}") from None
+    b1 = _as_scalar("betas[0]", b1)
+    b2 = _as_scalar("betas[1]", b2)
+    wd = _as_scalar("weight_decay", weight_decay)
+    if isinstance(lr, float) and not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr: expected a finite number > 0; received {lr!r}")
+    for nm, b in (("betas[0]", b1), ("betas[1]", b2)):
+        if isinstance(b, float) and not (0.0 <= b < 1.0):
+            raise ValueError(f"{nm}: expected a value in [0, 1); received {b!r}")
+    if isinstance(wd, float) and not (math.isfinite(wd) and wd >= 0):
+        raise ValueError(f"weight_decay: expected a finite number >= 0; received {wd!r}")
+    if isinstance(lr, float) and isinstance(wd, float) and not lr * wd < 1.0:
+        raise ValueError(
+            f"lr*weight_decay: expected < 1 (the decay factor 1 - lr*weight_decay must be > 0); "
+            f"received lr={lr!r}, weight_decay={wd!r}, lr*weight_decay={lr * wd!r}"
+        )
+    if isinstance(b1, float) and isinstance(b2, float) and b1 > b2:
+        warnings.warn(
+            f"betas: b1={b1!r} > b2={b2!r}; lionk runs it, but the Lyapunov guarantee of "
+            "Lion-kappa requires b1 <= b2",
+            LionKWarning,
+            stacklevel=3,
+        )
+    return Hyper(lr=lr, b1=b1, one_minus_b1=1.0 - b1, b2=b2, one_minus_b2=1.0 - b2,
+                 decay=1.0 - lr * wd)
+
+
+def _coef(c: Any, like: Array) -> Any:
+    """A coefficient ready to multiply ``like``: Python floats as they are, arrays cast."""
+    if isinstance(c, float):
+        return c
+    xp = array_namespace(like)
+    return xp.astype(c, like.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The math, once.
+
+
+def update_leaves(
+    xs: Sequence[Array],
+    gs: Sequence[Array],
+    ms: Sequence[Array],
+    h: Hyper,
+    kappa: _kappa.Kappa,
+) -> tuple[list[Array], list[Array]]:
+    r"""One Lion-κ step over the leaves of a tree, in the published expression order.
+
+    For every leaf, with ``m`` the momentum, ``g`` the gradient and ``x`` the parameter::
+
+        c  = (b1 * m) + ((1 - b1) * g)          # the OLD momentum
+        u  = ∇K(c)                              # kappa.tree_grad over all leaves
+        x' = ((1 - lr*wd) * x) - (lr * u)       # decoupled decay, explicit
+        m' = (b2 * m) + ((1 - b2) * g)          # cast back to the momentum's dtype
+
+    Each product and sum is one correctly rounded array-API operation (no fused multiply-add,
+    no division by a scalar); the coefficients ``b1, 1 - b1, b2, 1 - b2, lr, 1 - lr*wd`` are
+    Python floats computed in double precision and rounded once to the array dtype.
+    """
+    cs = [_coef(h.b1, m) * m + _coef(h.one_minus_b1, g) * g for m, g in zip(ms, gs)]
+    us = kappa.tree_grad(cs)
+    new_xs = [_coef(h.decay, x) * x - _coef(h.lr, x) * u for x, u in zip(xs, us)]
+    new_ms = []
+    for m, g in zip(ms, gs):
+        m_new = _coef(h.b2, m) * m + _coef(h.one_minus_b2, g) * g
+        if m_new.dtype != m.dtype:
+            m_new = array_namespace(m).astype(m_new, m.dtype)
+        new_ms.append(m_new)
+    new_xs = [
+        xn if xn.dtype == x.dtype else array_namespace(x).astype(xn, x.dtype)
+        for xn, x in zip(new_xs, xs)
+    ]
+    return new_xs, new_ms
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: everything is checked before anything is computed or written.
+
+
+class Prepared(NamedTuple):
+    xp: Any
+    treedef: TreeDef
+    paths: list[str]
+    xs: list[Array]
+    gs: list[Array]
+    ms: list[Array]
+    hyper: Hyper
+    kappa: _kappa.Kappa
+
+
+def _check_leaves(label: str, leaves: list[Any], paths: list[str]) -> None:
+    for leaf, path in zip(leaves, paths):
+        if not is_array(leaf):
+            raise TypeError(f"{label}{path}: expected an array; received {type(leaf).__name__}")
+
+
+def _namespace_of(named: list[tuple[str, Array]]) -> Any:
+    try:
+        return array_namespace(*[a for _, a in named])
+    except TypeError:
+        pass
+    first_name, first = named[0]
+    xp0 = array_namespace(first)
+    for nm, a in named[1:]:
+        try:
+            array_namespace(first, a)
+        except TypeError:
+            raise TypeError(
+                f"{nm}: expected an array of the same library as {first_name} "
+                f"({xp0.__name__}); received {type(a).__module__}.{type(a).__name__}"
+            ) from None
+    raise TypeError("arrays of different libraries in one call")  # pragma: no cover
+
+
+def _same_device(a: Array, b: Array) -> bool:
+    try:
+        return device(a) == device(b)
+    except Exception:  # tracers or backends without a device notion
+        return True
+
+
+def _check_floating(xp: Any, name: str, a: Array) -> None:
+    if not is_floating(xp, a):
+        raise TypeError(
+            f"{name}: expected a real floating dtype (float16, bfloat16, float32, float64); "
+            f"received {dtype_name(a.dtype)}"
+        )
+
+
+def prepare(
+    params: Any,
+    grads: Any,
+    state: Any,
+    *,
+    lr: Any,
+    betas: Any,
+    weight_decay: Any,
+    kappa: Any,
+    nan_policy: str,
+) -> Prepared:
+    """Validate a step's inputs completely and return them flattened. Raises, never mutates."""
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}; received {nan_policy!r}")
+    h = make_hyper(lr, betas, weight_decay)
+    kap = _kappa.resolve(kappa)
+    if not (isinstance(state, tuple) and hasattr(state, "momentum") and hasattr(state, "count")):
+        raise TypeError(
+            f"state: expected a lionk.State (from lionk.init); received {type(state).__name__}"
+        )
+    xs, treedef, paths = flatten(params)
+    gs, gdef, gpaths = flatten(grads)
+    ms, mdef, _ = flatten(state.momentum)
+    _check_leaves("params", xs, paths)
+    _check_leaves("grads", gs, gpaths)
+    if gdef != treedef:
+        raise ValueError(
+            f"grads: expected the tree structure of params ({treedef}); received {gdef}"
+        )
+    if mdef != treedef:
+        raise ValueError(
+            f"state.momentum: expected the tree structure of params ({treedef}); received {mdef}"
+        )
+    _check_leaves("state.momentum", ms, paths)
+    if not xs:
+        return Prepared(None, treedef, paths, xs, gs, ms, h, kap)
+    named = [(f"params{p}", x) for p, x in zip(paths, xs)]
+    named += [(f"grads{p}", g) for p, g in zip(paths, gs)]
+    named += [(f"state.momentum{p}", m) for p, m in zip(paths, ms)]
+    xp = _namespace_of(named)
+    for p, x, g, m in zip(paths, xs, gs, ms):
+        _check_floating(xp, f"params{p}", x)
+        _check_floating(xp, f"grads{p}", g)
+        _check_floating(xp, f"state.momentum{p}", m)
+        if tuple(g.shape) != tuple(x.shape):
+            raise ValueError(
+                f"grads{p}: expected shape {tuple(x.shape)} (the shape of params{p}); "
+                f"received {tuple(g.shape)}"
+            )
+        if g.dtype != x.dtype:
+            raise TypeError(
+                f"grads{p}: expected dtype {dtype_name(x.dtype)} (the dtype of params{p}); "
+                f"received {dtype_name(g.dtype)}"
+            )
+        if tuple(m.shape) != tuple(x.shape):
+            raise ValueError(
+                f"state.momentum{p}: expected shape {tuple(x.shape)} (the shape of params{p}); "
+                f"received {tuple(m.shape)}"
+            )
+        for nm, a in ((f"grads{p}", g), (f"state.momentum{p}", m)):
+            if not _same_device(a, x):
+                raise ValueError(
+                    f"{nm}: expected device {device(x)} (the device of params{p}); "
+                    f"received {device(a)}"
+                )
+    return Prepared(xp, treedef, paths, xs, gs, ms, h, kap)
+
+
+def all_finite(xp: Any, arrays: Sequence[Array]) -> Any:
+    """A 0-d boolean array: every element of every array is finite."""
+    ok = xp.asarray(True, device=device(arrays[0]))
+    for a in arrays:
+        ok = xp.logical_and(ok, xp.all(xp.isfinite(a)))
+    return ok
+
+
+def first_nonfinite(xp: Any, arrays: Sequence[Array], paths: Sequence[str]) -> str | None:
+    for a, p in zip(arrays, paths):
+        if not bool(xp.all(xp.isfinite(a))):
+            return p
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functional API.
+
+
+def init(params: Any, *, state_dtype: Any = None) -> State:
+    """Create the optimizer state for ``params``: zero momentum, ``count = 0``.
+
+    Args:
+        params: one array or a tree (nested dict / list / tuple, any JAX pytree) of floating
+            arrays of any array-API backend.
+        state_dtype: dtype of the momentum (a dtype of the params' namespace or its name, e.g.
+            ``"bfloat16"``); default: each param's own dtype. A narrower momentum saves memory
+            and is in the semantic tier.
+
+    Returns:
+        ``State(count=0, momentum=zeros like params, skipped=0)``, on the params' devices.
+    """
+    xs, treedef, paths = flatten(params)
+    _check_leaves("params", xs, paths)
+    ms = []
+    for x, p in zip(xs, paths):
+        xp = array_namespace(x)
+        _check_floating(xp, f"params{p}", x)
+        dt = x.dtype if state_dtype is None else resolve_dtype(xp, state_dtype)
+        ms.append(xp.zeros(tuple(x.shape), dtype=dt, device=device(x)))
+    if state_dtype is not None and ms:
+        _check_floating(array_namespace(ms[0]), "state_dtype", ms[0])
+    return State(count=0, momentum=treedef.unflatten(ms), skipped=0)
+
+
+def step(
+    params: Any,
+    grads: Any,
+    state: State,
+    *,
+    lr: Any = 1e-4,
+    betas: tuple[Any, Any] = (0.9, 0.99),
+    weight_decay: Any = 0.0,
+    kappa: str | _kappa.Kappa = "sign",
+    nan_policy: str = "propagate",
+) -> tuple[Any, State]:
+    r"""One Lion-κ step; pure (inputs are never mutated, new arrays are returned).
+
+    The update, leaf by leaf, in this exact expression order (theory.md §1)::
+
+        c  = (b1 * m) + ((1 - b1) * g)
+        x' = ((1 - lr*wd) * x) - (lr * ∇K(c))
+        m' = (b2 * m) + ((1 - b2) * g)
+
+    ``1 - b1``, ``1 - b2`` and ``1 - lr*wd`` are Python floats computed in double precision;
+    each product and sum is one correctly rounded operation (no fused multiply-add, no division
+    by a scalar). With an ``exact`` κ (sign, huber, quadratic, deadzone) the trajectory is bitwise
+    identical on numpy, array-api-strict, torch CPU and JAX CPU eager.
+
+    With weight decay λ > 0 the iterates solve ``min f(x) + (1/λ) K*(λx)``; for ``sign``
+    (Lion) that is ``min f(x) s.t. ‖x‖_∞ ≤ 1/λ``.
+
+    Args:
+        params, grads: trees of the same structure, shapes and dtypes, one array library.
+        state: from :func:`init` or a previous step.
+        lr: learning rate ε > 0 (Python float or 0-d array; traced under ``jax.jit``).
+        betas: ``(b1, b2)`` in [0, 1); b1 > b2 runs with a :class:`LionKWarning`.
+        weight_decay: λ ≥ 0, with ``lr * weight_decay < 1``.
+        kappa: a registered κ name (see :func:`lionk.kappa.available`) or a
+            :class:`lionk.kappa.Kappa`; static under ``jax.jit``.
+        nan_policy: what a non-finite gradient does: ``"propagate"`` (computes with it),
+            ``"raise"`` (ValueError naming the leaf; not under ``jax.jit``) or ``"skip"``
+            (nothing changes except ``state.skipped``, which is incremented).
+
+    Returns:
+        ``(new_params, new_state)``.
+    """
+    prep = prepare(params, grads, state, lr=lr, betas=betas, weight_decay=weight_decay,
+                   kappa=kappa, nan_policy=nan_policy)
+    if not prep.xs:
+        return params, State(state.count + 1, state.momentum, state.skipped)
+    xp = prep.xp
+    if nan_policy != "propagate":
+        ok = all_finite(xp, prep.gs)
+        if is_concrete(ok):
+            if not bool(ok):
+                if nan_policy == "raise":
+                    bad = first_nonfinite(xp, prep.gs, prep.paths)
+                    raise ValueError(f"grads{bad}: expected finite values (nan_policy='raise')")
+                copies = [xp.asarray(x, copy=True) for x in prep.xs]
+                mcopies = [xp.asarray(m, copy=True) for m in prep.ms]
+                return prep.treedef.unflatten(copies), State(
+                    state.count, prep.treedef.unflatten(mcopies), state.skipped + 1
+                )
+        elif nan_policy == "raise":
+            raise ValueError(
+                "nan_policy='raise' needs concrete gradients; under jax.jit use 'skip' or "
+                "'propagate'"
+            )
+        else:  # traced: select with where, no Python branch
+            new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
+            new_xs = [xp.where(ok, a, b) for a, b in zip(new_xs, prep.xs)]
+            new_ms = [xp.where(ok, a, b) for a, b in zip(new_ms, prep.ms)]
+            inc = xp.astype(ok, xp.int32)
+            return prep.treedef.unflatten(new_xs), State(
+                state.count + inc, prep.treedef.unflatten(new_ms), state.skipped + (1 - inc)
+            )
+    new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
+    return prep.treedef.unflatten(new_xs), State(
+        state.count + 1, prep.treedef.unflatten(new_ms), state.skipped
+    )
