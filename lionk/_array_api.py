@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 import array_api_compat
+import numpy as np
 from array_api_compat import (
     is_array_api_obj,
     is_jax_array,
@@ -39,6 +40,7 @@ __all__ = [
     "finfo_eps",
     "to_float",
     "write_inplace",
+    "ensure_array",
 ]
 
 
@@ -53,14 +55,32 @@ def device(x: Array) -> Any:
 
 
 def is_array(x: Any) -> bool:
-    """True for an array of any array-API backend (numpy, torch, jax, cupy, ...)."""
+    """True for an array of any array-API backend (numpy, torch, jax, cupy, ...).
+
+    NumPy scalars (``np.float32(1)``, what numpy returns for arithmetic on 0-d arrays) count
+    as 0-d arrays; Python numbers do not.
+    """
+    if isinstance(x, np.generic):
+        return True
     return is_array_api_obj(x) and not isinstance(x, (int, float, complex, bool))
+
+
+def ensure_array(x: Array) -> Array:
+    """``x`` itself, or a 0-d numpy array where numpy arithmetic returned a numpy scalar."""
+    if isinstance(x, np.generic):
+        return np.asarray(x)
+    return x
 
 
 def is_concrete(x: Any) -> bool:
     """True when the values of ``x`` can be read now (not a JAX tracer, not lazy)."""
-    if isinstance(x, (int, float)):
+    if isinstance(x, (int, float, np.generic)):
         return True
+    if is_jax_array(x):
+        # array-api-compat calls every JAX array lazy; only tracers (inside jit/grad/vmap) are.
+        core = sys.modules.get("jax.core")
+        tracer = getattr(core, "Tracer", None) if core is not None else None
+        return tracer is None or not isinstance(x, tracer)
     return not is_lazy_array(x)
 
 
@@ -77,10 +97,14 @@ def is_writeable(x: Array) -> bool:
 def is_floating(xp: Namespace, x: Array) -> bool:
     """True for a real floating dtype (float16, bfloat16, float32, float64, ...)."""
     dt = x.dtype
-    if xp.isdtype(dt, "real floating"):
+    # bfloat16 is not an array-API dtype (numpy and jax expose it through ml_dtypes, on which
+    # numpy's isdtype raises): recognise it by name first.
+    if dtype_name(dt) == "bfloat16":
         return True
-    # bfloat16 is not an array-API dtype; numpy/jax expose it through ml_dtypes.
-    return dtype_name(dt) == "bfloat16"
+    try:
+        return bool(xp.isdtype(dt, "real floating"))
+    except (TypeError, ValueError):
+        return False
 
 
 def dtype_name(dtype: Any) -> str:

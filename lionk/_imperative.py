@@ -65,14 +65,23 @@ class LionK:
                 )
         if nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}; received {nan_policy!r}")
-        make_hyper(lr, betas, weight_decay)  # validate now, not only at the first step
-        self.kappa = _kappa.resolve(kappa)
+        make_hyper(lr, betas, weight_decay, stacklevel=2)  # validate now, not at the first step
+        self.kappa = kappa
         self.lr = lr
         self.betas = tuple(betas)
         self.weight_decay = weight_decay
         self.nan_policy = nan_policy
         self._params = params
         self._state = init(params, state_dtype=state_dtype)
+
+    @property
+    def kappa(self) -> _kappa.Kappa:
+        """The κ in use; assign a name (``opt.kappa = "huber"``) or a :class:`Kappa`."""
+        return self._kappa
+
+    @kappa.setter
+    def kappa(self, value: str | _kappa.Kappa) -> None:
+        self._kappa = _kappa.resolve(value)
 
     @property
     def params(self) -> Any:
@@ -89,6 +98,7 @@ class LionK:
         prep = prepare(
             self._params, grads, self._state, lr=self.lr, betas=self.betas,
             weight_decay=self.weight_decay, kappa=self.kappa, nan_policy=self.nan_policy,
+            stacklevel=2,
         )
         st = self._state
         if prep.xs and self.nan_policy != "propagate":
@@ -145,6 +155,10 @@ class LionK:
                     f"state_dict['momentum'][{i}] (momentum{p}): expected shape {tuple(cur.shape)}; "
                     f"received {tuple(getattr(src, 'shape', ()))}"
                 )
+            if not is_concrete(src):
+                raise TypeError(
+                    f"state_dict['momentum'][{i}]: expected a concrete array; received a traced one"
+                )
             if getattr(src, "dtype", None) != cur.dtype:
                 raise TypeError(
                     f"state_dict['momentum'][{i}] (momentum{p}): expected dtype {cur.dtype}; "
@@ -170,8 +184,6 @@ class LionK:
             updates = dict(lr=hp["lr"], betas=tuple(hp["betas"]), weight_decay=hp["weight_decay"],
                            nan_policy=hp.get("nan_policy", self.nan_policy), kappa=kappa)
         for cur, src in zip(ms, new):
-            if not is_concrete(src):
-                raise TypeError("state_dict['momentum']: expected concrete arrays")
             write_inplace(cur, src)
         for k, v in updates.items():
             setattr(self, k, v)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from . import kappa as _kappa
 from ._array_api import (
@@ -17,6 +18,7 @@ from ._array_api import (
     array_namespace,
     device,
     dtype_name,
+    ensure_array,
     is_array,
     is_concrete,
     is_floating,
@@ -91,7 +93,7 @@ def _as_scalar(name: str, value: Any) -> Any:
         raise TypeError(f"{name}: expected a real number; received {value!r}") from None
 
 
-def make_hyper(lr: Any, betas: Any, weight_decay: Any) -> Hyper:
+def make_hyper(lr: Any, betas: Any, weight_decay: Any, *, stacklevel: int = 2) -> Hyper:
     """Validate the hyper-parameters and compute the step's coefficients.
 
     Coefficients are Python floats computed in double precision (``1 - b1``, ``1 - lr*wd``, ...),
@@ -123,7 +125,7 @@ def make_hyper(lr: Any, betas: Any, weight_decay: Any) -> Hyper:
             f"betas: b1={b1!r} > b2={b2!r}; lionk runs it, but the Lyapunov guarantee of "
             "Lion-kappa requires b1 <= b2",
             LionKWarning,
-            stacklevel=3,
+            stacklevel=stacklevel + 1,
         )
     return Hyper(lr=lr, b1=b1, one_minus_b1=1.0 - b1, b2=b2, one_minus_b2=1.0 - b2,
                  decay=1.0 - lr * wd)
@@ -174,7 +176,7 @@ def update_leaves(
         xn if xn.dtype == x.dtype else array_namespace(x).astype(xn, x.dtype)
         for xn, x in zip(new_xs, xs)
     ]
-    return new_xs, new_ms
+    return [ensure_array(a) for a in new_xs], [ensure_array(a) for a in new_ms]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,11 +243,15 @@ def prepare(
     weight_decay: Any,
     kappa: Any,
     nan_policy: str,
+    stacklevel: int = 3,
 ) -> Prepared:
-    """Validate a step's inputs completely and return them flattened. Raises, never mutates."""
+    """Validate a step's inputs completely and return them flattened. Raises, never mutates.
+
+    ``stacklevel`` points warnings at the user's call (the caller of the public function).
+    """
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}; received {nan_policy!r}")
-    h = make_hyper(lr, betas, weight_decay)
+    h = make_hyper(lr, betas, weight_decay, stacklevel=stacklevel + 1)
     kap = _kappa.resolve(kappa)
     if not (isinstance(state, tuple) and hasattr(state, "momentum") and hasattr(state, "count")):
         raise TypeError(

@@ -37,7 +37,8 @@ norm: one ball per array) or ``scope="global"`` (one norm over all arrays of a t
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,7 @@ __all__ = [
     "unregister",
     "resolve",
     "exact_sign",
+    "validate",
 ]
 
 _INF = math.inf
@@ -602,6 +604,8 @@ def register(name: str, kappa: Kappa | _Factory, *, overwrite: bool = False) -> 
     Before accepting it, the κ is checked in float64 on seeded random points:
 
     * ``grad`` keeps shape and dtype;
+    * ∇K is odd (∇K(−y) = −∇K(y)): K symmetric, as the step's convention and the Lyapunov
+      function assume (theory.md §1, §4);
     * ∇K is monotone: ⟨∇K(a) − ∇K(b), a − b⟩ ≥ 0;
     * Fenchel–Young: K(y) + K*(z) ≥ yᵀz, with equality at z = ∇K(y).
 
@@ -651,6 +655,13 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
                 f"{label}: grad must keep shape and dtype; at y={a!r} it returned shape "
                 f"{ga.shape} dtype {ga.dtype} (expected {a.shape} {a.dtype})"
             )
+        gneg = np.asarray(kappa.grad(-a))
+        odd_err = float(np.max(np.abs(gneg + ga)))
+        if not odd_err <= 1e-12 * (1.0 + float(np.max(np.abs(ga)))):
+            raise KappaValidationError(
+                f"{label} failed odd symmetry: grad(-y) must equal -grad(y) (K symmetric); "
+                f"max |grad(-y) + grad(y)| = {odd_err:.6g} at y={a!r}"
+            )
         tol = 1e-9 * (1.0 + float(np.sum(np.abs(a) * np.abs(ga))) + float(np.sum(np.abs(b) * np.abs(gb))))
         mono = float(np.dot(ga - gb, a - b))
         if not mono >= -tol:
@@ -661,6 +672,11 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
         ka = float(kappa.value(a))
         kca = float(kappa.conjugate(ga))
         ya = float(np.dot(a, ga))
+        if not (math.isfinite(ka) and math.isfinite(kca)):
+            raise KappaValidationError(
+                f"{label} failed the Fenchel-Young equality at z = grad(y): K(y) = {ka!r} and "
+                f"K*(grad(y)) = {kca!r} must be finite (grad(y) lies in dom K*) at y={a!r}"
+            )
         gap = ka + kca - ya
         tol_eq = 1e-7 * (1.0 + abs(ka) + abs(kca) + abs(ya))
         if not abs(gap) <= tol_eq:
@@ -669,7 +685,8 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
                 f"K(y) + K*(z) - y.z = {gap:.6g} (expected 0 within {tol_eq:.3g}) at y={a!r}"
             )
         # inequality at an unrelated z: a random point and a scaled gradient
-        for z in (b * (1.0 / max(scale, 1.0)), 0.5 * gb, gb):
+        # (3·grad(y) and y itself probe a conjugate that is too small outside the domain)
+        for z in (b * (1.0 / max(scale, 1.0)), 0.5 * gb, gb, 3.0 * ga, a):
             kcz = float(kappa.conjugate(z))
             lhs = ka + kcz
             rhs = float(np.dot(a, z))

@@ -11,8 +11,9 @@ Every leaf carries a path string such as ``['layer1']['w']`` used in error messa
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 __all__ = ["TreeDef", "flatten", "unflatten", "tree_map", "leaf_paths"]
 
@@ -21,7 +22,7 @@ __all__ = ["TreeDef", "flatten", "unflatten", "tree_map", "leaf_paths"]
 class _Node:
     kind: str  # "leaf", "none", "dict", "list", "tuple", "namedtuple"
     meta: Any = None  # dict keys, or namedtuple type
-    children: tuple["_Node", ...] = ()
+    children: tuple[_Node, ...] = ()
 
     @property
     def num_leaves(self) -> int:

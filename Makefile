@@ -1,0 +1,32 @@
+# lionk — two commands do all set-up on a fresh machine:
+#   make conformance   the conformance suite over every backend this machine has, with its report
+#   make test          the whole pytest suite (tests/ and conformance/)
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: all test conformance lint venv clean
+
+all: test
+
+$(STAMP): pyproject.toml requirements/dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+conformance: $(STAMP)
+	$(PY) -m conformance --report conformance-report
+
+lint: $(STAMP)
+	$(PY) -m ruff check lionk tests conformance examples
+
+clean:
+	rm -rf $(VENV) conformance-report .pytest_cache .hypothesis

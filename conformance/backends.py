@@ -1,0 +1,169 @@
+"""Backend discovery for the conformance suite.
+
+A backend is an array library on a device, run eagerly or compiled. What is not installed or has
+no device here is reported as "not available" with the reason, never as a failure. The expected
+tier of each backend for an *exact* κ is kept here as data (reproducibility.md): eager CPU
+libraries and JAX jit under ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2`` are bitwise; jit with FMA
+contraction and GPU kernels are ulp (teacher-forced).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import lionk
+
+SSE42_FLAG = "--xla_cpu_max_isa=SSE4_2"
+
+# name -> (device kind, expected tier for exact kappa, why)
+KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
+    "numpy": ("cpu", "bitwise", "reference"),
+    "array_api_strict": ("cpu", "bitwise", "correctly rounded elementwise ops"),
+    "torch-cpu": ("cpu", "bitwise", "eager, no fused alpha/addcmul forms"),
+    "jax-cpu": ("cpu", "bitwise", "eager dispatch does not contract FMA"),
+    "jax-cpu-jit": ("cpu", "ulp", "XLA:CPU contracts a*b+c into FMA"),
+    "jax-cpu-jit-sse42": ("cpu", "bitwise", "SSE4_2 ISA has no FMA (run in a subprocess)"),
+    "torch-cuda": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
+    "jax-gpu": ("cuda", "ulp", "XLA:GPU contracts FMA even in eager op-by-op kernels"),
+    "jax-gpu-jit": ("cuda", "ulp", "XLA:GPU contracts FMA"),
+    "cupy": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
+}
+
+
+@dataclass
+class Backend:
+    name: str
+    device_kind: str
+    expected_exact_tier: str
+    available: bool
+    reason: str = ""
+    xp: Any = None
+    put: Callable[[np.ndarray], Any] | None = None
+    get: Callable[[Any], np.ndarray] | None = None
+    jit: bool = False
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def step_fn(self, *, lr: float, betas: tuple[float, float], weight_decay: float, kappa: Any,
+                grad_fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
+        """``(params, state[, grads]) -> (params, state)``; with ``grad_fn`` the gradient is
+        computed inside (so a jitted backend compiles gradient and step together)."""
+        step = functools.partial(lionk.step, lr=lr, betas=betas, weight_decay=weight_decay,
+                                 kappa=kappa)
+        if grad_fn is None:
+            fn = step
+        else:
+            def fn(params, state, data):
+                return step(params, grad_fn(params, data), state)
+        if self.jit:
+            import jax
+
+            return jax.jit(fn)
+        return fn
+
+
+def _missing(name: str, reason: str) -> Backend:
+    kind, tier, _ = KNOWN_BACKENDS[name]
+    return Backend(name, kind, tier, False, reason)
+
+
+def _has(mod: str) -> bool:
+    return importlib.util.find_spec(mod) is not None
+
+
+def enable_jax_x64() -> None:
+    """float64 for JAX: a global, sticky flag, set once before any JAX array exists."""
+    if _has("jax"):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
+def _make(name: str) -> Backend:
+    kind, tier, _ = KNOWN_BACKENDS[name]
+    if name == "numpy":
+        import array_api_compat.numpy as xp
+
+        return Backend(name, kind, tier, True, xp=xp, put=lambda a: np.array(a, copy=True),
+                       get=lambda a: np.asarray(a))
+    if name == "array_api_strict":
+        if not _has("array_api_strict"):
+            return _missing(name, "array_api_strict not installed")
+        import array_api_strict as xs
+
+        return Backend(name, kind, tier, True, xp=xs, put=lambda a: xs.asarray(np.array(a, copy=True)),
+                       get=lambda a: np.asarray(a))
+    if name.startswith("torch"):
+        if not _has("torch"):
+            return _missing(name, "torch not installed")
+        import array_api_compat.torch as xp
+        import torch
+
+        dev = "cuda" if name == "torch-cuda" else "cpu"
+        if dev == "cuda" and not torch.cuda.is_available():
+            return _missing(name, "no CUDA device")
+        return Backend(
+            name, kind, tier, True, xp=xp,
+            put=lambda a: torch.from_numpy(np.array(a, copy=True)).to(dev),
+            get=lambda a: a.detach().cpu().numpy(),
+            dtypes=("float32", "float64"),
+        )
+    if name.startswith("jax"):
+        if not _has("jax"):
+            return _missing(name, "jax not installed")
+        if name == "jax-cpu-jit-sse42" and SSE42_FLAG not in os.environ.get("XLA_FLAGS", ""):
+            return Backend(name, kind, tier, True, reason="runs in a subprocess",
+                           extra={"subprocess": True})
+        import jax
+        import jax.numpy as jnp
+
+        platform = "gpu" if "gpu" in name else "cpu"
+        try:
+            dev = jax.devices(platform)[0]
+        except RuntimeError:
+            return _missing(name, f"no JAX {platform} device")
+        return Backend(
+            name, kind, tier, True, xp=jnp,
+            put=lambda a: jax.device_put(jnp.asarray(np.array(a, copy=True)), dev),
+            get=lambda a: np.asarray(a),
+            jit=name.endswith("jit") or name.endswith("sse42"),
+        )
+    if name == "cupy":
+        if not _has("cupy"):
+            return _missing(name, "cupy not installed")
+        try:
+            import cupy
+
+            cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # no driver or no device
+            return _missing(name, f"no CUDA device ({type(exc).__name__})")
+        import array_api_compat.cupy as xp
+
+        return Backend(name, kind, tier, True, xp=xp, put=lambda a: cupy.asarray(a),
+                       get=lambda a: cupy.asnumpy(a))
+    raise KeyError(f"unknown backend {name!r}; known: {', '.join(KNOWN_BACKENDS)}")
+
+
+def discover(names: list[str] | None = None, device: str = "all") -> list[Backend]:
+    """The requested backends (default: all known), available or with the reason they are not."""
+    if names is None:
+        names = list(KNOWN_BACKENDS)
+    unknown = [n for n in names if n not in KNOWN_BACKENDS]
+    if unknown:
+        raise SystemExit(f"unknown backend(s) {unknown}; known: {', '.join(KNOWN_BACKENDS)}")
+    if "numpy" not in names:
+        names = ["numpy", *names]  # the reference always runs
+    out = []
+    for n in names:
+        kind = KNOWN_BACKENDS[n][0]
+        if device != "all" and kind != device and n != "numpy":
+            continue
+        out.append(_make(n))
+    return out

@@ -1,0 +1,169 @@
+"""Run the conformance matrix: every (backend, dtype, κ) cell, the negative controls, and report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from typing import Any
+
+import lionk
+from lionk import kappa as kappa_mod
+
+from . import checks
+from .backends import SSE42_FLAG, Backend, discover, enable_jax_x64
+from .problems import LINEAR, QUADRATIC
+
+# The κ the matrix covers by default: every built-in, norm κ in both scopes.
+DEFAULT_KAPPAS = [
+    "sign", "huber", "quadratic", "deadzone", "relativistic", "l2", "l2:global", "lp",
+    "relativistic-l2",
+]
+
+
+def make_kappa(spec: str) -> kappa_mod.Kappa:
+    """``name`` or ``name:global`` (scope) → a Kappa with the suite's parameters."""
+    name, _, scope = spec.partition(":")
+    params: dict[str, Any] = {}
+    if name == "huber":
+        params["delta"] = 0.5
+    if name in ("relativistic", "relativistic-l2"):
+        params["delta"] = 0.5
+    if name == "deadzone":
+        params["e"] = 0.05
+    if name == "lp":
+        params["p"] = 3.0
+    if scope:
+        params["scope"] = scope
+    return kappa_mod.get(name, **params)
+
+
+def run_cell(backend: Backend, ref: Backend, spec: str, dtype: str, steps: int) -> dict[str, Any]:
+    kap = make_kappa(spec)
+    cell: dict[str, Any] = {"backend": backend.name, "device": backend.device_kind,
+                            "dtype": dtype, "kappa": spec, "exact": kap.exact}
+    expected = backend.expected_exact_tier if kap.exact else "ulp"
+    cell["expected_tier"] = expected
+    checks_run: list[checks.Check] = []
+    tier = None
+    # Every cell tries the bitwise tier first (a non-exact κ may reach it too on some backends);
+    # the ulp tier is the fallback, which passes the cell only where ulp is what is expected.
+    bw = checks.check_bitwise(backend, ref, kap, dtype, steps)
+    checks_run.append(bw)
+    if bw.ok:
+        tier = "bitwise"
+    if tier is None:
+        ulp = checks.check_ulp(backend, ref, kap, dtype, steps)
+        checks_run.append(ulp)
+        tier = "ulp" if ulp.ok else None
+    tier_ok = tier is not None and (tier == "bitwise" or expected == "ulp")
+    lyap = [checks.check_lyapunov(backend, kap, dtype, steps, LINEAR),
+            checks.check_lyapunov(backend, kap, dtype, steps, QUADRATIC)]
+    phase = checks.check_phase1(backend, kap, dtype, steps)
+    extra = [checks.check_toy(backend, dtype, steps)] if spec == "sign" else []
+    checks_run += lyap + [phase] + extra
+    cell.update(
+        tier=tier or "fail",
+        tier_ok=tier_ok,
+        lyapunov_ok=all(c.ok for c in lyap),
+        constraint_ok=phase.ok and all(c.ok for c in extra),
+        checks=[asdict(c) for c in checks_run],
+    )
+    cell["ok"] = cell["tier_ok"] and cell["lyapunov_ok"] and cell["constraint_ok"]
+    return cell
+
+
+def run(backends: list[str] | None, dtypes: list[str], kappas: list[str], steps: int,
+        device: str = "all", progress: bool = True) -> dict[str, Any]:
+    enable_jax_x64()
+    start = time.perf_counter()
+    found = discover(backends, device)
+    ref = next(b for b in found if b.name == "numpy")
+    cells: list[dict[str, Any]] = []
+    controls: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    for b in found:
+        if backends is not None and b.name not in backends:
+            continue  # numpy ran only as the reference
+        if not b.available:
+            rows.append({"backend": b.name, "device": b.device_kind, "available": False,
+                         "reason": b.reason})
+            continue
+        if b.extra.get("subprocess"):
+            sub = _run_subprocess(b.name, dtypes, kappas, steps)
+            rows.append({"backend": b.name, "device": b.device_kind, "available": True,
+                         "reason": f"subprocess with XLA_FLAGS={SSE42_FLAG}"})
+            cells += sub["cells"]
+            controls += sub["negative_controls"]
+            continue
+        rows.append({"backend": b.name, "device": b.device_kind, "available": True, "reason": ""})
+        for dtype in dtypes:
+            if dtype not in b.dtypes:
+                continue
+            for spec in kappas:
+                t0 = time.perf_counter()
+                cell = run_cell(b, ref, spec, dtype, steps)
+                cell["seconds"] = round(time.perf_counter() - t0, 2)
+                cells.append(cell)
+                if progress:
+                    print(f"  {b.name:18s} {dtype:8s} {spec:16s} tier={cell['tier']:8s} "
+                          f"lyapunov={'ok' if cell['lyapunov_ok'] else 'FAIL'} "
+                          f"constraint={'ok' if cell['constraint_ok'] else 'FAIL'} "
+                          f"({cell['seconds']}s)", file=sys.stderr, flush=True)
+        ctl_dtype = "float64" if "float64" in dtypes else dtypes[0]
+        for chk in checks.negative_controls(b, ctl_dtype, steps):
+            controls.append({"backend": b.name, **asdict(chk)})
+        for chk in checks.positive_controls(b, ctl_dtype, steps):
+            chk.detail["detected"] = chk.ok  # here "passing" is the expected outcome
+            chk.detail["positive"] = True
+            controls.append({"backend": b.name, **asdict(chk)})
+    passed = sum(c["ok"] for c in cells) + sum(c["detail"]["detected"] for c in controls)
+    failed = sum(not c["ok"] for c in cells) + sum(not c["detail"]["detected"] for c in controls)
+    return {
+        "lionk_version": lionk.__version__,
+        "versions": _versions(),
+        "settings": {"steps": steps, "dtypes": dtypes, "kappas": kappas, "device": device,
+                     "k_ulp": checks.K_ULP, "max_tie_fraction": checks.MAX_TIE_FRACTION,
+                     "lyapunov_tolerance": f"{checks.C_LYAP:g} * eps(dtype) * M_t",
+                     "hyper": asdict(checks.DEFAULT)},
+        "backends": rows,
+        "cells": cells,
+        "negative_controls": controls,
+        "passed": passed,
+        "failed": failed,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _run_subprocess(name: str, dtypes: list[str], kappas: list[str], steps: int) -> dict[str, Any]:
+    """JAX's ISA flag must be set before jax is imported: run that backend in a fresh process."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + SSE42_FLAG).strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cells.json")
+        cmd = [sys.executable, "-m", "conformance", "--backends", name, "--dtypes", *dtypes,
+               "--kappas", *kappas, "--steps", str(steps), "--json-out", out, "--quiet"]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
+        if not os.path.exists(out):
+            raise RuntimeError(f"subprocess for {name} failed:\n{proc.stdout}\n{proc.stderr}")
+        with open(out) as fh:
+            rep = json.load(fh)
+    return {"cells": [c for c in rep["cells"] if c["backend"] == name],
+            "negative_controls": [c for c in rep["negative_controls"] if c["backend"] == name]}
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("numpy", "array-api-compat", "array-api-strict", "torch", "jax", "jaxlib", "cupy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
