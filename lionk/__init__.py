@@ -17,6 +17,17 @@ from ._step import LionKWarning, State, init, step
 
 __version__ = "0.1.0"
 
+_LAZY_SUBMODULES = ("torch", "optax")
+
+
+def __getattr__(name: str):
+    """``lionk.torch`` and ``lionk.optax`` are imported on first use (they import torch / optax)."""
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "LionK",
     "LionKWarning",
