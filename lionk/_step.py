@@ -93,7 +93,7 @@ def _as_scalar(name: str, value: Any) -> Any:
         raise TypeError(f"{name}: expected a real number; received {value!r}") from None
 
 
-def make_hyper(lr: Any, betas: Any, weight_decay: Any, *, stacklevel: int = 2) -> Hyper:
+def make_hyper(lr: Any, betas: Any, weight_decay: Any, *, stacklevel: int = 1) -> Hyper:
     """Validate the hyper-parameters and compute the step's coefficients.
 
     Coefficients are Python floats computed in double precision (``1 - b1``, ``1 - lr*wd``, ...),
@@ -243,11 +243,12 @@ def prepare(
     weight_decay: Any,
     kappa: Any,
     nan_policy: str,
-    stacklevel: int = 3,
+    stacklevel: int = 2,
 ) -> Prepared:
     """Validate a step's inputs completely and return them flattened. Raises, never mutates.
 
-    ``stacklevel`` points warnings at the user's call (the caller of the public function).
+    ``stacklevel``: frames from ``prepare`` up to the user's code (2 when called by a public
+    function), so that warnings point at the user's call.
     """
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}; received {nan_policy!r}")

@@ -1,0 +1,1 @@
+"""lionk's own test suite (a package, so that its module names cannot collide with conformance/)."""
