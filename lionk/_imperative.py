@@ -6,6 +6,7 @@ from typing import Any
 
 from . import kappa as _kappa
 from ._array_api import array_namespace, is_concrete, is_jax_array, is_writeable, write_inplace
+from ._execution import DEFAULT_CHUNK, EXECUTIONS, run_inplace
 from ._step import (
     NAN_POLICIES,
     State,
@@ -14,7 +15,6 @@ from ._step import (
     init,
     make_hyper,
     prepare,
-    update_leaves,
 )
 from .tree import flatten
 
@@ -30,6 +30,11 @@ class LionK:
 
     Hyper-parameters are attributes (``opt.lr = 1e-3`` between steps is fine: they are validated
     at every step). JAX arrays are immutable: use :func:`lionk.step` for them.
+
+    ``execution`` chooses how the step runs (see ``lionk._execution``): ``"auto"`` (default:
+    cache-sized chunks over threads for NumPy with an elementwise κ, else eager), ``"eager"`` or
+    ``"chunked"``; all give bitwise the same result. ``chunk_size`` (elements) and ``threads``
+    tune the chunked path.
 
     Example::
 
@@ -49,7 +54,19 @@ class LionK:
         kappa: str | _kappa.Kappa = "sign",
         state_dtype: Any = None,
         nan_policy: str = "propagate",
+        execution: str = "auto",
+        chunk_size: int = DEFAULT_CHUNK,
+        threads: int | None = None,
     ) -> None:
+        if execution not in EXECUTIONS:
+            raise ValueError(f"execution: expected one of {EXECUTIONS}; received {execution!r}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size: expected an int >= 1; received {chunk_size!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads: expected None or an int >= 1; received {threads!r}")
+        self.execution = execution
+        self.chunk_size = chunk_size
+        self.threads = threads
         leaves, _, paths = flatten(params)
         for leaf, path in zip(leaves, paths):
             if is_jax_array(leaf):
@@ -72,6 +89,7 @@ class LionK:
         self.weight_decay = weight_decay
         self.nan_policy = nan_policy
         self._params = params
+        self.last_execution: str | None = None  # the path the last step ran (for inspection)
         self._state = init(params, state_dtype=state_dtype)
 
     @property
@@ -109,12 +127,12 @@ class LionK:
                     raise ValueError(f"grads{bad}: expected finite values (nan_policy='raise')")
                 self._state = State(st.count, st.momentum, st.skipped + 1)
                 return
-        new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
-        # Nothing above wrote anything; from here on, only copies into validated arrays.
-        for dst, src in zip(prep.xs, new_xs):
-            write_inplace(dst, src)
-        for dst, src in zip(prep.ms, new_ms):
-            write_inplace(dst, src)
+        # Nothing above wrote anything; from here on, only the step written into validated arrays.
+        if prep.xs:
+            self.last_execution = run_inplace(
+                prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa, execution=self.execution,
+                chunk_size=self.chunk_size, threads=self.threads,
+            )
         self._state = State(st.count + 1, st.momentum, st.skipped)
 
     # --- checkpoints -----------------------------------------------------------------------------
