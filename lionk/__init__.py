@@ -11,9 +11,10 @@ The same code runs on NumPy, CuPy, PyTorch and JAX arrays::
 
 from __future__ import annotations
 
-from . import kappa, lyapunov, tree
+from . import checkpoint, kappa, lyapunov, tree
 from ._imperative import LionK
 from ._step import LionKWarning, State, init, step
+from .checkpoint import CheckpointError, load, save
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,10 @@ __all__ = [
     "State",
     "init",
     "step",
+    "save",
+    "load",
+    "CheckpointError",
+    "checkpoint",
     "kappa",
     "lyapunov",
     "tree",

@@ -127,7 +127,7 @@ def dtype_name(dtype: Any) -> str:
     if name is None:
         name = str(dtype)
     name = str(name)
-    for prefix in ("torch.", "dtype(", "<class '"):
+    for prefix in ("torch.", "array_api_strict.", "dtype(", "<class '"):
         if name.startswith(prefix):
             name = name[len(prefix):]
     return name.strip("')")
