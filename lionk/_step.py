@@ -93,12 +93,17 @@ def _as_scalar(name: str, value: Any) -> Any:
         raise TypeError(f"{name}: expected a real number; received {value!r}") from None
 
 
-def make_hyper(lr: Any, betas: Any, weight_decay: Any, *, stacklevel: int = 1) -> Hyper:
+def make_hyper(lr: Any, betas: Any, weight_decay: Any, *, stacklevel: int = 1,
+               allow_zero_lr: bool = False) -> Hyper:
     """Validate the hyper-parameters and compute the step's coefficients.
 
     Coefficients are Python floats computed in double precision (``1 - b1``, ``1 - lr*wd``, ...),
     so every backend rounds each of them once to the array dtype. Values that are traced (0-d
     arrays under ``jax.jit``) cannot be checked and leave the exact path.
+
+    ``allow_zero_lr`` accepts ``lr == 0`` (what learning-rate schedulers produce at the ends of a
+    warm-up or a cosine); the update then leaves x as it is (``1.0*x - 0.0*u``) and only the
+    momentum moves. The functional API keeps ``lr > 0``.
     """
     lr = _as_scalar("lr", lr)
     try:
@@ -108,8 +113,9 @@ def make_hyper(lr: Any, betas: Any, weight_decay: Any, *, stacklevel: int = 1) -
     b1 = _as_scalar("betas[0]", b1)
     b2 = _as_scalar("betas[1]", b2)
     wd = _as_scalar("weight_decay", weight_decay)
-    if isinstance(lr, float) and not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr: expected a finite number > 0; received {lr!r}")
+    if isinstance(lr, float) and not (math.isfinite(lr) and (lr > 0 or (allow_zero_lr and lr == 0))):
+        bound = ">= 0" if allow_zero_lr else "> 0"
+        raise ValueError(f"lr: expected a finite number {bound}; received {lr!r}")
     for nm, b in (("betas[0]", b1), ("betas[1]", b2)):
         if isinstance(b, float) and not (0.0 <= b < 1.0):
             raise ValueError(f"{nm}: expected a value in [0, 1); received {b!r}")
