@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import math
 import runpy
@@ -948,3 +949,6 @@ def test_torch_mlp_example_trains(tmp_path, monkeypatch) -> None:
     assert res["final_accuracy"] >= 0.95 and res["initial_accuracy"] < 0.7
     assert len(res["losses"]) == 300 and all(math.isfinite(v) for v in res["losses"])
     assert res["max_abs_weight"] <= res["radius"]
+    if importlib.util.find_spec("matplotlib") is not None:  # pinned in requirements/dev.txt
+        png = tmp_path / "torch_mlp_loss.png"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
