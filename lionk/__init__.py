@@ -12,6 +12,7 @@ The same code runs on NumPy, CuPy, PyTorch and JAX arrays::
 from __future__ import annotations
 
 from . import checkpoint, kappa, lyapunov, tree
+from ._execution import jit_step
 from ._imperative import LionK
 from ._step import LionKWarning, State, init, step
 from .checkpoint import CheckpointError, load, save
@@ -35,6 +36,7 @@ __all__ = [
     "State",
     "init",
     "step",
+    "jit_step",
     "save",
     "load",
     "CheckpointError",

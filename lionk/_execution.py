@@ -10,8 +10,16 @@ leaves or on pieces of them, and copies the results into the parameter and momen
   parameters is allocated per step. NumPy's ufuncs release the GIL, so pieces are spread over
   ``threads`` threads. Results are bitwise identical to ``"eager"`` (same operations, same
   elements).
+* ``"compiled"`` — torch tensors: ``torch.compile`` of the same ``update_leaves`` followed by the
+  in-place copies, so inductor fuses the whole step into one loop over memory. Coefficients enter
+  as 0-d float64 tensors (computed in double precision, rounded once to the dtype inside), so a
+  learning-rate schedule does not recompile. Compiled kernels may contract ``a*b + c`` into FMA:
+  this path is in the ulp tier (the conformance suite measures it).
 * ``"auto"`` — ``"chunked"`` for NumPy arrays where it applies (separable κ, C-contiguous
   leaves), else ``"eager"``.
+
+For JAX, :func:`jit_step` is the compiled path of the functional API: ``jax.jit`` of the same
+step with the parameter and momentum buffers donated.
 
 The conformance suite runs every path against the reference.
 """
@@ -26,9 +34,9 @@ from typing import Any
 from ._array_api import Array, write_inplace
 from ._step import Hyper, update_leaves
 
-__all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable"]
+__all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable", "jit_step"]
 
-EXECUTIONS = ("auto", "eager", "chunked")
+EXECUTIONS = ("auto", "eager", "chunked", "compiled")
 DEFAULT_CHUNK = 1 << 14  # elements; 16K float32 = 64 KiB per temporary, well inside L2
 
 _POOL: ThreadPoolExecutor | None = None
@@ -71,23 +79,67 @@ def chunkable(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kap
     return all(_flat_view(a) is not None for group in (xs, gs, ms) for a in group)
 
 
+COMPILE_MIN_ELEMENTS = 1 << 20  # below this, torch.compile's one-off cost does not pay back
+_COMPILE_FAILED: list[str] = []
+
+
+def _is_torch(a: Array) -> bool:
+    return type(a).__module__.startswith("torch")
+
+
+def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any) -> str:
+    if all(type(a).__module__ == "numpy" for a in xs):
+        return "chunked" if chunkable(xs, gs, ms, kappa) else "eager"
+    if xs and all(_is_torch(a) for a in xs):
+        n = sum(int(a.numel()) for a in xs)
+        if n >= COMPILE_MIN_ELEMENTS and not _COMPILE_FAILED:
+            return "compiled"
+        if chunkable(xs, gs, ms, kappa) and n >= 4 * TORCH_CHUNK:
+            return "chunked"
+    return "eager"
+
+
+TORCH_CHUNK = 1 << 16  # torch's per-operation dispatch cost wants larger pieces than numpy's
+
+
 def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-                kappa: Any, *, execution: str = "auto", chunk_size: int = DEFAULT_CHUNK,
+                kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
                 threads: int | None = None) -> str:
-    """Compute the step and write it into ``xs`` and ``ms``; returns the path that ran."""
+    """Compute the step and write it into ``xs`` and ``ms``; returns the path that ran.
+
+    ``"auto"``: NumPy → chunked (elementwise κ, contiguous) else eager; torch → compiled from
+    ``COMPILE_MIN_ELEMENTS`` elements on (eager or chunked below, and if compilation ever
+    failed in this process, with a warning), else eager. ``chunk_size``/``threads`` default per
+    backend (NumPy: 16K elements over all cores; torch: 64K elements, one Python thread, torch's
+    own intra-op threads).
+    """
     if execution not in EXECUTIONS:
         raise ValueError(f"execution: expected one of {EXECUTIONS}; received {execution!r}")
-    path = execution
-    if execution == "auto":
-        # chunking pays off where per-operation overhead is small next to a cache-sized piece:
-        # NumPy. torch (per-op dispatch) and JAX (immutable) run eagerly unless asked.
-        numpy_only = all(type(a).__module__ == "numpy" for a in xs)
-        path = "chunked" if numpy_only and chunkable(xs, gs, ms, kappa) else "eager"
-    elif execution == "chunked" and not chunkable(xs, gs, ms, kappa):
+    path = _auto_path(xs, gs, ms, kappa) if execution == "auto" else execution
+    if path == "chunked" and not chunkable(xs, gs, ms, kappa):
         raise ValueError(
             "execution='chunked' needs an elementwise (separable) kappa and contiguous arrays; "
             f"received kappa {kappa.name!r} (separable={kappa.separable})"
         )
+    torch_arrays = bool(xs) and _is_torch(xs[0])
+    if chunk_size is None:
+        chunk_size = TORCH_CHUNK if torch_arrays else DEFAULT_CHUNK
+    if threads is None and torch_arrays:
+        threads = 1
+    if path == "compiled" and execution == "auto":
+        try:
+            _run_torch_compiled(xs, gs, ms, h, kappa)
+            return path
+        except Exception as exc:  # no C++ compiler, an unsupported op, ...: run it another way
+            import warnings
+
+            _COMPILE_FAILED.append(repr(exc))
+            warnings.warn(f"lionk: torch.compile failed ({type(exc).__name__}: {exc}); "
+                          "running the step eagerly from now on", RuntimeWarning, stacklevel=3)
+            path = "chunked" if chunkable(xs, gs, ms, kappa) else "eager"
+    if path == "compiled":
+        _run_torch_compiled(xs, gs, ms, h, kappa)
+        return path
     if path == "eager":
         new_xs, new_ms = update_leaves(xs, gs, ms, h, kappa)
         for dst, src in zip(xs, new_xs):
@@ -131,3 +183,113 @@ def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], span: t
         offset += n
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# torch: torch.compile of the same step.
+
+_TORCH_COMPILED: dict[Any, Any] = {}
+
+
+def _torch_compiled_fn(kappa: Any) -> Any:
+    fn = _TORCH_COMPILED.get(kappa)
+    if fn is None:
+        import torch
+
+        def fused(xs: list[Any], gs: list[Any], ms: list[Any], coefs: list[Any]) -> None:
+            new_xs, new_ms = update_leaves(xs, gs, ms, Hyper(*coefs), kappa)
+            for dst, src in zip(xs, new_xs):
+                dst.copy_(src)
+            for dst, src in zip(ms, new_ms):
+                dst.copy_(src)
+
+        fn = torch.compile(fused, dynamic=False)
+        _TORCH_COMPILED[kappa] = fn
+    return fn
+
+
+def _run_torch_compiled(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+                        kappa: Any) -> None:
+    import sys
+    import warnings
+
+    torch = sys.modules.get("torch")
+    if torch is None or not all(isinstance(a, torch.Tensor) for a in (*xs, *gs, *ms)):
+        raise ValueError(
+            "execution='compiled' runs torch.compile and needs torch tensors; "
+            "for JAX arrays use lionk.jit_step"
+        )
+    dev = xs[0].device
+    coefs = [c if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=torch.float64, device=dev)
+             for c in h]
+    with warnings.catch_warnings():
+        # dynamo notes that it traces through array-api-compat's lru_cache'd helpers: benign
+        warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
+        with torch.no_grad():
+            _torch_compiled_fn(kappa)(list(xs), list(gs), list(ms), coefs)
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX: jax.jit of the same step, with donated buffers.
+
+
+def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_decay: Any = 0.0,
+             kappa: Any = "sign", donate: bool = True, split: bool = True) -> Any:
+    """A compiled JAX step ``(params, grads, state) -> (params, state)``.
+
+    The same :func:`lionk._step.update_leaves` under ``jax.jit``, validated once per input
+    structure (at trace time). With ``donate=True`` the parameter and momentum buffers are
+    donated, so XLA writes the new values into them (the arrays passed in are invalidated, as
+    with any donation). With ``split=True`` new params and new momentum are produced by two
+    compiled calls (XLA:CPU ran a two-output fused loop several times slower than two
+    one-output loops; dead-code elimination keeps each call to its own output). Hyper-parameters
+    are Python floats baked into the compiled code (coefficients in double precision, rounded
+    once): a new value means a new compilation, so for a schedule call :func:`lionk.step` under
+    your own ``jax.jit`` with a traced lr instead.
+
+    Tier: jit contracts ``a*b + c`` into FMA on CPU and GPU (ulp); bitwise with
+    ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2`` on CPU.
+    """
+    import jax
+
+    from . import kappa as _kappa
+    from ._step import State, make_hyper, prepare
+
+    kap = _kappa.resolve(kappa)
+    make_hyper(lr, betas, weight_decay, stacklevel=2)  # validate now
+
+    def _leaves(params: Any, grads: Any, momentum: Any) -> Any:
+        prep = prepare(params, grads, State(0, momentum, 0), lr=lr, betas=betas,
+                       weight_decay=weight_decay, kappa=kap, nan_policy="propagate")
+        return prep, update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
+
+    def both(params: Any, grads: Any, momentum: Any) -> Any:
+        prep, (nx, nm) = _leaves(params, grads, momentum)
+        return prep.treedef.unflatten(nx), prep.treedef.unflatten(nm)
+
+    def new_params(params: Any, grads: Any, momentum: Any) -> Any:
+        prep, (nx, _) = _leaves(params, grads, momentum)
+        return prep.treedef.unflatten(nx)
+
+    def new_momentum(params: Any, grads: Any, momentum: Any) -> Any:
+        prep, (_, nm) = _leaves(params, grads, momentum)
+        return prep.treedef.unflatten(nm)
+
+    if not split:
+        fused = jax.jit(both, donate_argnums=(0, 2) if donate else ())
+
+        def run(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
+            p, m = fused(params, grads, state.momentum)
+            return p, State(state.count + 1, m, state.skipped)
+
+        return run
+    jp = jax.jit(new_params, donate_argnums=(0,) if donate else ())
+    jm = jax.jit(new_momentum, donate_argnums=(2,) if donate else ())
+
+    def run_split(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
+        new_p = jp(params, grads, state.momentum)
+        # params were donated: pass the new ones (shape and dtype match; unused by this call)
+        new_m = jm(new_p, grads, state.momentum)
+        return new_p, State(state.count + 1, new_m, state.skipped)
+
+    return run_split

@@ -6,7 +6,7 @@ from typing import Any
 
 from . import kappa as _kappa
 from ._array_api import array_namespace, is_concrete, is_jax_array, is_writeable, write_inplace
-from ._execution import DEFAULT_CHUNK, EXECUTIONS, run_inplace
+from ._execution import EXECUTIONS, run_inplace
 from ._step import (
     NAN_POLICIES,
     State,
@@ -31,10 +31,11 @@ class LionK:
     Hyper-parameters are attributes (``opt.lr = 1e-3`` between steps is fine: they are validated
     at every step). JAX arrays are immutable: use :func:`lionk.step` for them.
 
-    ``execution`` chooses how the step runs (see ``lionk._execution``): ``"auto"`` (default:
-    cache-sized chunks over threads for NumPy with an elementwise κ, else eager), ``"eager"`` or
-    ``"chunked"``; all give bitwise the same result. ``chunk_size`` (elements) and ``threads``
-    tune the chunked path.
+    ``execution`` chooses how the step runs (see ``lionk._execution`` and docs/execution.md):
+    ``"auto"`` (default: NumPy → cache-sized chunks over threads for an elementwise κ; torch →
+    ``torch.compile`` from 2^20 elements on), ``"eager"``, ``"chunked"`` (bitwise equal to eager)
+    or ``"compiled"`` (torch only, ulp tier). ``chunk_size`` (elements) and ``threads`` tune the
+    chunked path (defaults per backend).
 
     Example::
 
@@ -55,13 +56,13 @@ class LionK:
         state_dtype: Any = None,
         nan_policy: str = "propagate",
         execution: str = "auto",
-        chunk_size: int = DEFAULT_CHUNK,
+        chunk_size: int | None = None,
         threads: int | None = None,
     ) -> None:
         if execution not in EXECUTIONS:
             raise ValueError(f"execution: expected one of {EXECUTIONS}; received {execution!r}")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size: expected an int >= 1; received {chunk_size!r}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size: expected None or an int >= 1; received {chunk_size!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads: expected None or an int >= 1; received {threads!r}")
         self.execution = execution

@@ -351,7 +351,9 @@ def init(params: Any, *, state_dtype: Any = None) -> State:
         xp = array_namespace(x)
         _check_floating(xp, f"params{p}", x)
         dt = x.dtype if state_dtype is None else resolve_dtype(xp, state_dtype)
-        ms.append(xp.zeros(tuple(x.shape), dtype=dt, device=device(x)))
+        # zeros_like keeps the device (and JAX's committed/uncommitted placement, so a jitted
+        # step compiles once) and numpy's memory layout
+        ms.append(xp.zeros_like(x, dtype=dt))
     if state_dtype is not None and ms:
         _check_floating(array_namespace(ms[0]), "state_dtype", ms[0])
     return State(count=0, momentum=treedef.unflatten(ms), skipped=0)
