@@ -38,6 +38,7 @@ from torch.optim import Optimizer
 
 from . import kappa as _kappa
 from ._array_api import write_inplace
+from ._execution import EXECUTIONS, run_inplace
 from ._step import NAN_POLICIES, Hyper, LionKWarning, make_hyper, update_leaves
 
 __all__ = ["LionK"]
@@ -245,7 +246,12 @@ class LionK(Optimizer):
         maximize: bool = False,
         nan_policy: str = "propagate",
         state_dtype: Any = None,
+        execution: str = "auto",
     ) -> None:
+        if execution not in EXECUTIONS:
+            raise ValueError(f"execution: expected one of {EXECUTIONS}; received {execution!r}")
+        self.execution = execution
+        self.last_execution: list[str | None] = []
         defaults: dict[str, Any] = dict(
             lr=lr, betas=betas, weight_decay=weight_decay, kappa=kappa, maximize=maximize,
             nan_policy=nan_policy, state_dtype=state_dtype,
@@ -373,8 +379,12 @@ class LionK(Optimizer):
         """One Lion-κ step for every param group; returns ``closure()``'s loss (or None).
 
         The closure runs under ``torch.enable_grad()``. Params whose ``.grad`` is None are
-        skipped; ``p.grad`` is never modified. All groups are validated, then all updates are
-        computed, then written: a step that raises leaves params and state as they were.
+        skipped; ``p.grad`` is never modified. All groups are validated before anything is
+        written: a step that raises leaves params and state as they were. ``execution``
+        (constructor) picks how each group's update runs: ``"auto"`` (``torch.compile`` for
+        groups of 2^20 elements or more, else eager or chunked), ``"eager"`` (every group's
+        update computed before any is written), ``"chunked"`` or ``"compiled"``; see
+        docs/execution.md. ``last_execution`` lists the path each group took.
         """
         loss = None
         if closure is not None:
@@ -382,27 +392,31 @@ class LionK(Optimizer):
                 loss = closure()
         with torch.no_grad():
             plans = [self._plan(gi, group) for gi, group in enumerate(self.param_groups)]
-            results: list[tuple[list[torch.Tensor], list[torch.Tensor]] | None] = []
-            for plan in plans:
-                if plan.skip or not plan.params:
-                    results.append(None)
-                    continue
-                cfg = plan.config
-                new_xs, new_ms = update_leaves(plan.params, plan.grads, plan.moms, cfg.hyper,
-                                               cfg.kappa)
-                results.append((new_xs, new_ms))
-            # Nothing above wrote anything; from here on, only copies into validated tensors.
-            for plan, res in zip(plans, results):
+            if self.execution == "eager":
+                # every group's update computed before anything is written
+                results = [None if (plan.skip or not plan.params) else
+                           update_leaves(plan.params, plan.grads, plan.moms, plan.config.hyper,
+                                         plan.config.kappa) for plan in plans]
+            # Nothing above wrote anything; from here on, only the validated updates are written.
+            self.last_execution = []
+            for gi, plan in enumerate(plans):
                 if plan.skip:
                     plan.group["skipped"] = int(plan.group.get("skipped", 0)) + 1
+                    self.last_execution.append(None)
                     continue
-                if res is None:
+                if not plan.params:
+                    self.last_execution.append(None)
                     continue
-                new_xs, new_ms = res
-                for k, (p, m, fresh, m_new) in enumerate(zip(plan.params, plan.moms, plan.fresh,
-                                                             new_ms)):
-                    write_inplace(p, new_xs[k])
-                    write_inplace(m, m_new)
+                if self.execution == "eager":
+                    new_xs, new_ms = results[gi]
+                    for dst, src in zip((*plan.params, *plan.moms), (*new_xs, *new_ms)):
+                        write_inplace(dst, src)
+                    self.last_execution.append("eager")
+                else:
+                    self.last_execution.append(run_inplace(
+                        plan.params, plan.grads, plan.moms, plan.config.hyper,
+                        plan.config.kappa, execution=self.execution))
+                for p, m, fresh in zip(plan.params, plan.moms, plan.fresh):
                     if fresh:
                         self.state[p] = {"step": 1, "exp_avg": m}
                     else:

@@ -1,0 +1,160 @@
+"""Compiled execution paths: torch.compile (LionK, lionk.torch.LionK) and lionk.jit_step (JAX).
+
+They run the same update as lionk.step; compilers may contract ``a*b + c`` into FMA, so they are
+held to the ulp tier: each output within ``K`` eps of the magnitude of the terms that produce it
+(``|(1-lr*wd)*x| + lr*|u|`` for params, ``b2*|m| + (1-b2)*|g|`` for momentum), sign ties aside.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lionk
+
+K = 4  # one rounding saved per FMA; a handful of eps covers the two or three of a step
+LR, WD, B1, B2 = 1e-2, 0.5, 0.9, 0.99
+
+
+def _reference(x, g, m, lr=LR):
+    """numpy float64 of the update (the exact result both float32 roundings approximate)."""
+    x, g, m = (np.asarray(a, np.float64) for a in (x, g, m))
+    c = B1 * m + (1 - B1) * g
+    u = np.sign(c)
+    nx = (1 - lr * WD) * x - lr * u
+    nm = B2 * m + (1 - B2) * g
+    scale_x = np.abs((1 - lr * WD) * x) + lr * np.abs(u)
+    scale_m = B2 * np.abs(m) + (1 - B2) * np.abs(g)
+    tie = np.abs(c) <= 8 * np.finfo(np.float32).eps * (B1 * np.abs(m) + (1 - B1) * np.abs(g))
+    return nx, nm, scale_x, scale_m, tie
+
+
+def _assert_ulp(got_x, got_m, x, g, m, lr=LR):
+    nx, nm, sx, sm, tie = _reference(x, g, m, lr)
+    eps = np.finfo(np.float32).eps
+    ex = np.abs(np.asarray(got_x, np.float64) - nx)
+    em = np.abs(np.asarray(got_m, np.float64) - nm)
+    assert np.all((ex <= K * eps * sx) | tie), float(np.max(ex / (eps * sx)))
+    assert np.all(em <= K * eps * sm), float(np.max(em / (eps * sm)))
+    assert tie.mean() < 1e-3
+
+
+def _data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(-1.5, 1.5, n).astype(np.float32),
+            rng.uniform(-1, 1, n).astype(np.float32),
+            rng.uniform(-1, 1, n).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def torch():
+    torch = pytest.importorskip("torch")
+    import importlib.util
+    import shutil
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    assert importlib.util.find_spec("torch._inductor") is not None
+    return torch
+
+
+def test_torch_compiled_lionk_is_in_the_ulp_tier(torch) -> None:
+    x0, g, m0 = _data(5000)
+    xs = [torch.from_numpy(x0[:3000].copy()), torch.from_numpy(x0[3000:].copy().reshape(40, 50))]
+    opt = lionk.LionK(xs, lr=LR, betas=(B1, B2), weight_decay=WD, execution="compiled")
+    ms = [torch.from_numpy(m0[:3000].copy()), torch.from_numpy(m0[3000:].copy().reshape(40, 50))]
+    opt.load_state_dict({"count": 0, "momentum": ms})
+    gs = [torch.from_numpy(g[:3000].copy()), torch.from_numpy(g[3000:].copy().reshape(40, 50))]
+    opt.step(gs)
+    assert opt.last_execution == "compiled"
+    got_x = np.concatenate([t.numpy().reshape(-1) for t in xs])
+    got_m = np.concatenate([t.numpy().reshape(-1) for t in lionk.tree.flatten(opt.state.momentum)[0]])
+    _assert_ulp(got_x, got_m, x0, g, m0)
+    # a new lr reaches the compiled code (coefficients are tensor inputs, not baked constants)
+    opt.lr = LR / 2
+    x1, m1 = got_x.copy(), got_m.copy()
+    opt.step(gs)
+    got_x = np.concatenate([t.numpy().reshape(-1) for t in xs])
+    got_m = np.concatenate([t.numpy().reshape(-1) for t in lionk.tree.flatten(opt.state.momentum)[0]])
+    _assert_ulp(got_x, got_m, x1, g, m1, lr=LR / 2)
+
+
+def test_torch_adapter_compiled_matches_eager_within_ulp(torch) -> None:
+    x0, g, _ = _data(5000, seed=1)
+    p_c = torch.nn.Parameter(torch.from_numpy(x0[:3000].copy()))
+    p_e = torch.nn.Parameter(torch.from_numpy(x0[:3000].copy()))
+    oc = lionk.torch.LionK([p_c], lr=LR, betas=(B1, B2), weight_decay=WD, execution="compiled")
+    oe = lionk.torch.LionK([p_e], lr=LR, betas=(B1, B2), weight_decay=WD, execution="eager")
+    p_c.grad = torch.from_numpy(g[:3000].copy())
+    p_e.grad = torch.from_numpy(g[:3000].copy())
+    oc.step()
+    oe.step()
+    assert oc.last_execution == ["compiled"] and oe.last_execution == ["eager"]
+    _assert_ulp(p_c.detach().numpy(), oc.state[p_c]["exp_avg"].numpy(), x0[:3000], g[:3000],
+                np.zeros(3000, np.float32))
+
+
+@pytest.mark.parametrize("kappa", ["sign", "huber"])
+def test_torch_chunked_is_bitwise_equal_to_eager(torch, kappa) -> None:
+    x0, g, _ = _data(10_000, seed=2)
+    a = torch.from_numpy(x0.copy())
+    b = torch.from_numpy(x0.copy())
+    oa = lionk.LionK(a, lr=LR, weight_decay=WD, kappa=kappa, execution="chunked", chunk_size=999)
+    ob = lionk.LionK(b, lr=LR, weight_decay=WD, kappa=kappa, execution="eager")
+    gt = torch.from_numpy(g)
+    for _ in range(5):
+        oa.step(gt)
+        ob.step(gt)
+    assert torch.equal(a, b) and torch.equal(oa.state.momentum, ob.state.momentum)
+
+
+def test_compiled_refuses_numpy_with_a_clear_error() -> None:
+    x = np.zeros(10, np.float32)
+    opt = lionk.LionK(x, lr=0.1, execution="compiled")
+    with pytest.raises(ValueError, match="torch"):
+        opt.step(np.ones_like(x))
+    assert not x.any() and opt.state.count == 0
+
+
+# --- JAX: lionk.jit_step -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jnp():
+    pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    return jnp
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_jit_step_is_in_the_ulp_tier_and_donates(jnp, split) -> None:
+    x0, g, m0 = _data(4000, seed=3)
+    step = lionk.jit_step(lr=LR, betas=(B1, B2), weight_decay=WD, split=split)
+    params = {"a": jnp.asarray(x0[:1000]), "b": jnp.asarray(x0[1000:].reshape(60, 50))}
+    grads = {"a": jnp.asarray(g[:1000]), "b": jnp.asarray(g[1000:].reshape(60, 50))}
+    state = lionk.State(0, {"a": jnp.asarray(m0[:1000]), "b": jnp.asarray(m0[1000:].reshape(60, 50))}, 0)
+    old_a = params["a"]
+    new_p, new_s = step(params, grads, state)
+    assert old_a.is_deleted()  # donated: XLA reused the buffer
+    got_x = np.concatenate([np.asarray(new_p[k]).reshape(-1) for k in ("a", "b")])
+    got_m = np.concatenate([np.asarray(new_s.momentum[k]).reshape(-1) for k in ("a", "b")])
+    _assert_ulp(got_x, got_m, x0, g, m0)
+    assert int(new_s.count) == 1
+
+
+def test_jit_step_without_donation_keeps_inputs(jnp) -> None:
+    step = lionk.jit_step(lr=LR, weight_decay=WD, donate=False)
+    p = jnp.ones(8, jnp.float32)
+    st = lionk.init(p)
+    step(p, p, st)
+    assert not p.is_deleted() and float(p[0]) == 1.0
+
+
+def test_jit_step_validates_hyper_parameters_and_inputs(jnp) -> None:
+    with pytest.raises(ValueError, match="lr"):
+        lionk.jit_step(lr=-1.0)
+    step = lionk.jit_step(lr=LR, donate=False)
+    p = {"w": jnp.ones(3, jnp.float32)}
+    with pytest.raises(ValueError, match=r"grads\['w'\]"):
+        step(p, {"w": jnp.ones(4, jnp.float32)}, lionk.init(p))
