@@ -30,6 +30,10 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "jax-cpu": ("cpu", "bitwise", "eager dispatch does not contract FMA"),
     "jax-cpu-jit": ("cpu", "ulp", "XLA:CPU contracts a*b+c into FMA"),
     "jax-cpu-jit-sse42": ("cpu", "bitwise", "SSE4_2 ISA has no FMA (run in a subprocess)"),
+    # execution paths (lionk._execution): the same step run another way
+    "numpy-chunked": ("cpu", "bitwise", "LionK's chunked path: same operations on pieces"),
+    "torch-cpu-compiled": ("cpu", "ulp", "torch.compile (inductor may contract FMA)"),
+    "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
     "torch-cuda": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
     "jax-gpu": ("cuda", "ulp", "XLA:GPU contracts FMA even in eager op-by-op kernels"),
     "jax-gpu-jit": ("cuda", "ulp", "XLA:GPU contracts FMA"),
@@ -50,6 +54,7 @@ class Backend:
     jit: bool = False
     dtypes: tuple[str, ...] = ("float32", "float64")
     extra: dict[str, Any] = field(default_factory=dict)
+    execution: str | None = None  # an in-place execution path of lionk._execution, or jit_step
 
     def step_fn(self, *, lr: float, betas: tuple[float, float], weight_decay: float, kappa: Any,
                 grad_fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
@@ -57,6 +62,11 @@ class Backend:
         computed inside (so a jitted backend compiles gradient and step together)."""
         step = functools.partial(lionk.step, lr=lr, betas=betas, weight_decay=weight_decay,
                                  kappa=kappa)
+        if self.execution == "jit_step":
+            step = lionk.jit_step(lr=lr, betas=betas, weight_decay=weight_decay, kappa=kappa)
+        elif self.execution is not None:
+            step = functools.partial(_inplace_step, self.execution, lr=lr, betas=betas,
+                                     weight_decay=weight_decay, kappa=kappa)
         if grad_fn is None:
             fn = step
         else:
@@ -67,6 +77,28 @@ class Backend:
 
             return jax.jit(fn)
         return fn
+
+
+def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: float,
+                  betas: tuple[float, float], weight_decay: float, kappa: Any) -> Any:
+    """A pure step made of an in-place execution path: copy, run the path on the copies."""
+    from lionk._execution import chunkable, run_inplace
+    from lionk._step import make_hyper
+    from lionk.tree import flatten
+
+    kap = lionk.kappa.resolve(kappa)
+    xs, treedef, _ = flatten(params)
+    gs = flatten(grads)[0]
+    ms = flatten(state.momentum)[0]
+    xs = [lionk._array_api.array_namespace(x).asarray(x, copy=True) for x in xs]
+    ms = [lionk._array_api.array_namespace(m).asarray(m, copy=True) for m in ms]
+    path = execution
+    if path == "chunked" and not chunkable(xs, gs, ms, kap):
+        path = "eager"  # a norm κ needs the whole array: not chunkable by design
+    # tiny pieces and two threads, so that piece and thread boundaries fall inside the leaves
+    run_inplace(xs, gs, ms, make_hyper(lr, betas, weight_decay), kap, execution=path,
+                chunk_size=7, threads=2)
+    return treedef.unflatten(xs), lionk.State(state.count + 1, treedef.unflatten(ms), state.skipped)
 
 
 def _missing(name: str, reason: str) -> Backend:
@@ -88,11 +120,12 @@ def enable_jax_x64() -> None:
 
 def _make(name: str) -> Backend:
     kind, tier, _ = KNOWN_BACKENDS[name]
-    if name == "numpy":
+    if name in ("numpy", "numpy-chunked"):
         import array_api_compat.numpy as xp
 
         return Backend(name, kind, tier, True, xp=xp, put=lambda a: np.array(a, copy=True),
-                       get=lambda a: np.asarray(a))
+                       get=lambda a: np.asarray(a),
+                       execution="chunked" if name == "numpy-chunked" else None)
     if name == "array_api_strict":
         if not _has("array_api_strict"):
             return _missing(name, "array_api_strict not installed")
@@ -114,6 +147,7 @@ def _make(name: str) -> Backend:
             put=lambda a: torch.from_numpy(np.array(a, copy=True)).to(dev),
             get=lambda a: a.detach().cpu().numpy(),
             dtypes=("float32", "float64"),
+            execution="compiled" if name.endswith("compiled") else None,
         )
     if name.startswith("jax"):
         if not _has("jax"):
@@ -134,6 +168,7 @@ def _make(name: str) -> Backend:
             put=lambda a: jax.device_put(jnp.asarray(np.array(a, copy=True)), dev),
             get=lambda a: np.asarray(a),
             jit=name.endswith("jit") or name.endswith("sse42"),
+            execution="jit_step" if name.endswith("donated") else None,
         )
     if name == "cupy":
         if not _has("cupy"):
