@@ -35,6 +35,7 @@ __all__ = [
     "step",
     "update_leaves",
     "make_hyper",
+    "coefficients",
     "NAN_POLICIES",
 ]
 
@@ -133,8 +134,16 @@ def make_hyper(lr: Any, betas: Any, weight_decay: Any, *, stacklevel: int = 1,
             LionKWarning,
             stacklevel=stacklevel + 1,
         )
-    return Hyper(lr=lr, b1=b1, one_minus_b1=1.0 - b1, b2=b2, one_minus_b2=1.0 - b2,
-                 decay=1.0 - lr * wd)
+    return coefficients(lr, b1, b2, wd)
+
+
+def coefficients(lr: Any, b1: Any, b2: Any, weight_decay: Any) -> Hyper:
+    """The step's coefficients from (already validated) hyper-parameters: the one place where
+    ``1 - b1``, ``1 - b2`` and ``1 - lr*wd`` are formed. Python floats give Python floats (double
+    precision, rounded once to the array dtype by the backend); traced values give traced values.
+    A weight decay that is the Python number 0 gives the decay factor exactly 1.0."""
+    decay = 1.0 if isinstance(weight_decay, (int, float)) and weight_decay == 0 else 1.0 - lr * weight_decay
+    return Hyper(lr=lr, b1=b1, one_minus_b1=1.0 - b1, b2=b2, one_minus_b2=1.0 - b2, decay=decay)
 
 
 def _coef(c: Any, like: Array) -> Any:

@@ -46,6 +46,7 @@ from ._step import (
     _check_floating,
     _check_leaves,
     _namespace_of,
+    coefficients,
     make_hyper,
     update_leaves,
 )
@@ -314,11 +315,10 @@ def lion_k(
         wd = _value_at("weight_decay", wd_s, count)
         bb1 = _value_at("b1", b1_s, count)
         bb2 = _value_at("b2", b2_s, count)
-        # Traced values: make_hyper would read concrete arrays as floats and reject lr = 0, so
-        # the Hyper is built here with the coefficients make_hyper documents.
-        common = dict(lr=lr, b1=bb1, one_minus_b1=1.0 - bb1, b2=bb2, one_minus_b2=1.0 - bb2)
-        decayed = Hyper(**common, decay=1.0 if wd_is_zero else 1.0 - lr * wd)
-        return decayed, Hyper(**common, decay=1.0)
+        # Traced values (schedules, injected hyper-parameters) skip make_hyper's validation,
+        # which needs concrete numbers, but share its coefficient formulas.
+        decayed = coefficients(lr, bb1, bb2, 0.0 if wd_is_zero else wd)
+        return decayed, coefficients(lr, bb1, bb2, 0.0)
 
     def init_fn(params: Any) -> LionKState:
         xs, treedef, paths = flatten(params)
