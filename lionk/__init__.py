@@ -11,9 +11,10 @@ The same code runs on NumPy, CuPy, PyTorch and JAX arrays::
 
 from __future__ import annotations
 
-from . import checkpoint, kappa, lyapunov, tree
+from . import checkpoint, kappa, lyapunov, plot, tree
 from ._execution import jit_step
 from ._imperative import LionK
+from ._minimize import OptimizeResult, minimize
 from ._step import LionKWarning, State, init, step
 from .checkpoint import CheckpointError, load, save
 
@@ -37,6 +38,9 @@ __all__ = [
     "init",
     "step",
     "jit_step",
+    "minimize",
+    "OptimizeResult",
+    "plot",
     "save",
     "load",
     "CheckpointError",
