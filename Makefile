@@ -1,16 +1,17 @@
 # lionk — two commands do all set-up on a fresh machine:
 #   make conformance   the conformance suite over every backend this machine has, with its report
 #   make test          the whole pytest suite (tests/ and conformance/)
+#   make docs          the documentation site in site/ (mkdocs, strict)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all test conformance lint venv clean
+.PHONY: all test conformance lint venv clean docs
 
 all: test
 
-$(STAMP): pyproject.toml requirements/dev.txt
+$(STAMP): pyproject.toml requirements/dev.txt requirements/docs.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt
@@ -25,8 +26,11 @@ test: $(STAMP)
 conformance: $(STAMP)
 	$(PY) -m conformance --report conformance-report
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 lint: $(STAMP)
 	$(PY) -m ruff check lionk tests conformance examples
 
 clean:
-	rm -rf $(VENV) conformance-report .pytest_cache .hypothesis
+	rm -rf $(VENV) conformance-report site .pytest_cache .hypothesis

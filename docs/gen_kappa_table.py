@@ -1,0 +1,276 @@
+r"""The κ catalogue of the documentation site, generated from lionk's κ registry.
+
+What comes from the registry, at build time:
+
+* the names: every name of ``lionk.kappa.available()``; a name whose ``Kappa.name`` differs
+  (``l1``, ``lion``) is an alias of that κ;
+* each κ's parameters and their defaults (``get(name).params``) and its ``exact`` and
+  ``separable`` flags.
+
+What comes from ``CATALOGUE`` below (mathematics the code cannot state about itself): K, ∇K,
+K*, the problem Lion-κ solves for x, the domain distance, the tier and the valid range of each
+parameter.
+
+The generator refuses to produce a table that could be stale: a registered κ without a
+catalogue entry, an entry for a κ that is not registered, a tier that contradicts the ``exact``
+flag, or a parameter without a stated range raises :class:`CatalogueError`, which fails the site
+build (``docs/hooks.py``) and ``tests/test_docs_site.py``.
+
+Run ``python docs/gen_kappa_table.py`` to print the Markdown.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class CatalogueError(RuntimeError):
+    """The registry and the catalogue data disagree."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    K: str  # K(y), Markdown with $...$ math (use \Vert and \lvert, never "|", inside tables)
+    grad: str  # ∇K(y)
+    conjugate: str  # K*(z)
+    problem: str  # the problem Lion-κ solves for x
+    distance: str  # domain_distance(z)
+    tier: str  # "exact" (∇K correctly rounded, bitwise tier possible) or "ulp"
+    tier_why: str  # what puts it in its tier
+    param_ranges: dict[str, str] = field(default_factory=dict)  # parameter -> valid range
+
+
+_BOX = r"$\max_i (\lvert z_i\rvert - 1)_+$"
+
+# Keyed by the canonical name (``Kappa.name``), in the order of the table.
+CATALOGUE: dict[str, Entry] = {
+    "sign": Entry(
+        K=r"$\Vert y\Vert _1$",
+        grad=r"$\operatorname{sign}(y)$, with $\operatorname{sign}(\pm 0) = +0$ and NaN kept",
+        conjugate=r"$0$ if $\Vert z\Vert _\infty \le 1$, else $+\infty$",
+        problem=r"$\Vert x\Vert _\infty \le 1/\lambda$",
+        distance=_BOX,
+        tier="exact",
+        tier_why="bitwise",
+    ),
+    "huber": Entry(
+        K=r"$\sum_i h_\delta(y_i)$, $h_\delta(t) = t^2/(2\delta)$ if $\lvert t\rvert \le \delta$, "
+        r"else $\lvert t\rvert - \delta/2$",
+        grad=r"$\operatorname{clip}(y \cdot (1/\delta), -1, 1)$",
+        conjugate=r"$\frac{\delta}{2}\Vert z\Vert _2^2$ on the box",
+        problem=r"box, plus $\frac{\delta\lambda}{2}\Vert x\Vert _2^2$",
+        distance=_BOX,
+        tier="exact",
+        tier_why="bitwise",
+        param_ranges={"delta": "> 0"},
+    ),
+    "deadzone": Entry(
+        K=r"$\sum_i \max(\lvert y_i\rvert - e, 0)$",
+        grad=r"$\operatorname{sign}(y_i)$ if $\lvert y_i\rvert > e$, else $0$",
+        conjugate=r"$e\Vert z\Vert _1$ on the box",
+        problem=r"box, plus $e\Vert x\Vert _1$ (sparsity)",
+        distance=_BOX,
+        tier="exact",
+        tier_why="bitwise",
+        param_ranges={"e": "> 0"},
+    ),
+    "quadratic": Entry(
+        K=r"$\frac12\Vert y\Vert _2^2$",
+        grad=r"$y$",
+        conjugate=r"$\frac12\Vert z\Vert _2^2$ everywhere",
+        problem=r"penalty $\frac{\lambda}{2}\Vert x\Vert _2^2$ (momentum SGD with decoupled decay)",
+        distance=r"$0$ (dom K* is everything)",
+        tier="exact",
+        tier_why="bitwise",
+    ),
+    "relativistic": Entry(
+        K=r"$\sum_i \sqrt{y_i^2 + \delta^2} - \delta$",
+        grad=r"$y_i / \sqrt{y_i^2 + \delta^2}$",
+        conjugate=r"$\sum_i \delta - \delta\sqrt{1 - z_i^2}$ on the box",
+        problem=r"box, plus a barrier whose slope is infinite at $\lvert x_i\rvert = 1/\lambda$",
+        distance=_BOX,
+        tier="ulp",
+        tier_why="`sqrt`, division",
+        param_ranges={"delta": "> 0"},
+    ),
+    "l2": Entry(
+        K=r"$\Vert y\Vert _2$",
+        grad=r"$y / \Vert y\Vert _2$ ($0$ at $y = 0$)",
+        conjugate=r"$0$ if $\Vert z\Vert _2 \le 1$, else $+\infty$",
+        problem=r"$\Vert x\Vert _2 \le 1/\lambda$",
+        distance=r"$(\Vert z\Vert _2 - 1)_+$",
+        tier="ulp",
+        tier_why="sum, `sqrt`",
+    ),
+    "lp": Entry(
+        K=r"$\Vert y\Vert _p$, $1 < p < \infty$",
+        grad=r"$\operatorname{sign}(y)\,(\lvert y\rvert/\Vert y\Vert _p)^{p-1}$ ($0$ at $y = 0$)",
+        conjugate=r"$0$ if $\Vert z\Vert _q \le 1$, else $+\infty$; $1/p + 1/q = 1$",
+        problem=r"$\Vert x\Vert _q \le 1/\lambda$",
+        distance=r"$(\Vert z\Vert _q - 1)_+$",
+        tier="ulp",
+        tier_why="`pow`, sum",
+        param_ranges={"p": "> 1, finite"},
+    ),
+    "relativistic-l2": Entry(
+        K=r"$\sqrt{\Vert y\Vert _2^2 + \delta^2} - \delta$",
+        grad=r"$y / \sqrt{\Vert y\Vert _2^2 + \delta^2}$",
+        conjugate=r"$\delta - \delta\sqrt{1 - \Vert z\Vert _2^2}$ on the ℓ2 ball",
+        problem=r"ℓ2 ball, plus a barrier",
+        distance=r"$(\Vert z\Vert _2 - 1)_+$",
+        tier="ulp",
+        tier_why="sum, `sqrt`",
+        param_ranges={"delta": "> 0"},
+    ),
+}
+
+TIERS = ("exact", "ulp")
+SCOPE = "scope"  # the parameter of the norm-type κ: "tensor" or "global"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    aliases: tuple[str, ...]
+    params: dict[str, Any]
+    exact: bool
+    separable: bool
+    entry: Entry
+
+
+def rows(catalogue: dict[str, Entry] | None = None) -> list[Row]:
+    """One row per registered κ, checked against the catalogue (:class:`CatalogueError`)."""
+    import lionk
+
+    catalogue = CATALOGUE if catalogue is None else catalogue
+    kinfo: dict[str, Any] = {}
+    aliases: dict[str, list[str]] = {}
+    problems: list[str] = []
+    for name in lionk.kappa.available():
+        try:
+            k = lionk.kappa.get(name)
+        except Exception as exc:  # a registered κ must build with its defaults
+            problems.append(f"lionk.kappa.get({name!r}) failed: {exc!r}")
+            continue
+        if k.name == name:
+            kinfo[name] = k
+        else:
+            aliases.setdefault(k.name, []).append(name)
+    for canon in sorted(aliases):
+        if canon not in kinfo:
+            problems.append(f"{aliases[canon]} resolve to a κ named {canon!r}, which is not "
+                            "registered under its own name")
+    missing = [n for n in kinfo if n not in catalogue]
+    if missing:
+        problems.append(
+            f"registered κ without a catalogue entry: {missing}; add an Entry to CATALOGUE in "
+            "docs/gen_kappa_table.py (K, ∇K, K*, implied problem, domain distance, tier)"
+        )
+    stale = [n for n in catalogue if n not in kinfo]
+    if stale:
+        problems.append(f"catalogue entries for κ that are not registered: {stale}")
+    out: list[Row] = []
+    for name, entry in catalogue.items():
+        k = kinfo.get(name)
+        if k is None:
+            continue
+        if entry.tier not in TIERS:
+            problems.append(f"{name}: tier {entry.tier!r} is not one of {TIERS}")
+        elif (entry.tier == "exact") != k.exact:
+            problems.append(f"{name}: the catalogue says tier {entry.tier!r} but "
+                            f"Kappa.exact is {k.exact}")
+        undocumented = [p for p in k.params if p != SCOPE and p not in entry.param_ranges]
+        if undocumented:
+            problems.append(f"{name}: parameters without a range in the catalogue: {undocumented}")
+        unknown = [p for p in entry.param_ranges if p not in k.params]
+        if unknown:
+            problems.append(f"{name}: the catalogue documents parameters {unknown}, but "
+                            f"get({name!r}).params is {k.params!r}")
+        out.append(Row(name, tuple(sorted(aliases.get(name, []))), dict(k.params), k.exact,
+                       k.separable, entry))
+    if problems:
+        raise CatalogueError("κ catalogue out of date:\n- " + "\n- ".join(problems))
+    return out
+
+
+def _value(v: Any) -> str:
+    return f'"{v}"' if isinstance(v, str) else repr(v)
+
+
+def _params_cell(row: Row) -> str:
+    if not row.params:
+        return "none"
+    parts = []
+    for p, v in row.params.items():
+        cell = f"`{p}={_value(v)}`"
+        if p in row.entry.param_ranges:
+            cell += f" ({row.entry.param_ranges[p]})"
+        parts.append(cell)
+    return ", ".join(parts)
+
+
+def _scope_cell(row: Row) -> str:
+    if SCOPE in row.params:
+        return '`"tensor"` or `"global"`'
+    return "elementwise" if row.separable else "per array"
+
+
+def _name_cell(row: Row) -> str:
+    cell = f"`{row.name}`"
+    if row.params:
+        cell += " (" + ", ".join(f"`{p}`" for p in row.params) + ")"
+    if row.aliases:
+        cell += " (aliases " + ", ".join(f"`{a}`" for a in row.aliases) + ")"
+    return cell
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def markdown(catalogue: dict[str, Entry] | None = None) -> str:
+    """The catalogue as Markdown: two tables and the notes that go with them."""
+    rs = rows(catalogue)
+    out = [
+        "| name | K(y) | ∇K(y) | K*(z) | implied problem for x |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rs:
+        e = r.entry
+        out.append(f"| {_name_cell(r)} | {e.K} | {e.grad} | {e.conjugate} | {e.problem} |")
+    out += [
+        "",
+        r'"On the box" means $\|z\|_\infty \le 1$ and $+\infty$ outside; likewise "on the ℓ2 ball".',
+        "",
+        "| name | parameters (default) | domain distance `domain_distance(z)` | scope | "
+        "`exact` | `separable` | tier |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rs:
+        e = r.entry
+        tier = f"{e.tier} ({e.tier_why})"
+        out.append(f"| `{r.name}` | {_params_cell(r)} | {e.distance} | {_scope_cell(r)} | "
+                   f"{_yes(r.exact)} | {_yes(r.separable)} | {tier} |")
+    out += [
+        "",
+        "*This catalogue is generated from the registry when the site is built: the names come "
+        "from `lionk.kappa.available()`, the parameters, defaults and the `exact` / `separable` "
+        "flags from the `Kappa` objects, the formulas and tiers from the table in "
+        "`docs/gen_kappa_table.py`, which must cover every registered κ.*",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    try:
+        sys.stdout.write(markdown())
+    except CatalogueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
