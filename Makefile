@@ -2,12 +2,13 @@
 #   make conformance   the conformance suite over every backend this machine has, with its report
 #   make test          the whole pytest suite (tests/ and conformance/)
 #   make docs          the documentation site in site/ (mkdocs, strict)
+#   make bench         benchmarks against the memory floor and peers (benchmarks/results.md)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all test conformance lint venv clean docs
+.PHONY: all test conformance lint venv clean docs bench
 
 all: test
 
@@ -28,6 +29,9 @@ conformance: $(STAMP)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
 
 lint: $(STAMP)
 	$(PY) -m ruff check lionk tests conformance examples

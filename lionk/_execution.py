@@ -37,7 +37,8 @@ from ._step import Hyper, update_leaves
 __all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable", "jit_step"]
 
 EXECUTIONS = ("auto", "eager", "chunked", "compiled")
-DEFAULT_CHUNK = 1 << 14  # elements; 16K float32 = 64 KiB per temporary, well inside L2
+DEFAULT_CHUNK = 1 << 13  # elements; 8K float32 = 32 KiB per temporary, well inside L2
+NUMPY_CHUNK_MIN_ELEMENTS = 1 << 18  # below this a whole-array step is faster than chunks
 
 _POOL: ThreadPoolExecutor | None = None
 
@@ -89,7 +90,8 @@ def _is_torch(a: Array) -> bool:
 
 def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any) -> str:
     if all(type(a).__module__ == "numpy" for a in xs):
-        return "chunked" if chunkable(xs, gs, ms, kappa) else "eager"
+        big = sum(int(a.size) for a in xs) >= NUMPY_CHUNK_MIN_ELEMENTS
+        return "chunked" if big and chunkable(xs, gs, ms, kappa) else "eager"
     if xs and all(_is_torch(a) for a in xs):
         n = sum(int(a.numel()) for a in xs)
         if n >= COMPILE_MIN_ELEMENTS and not _COMPILE_FAILED:
@@ -222,6 +224,11 @@ def _run_torch_compiled(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[A
     dev = xs[0].device
     coefs = [c if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=torch.float64, device=dev)
              for c in h]
+    # detach(): plain tensors sharing the parameters' storage, so the compiled code's guards see
+    # the same types whether LionK or lionk.torch.LionK (nn.Parameter) calls it (no recompile)
+    xs = [x.detach() for x in xs]
+    ms = [m.detach() for m in ms]
+    gs = [g.detach() for g in gs]
     with warnings.catch_warnings():
         # dynamo notes that it traces through array-api-compat's lru_cache'd helpers: benign
         warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")

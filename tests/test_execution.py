@@ -43,10 +43,16 @@ def test_chunked_is_bitwise_equal_to_eager(kappa, dtype, chunk_size, threads) ->
         assert np.array_equal(bits(m_ref), bits(m_got)), k
 
 
-def test_auto_chunks_numpy_with_a_separable_kappa_only() -> None:
-    _, opt = _run("auto", "sign", "float32", [(100,)], steps=1)
+def test_auto_chunks_large_numpy_with_a_separable_kappa_only() -> None:
+    from lionk._execution import NUMPY_CHUNK_MIN_ELEMENTS
+
+    big = [(NUMPY_CHUNK_MIN_ELEMENTS,)]
+    _, opt = _run("auto", "sign", "float32", big, steps=1)
     assert opt.last_execution == "chunked"
-    _, opt = _run("auto", "l2", "float32", [(100,)], steps=1)
+    _, opt = _run("auto", "l2", "float32", big, steps=1)
+    assert opt.last_execution == "eager"
+    # small arrays: one whole-array step beats many Python-level chunk calls
+    _, opt = _run("auto", "sign", "float32", [(100,)], steps=1)
     assert opt.last_execution == "eager"
 
 

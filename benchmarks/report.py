@@ -1,0 +1,412 @@
+"""Turns the timed rows into ratios, peer speed-ups and target verdicts; writes results.md,
+results.json and results.png. Every verdict is computed from the rows of this run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .contenders import human_bytes
+
+# Peers each lionk row is compared with, by backend: (peer row name, short label).
+PEERS = {
+    "torch": [("lion_pytorch.Lion default", "lion_pytorch"), ("torch AdamW fused", "AdamW fused"),
+              ("torch hand Lion compiled", "hand compiled")],
+    "jax": [("optax.lion jit", "optax.lion"), ("jax hand Lion jit", "hand jit")],
+    "numpy": [("numpy naive Lion", "naive numpy")],
+    "cupy": [("cupy naive Lion", "naive cupy")],
+}
+
+# The issue's targets. kind: "floor" (ratio to floor <= x), "speedup" (peer / lionk >= x),
+# "memory" (peak extra / param bytes <= x).
+TARGETS = [
+    dict(id="torch-2^24", size="2^24", kind="floor", pick="best", backend="torch", max=1.3,
+         text="2^24: lionk torch fast path ≤ 1.3× floor"),
+    dict(id="jax-2^24", size="2^24", kind="floor", pick="jit_step", backend="jax", max=1.7,
+         text="2^24: lionk JAX (jit_step) ≤ 1.7× floor"),
+    dict(id="numpy-2^24", size="2^24", kind="floor", pick="best", backend="numpy", max=2.0,
+         text="2^24: lionk NumPy ≤ 2× floor"),
+    dict(id="torch-vs-lion_pytorch", size="2^24", kind="speedup", pick="torch-default",
+         backend="torch", peer="lion_pytorch.Lion default", min=5.0,
+         text="2^24: lionk.torch.LionK default ≥ 5× faster than lion_pytorch.Lion default"),
+    dict(id="jax-vs-optax", size="2^24", kind="speedup", pick="jit_step", backend="jax",
+         peer="optax.lion jit", min=3.0, text="2^24: lionk.jit_step ≥ 3× faster than optax.lion (jit)"),
+    dict(id="torch-model", size="model", kind="floor", pick="best", backend="torch", max=1.6,
+         text="model (148 tensors): lionk torch fast path ≤ 1.6× floor"),
+    dict(id="jax-model", size="model", kind="floor", pick="jit_step", backend="jax", max=1.8,
+         text="model (148 tensors): lionk JAX (jit_step) ≤ 1.8× floor"),
+    dict(id="mem-numpy-2^24", size="2^24", kind="memory", pick="best", backend="numpy", max=0.02,
+         text="2^24: peak extra memory of the lionk NumPy fast path ≤ 2% of param bytes"),
+    dict(id="mem-torch-2^24", size="2^24", kind="memory", pick="best", backend="torch", max=0.02,
+         text="2^24: peak extra memory of the lionk torch fast path ≤ 2% of param bytes"),
+    dict(id="mem-numpy-model", size="model", kind="memory", pick="best", backend="numpy", max=0.02,
+         text="model: peak extra memory of the lionk NumPy fast path ≤ 2% of param bytes"),
+    dict(id="mem-torch-model", size="model", kind="memory", pick="best", backend="torch", max=0.02,
+         text="model: peak extra memory of the lionk torch fast path ≤ 2% of param bytes"),
+]
+
+
+def _fmt_x(v: float | None, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}×"
+
+
+def build_result(rows: list[Any], settings: Any, info: dict[str, Any]) -> dict[str, Any]:
+    sizes = []
+    out_rows = []
+    for w in settings.sizes:
+        srows = [r for r in rows if r.size == w.label]
+        bws = {}
+        for r in srows:
+            if r.role == "floor" and r.status == "ok" and r.median_s and r.moved_bytes:
+                bws[r.name] = r.moved_bytes / r.median_s
+        bw = max(bws.values()) if bws else None
+        floor_s = w.step_bytes / bw if bw else None
+        rounds = max((len(r.samples_s) for r in srows), default=0)
+        sizes.append(dict(label=w.label, description=w.describe(), n=w.n, leaves=w.leaves, rounds=rounds,
+                          param_bytes=w.param_bytes, step_bytes=w.step_bytes,
+                          bandwidth_Bps=bws, bandwidth_used_Bps=bw, floor_s=floor_s))
+        med = {r.name: r.median_s for r in srows if r.status == "ok"}
+        for r in srows:
+            d = asdict(r)
+            d["median_s"] = r.median_s
+            d["iqr_s"] = r.iqr_s
+            d["ratio_floor"] = (r.median_s / floor_s) if (floor_s and r.median_s) else None
+            d["mem_fraction"] = (r.mem_bytes / w.param_bytes) if r.mem_bytes is not None else None
+            d["speedups"] = {}
+            if r.role == "lionk" and r.median_s:
+                for peer, label in PEERS.get(r.backend, []):
+                    if med.get(peer):
+                        d["speedups"][label] = med[peer] / r.median_s
+            out_rows.append(d)
+    result = dict(machine=info, settings=dict(
+        device=settings.device, quick=settings.quick, budget_s=settings.budget_s,
+        min_rounds=settings.min_rounds, max_rounds=settings.max_rounds,
+        min_sample_s=settings.min_sample_s, warmup=settings.warmup,
+        sizes=[w.label for w in settings.sizes], only=settings.only, skip=settings.skip,
+        rounds=settings.rounds),
+        sizes=sizes, rows=out_rows)
+    result["targets"] = evaluate_targets(result)
+    return result
+
+
+def _lionk_rows(result: dict[str, Any], size: str, backend: str) -> list[dict[str, Any]]:
+    be = {"numpy": ("numpy", "cupy")}.get(backend, (backend,))
+    return [r for r in result["rows"] if r["size"] == size and r["role"] == "lionk"
+            and r["backend"] in be]
+
+
+def _pick(result: dict[str, Any], t: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    rows = _lionk_rows(result, t["size"], t["backend"])
+    if not rows:
+        return None, f"size {t['size']} not in this run" if not any(
+            r["size"] == t["size"] for r in result["rows"]) else "no lionk row for this backend"
+    if t["pick"] == "jit_step":
+        r = next((r for r in rows if r["name"] == "lionk.jit_step jax"), None)
+        if r is None or r["status"] != "ok":
+            fb = next((x for x in rows if x["name"] == "lionk.step + jax.jit (user)"
+                       and x["status"] == "ok"), None)
+            why = r["reason"] if r else "not run"
+            extra = (f"; for comparison the user-written jax.jit(lionk.step) ran "
+                     f"{_fmt_x(fb['ratio_floor'])} floor") if fb and fb["ratio_floor"] else ""
+            return None, f"lionk.jit_step skipped ({why}){extra}"
+        return r, ""
+    if t["pick"] == "torch-default":
+        r = next((r for r in rows if r["name"] == "lionk.torch.LionK default"), None)
+        if r is not None and r["status"] == "skipped" and r["reason"].startswith("same path as "):
+            alias = r["reason"].split("'")[1]
+            r = next((x for x in rows if x["name"] == alias), None)
+        if r is None or r["status"] != "ok":
+            return None, "lionk.torch.LionK default did not run" + (f" ({r['reason']})" if r else "")
+        return r, ""
+    ok = [r for r in rows if r["status"] == "ok" and r["median_s"]]
+    if not ok:
+        return None, "no lionk path ran: " + "; ".join(f"{r['name']}: {r['reason']}" for r in rows)
+    return min(ok, key=lambda r: r["median_s"]), ""
+
+
+def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for t in TARGETS:
+        row, why = _pick(result, t)
+        v: dict[str, Any] = dict(id=t["id"], target=t["text"], size=t["size"], row=None,
+                                 measured=None, status="not measured", detail=why)
+        if row is not None:
+            v["row"] = row["name"]
+            if t["kind"] == "floor":
+                v["measured"] = row["ratio_floor"]
+                if v["measured"] is None:
+                    v["detail"] = "no floor measured"
+                else:
+                    v["status"] = "met" if v["measured"] <= t["max"] else "not met"
+                    v["detail"] = f"{row['name']}: {v['measured']:.2f}× floor (target ≤ {t['max']}×)"
+            elif t["kind"] == "speedup":
+                peer = next((r for r in result["rows"] if r["size"] == t["size"]
+                             and r["name"] == t["peer"] and r["status"] == "ok"), None)
+                if peer is None:
+                    v["detail"] = f"{t['peer']} did not run"
+                else:
+                    v["measured"] = peer["median_s"] / row["median_s"]
+                    v["status"] = "met" if v["measured"] >= t["min"] else "not met"
+                    v["detail"] = (f"{row['name']} {row['median_s'] * 1e3:.2f} ms vs {t['peer']} "
+                                   f"{peer['median_s'] * 1e3:.2f} ms: {v['measured']:.2f}× "
+                                   f"(target ≥ {t['min']}×)")
+            else:  # memory
+                v["measured"] = row["mem_fraction"]
+                if v["measured"] is None:
+                    v["detail"] = f"{row['name']}: memory {row['mem_method'] or 'not measured'}"
+                else:
+                    v["status"] = "met" if v["measured"] <= t["max"] else "not met"
+                    v["detail"] = (f"{row['name']}: {100 * v['measured']:.2f}% of param bytes "
+                                   f"({human_bytes(row['mem_bytes'])}; target ≤ {100 * t['max']:.0f}%)")
+        out.append(v)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+def _speedup_text(r: dict[str, Any]) -> str:
+    return "; ".join(f"{v:.2f}× vs {k}" for k, v in r["speedups"].items()) or ""
+
+
+def _row_cells(r: dict[str, Any]) -> list[str]:
+    if r["status"] != "ok":
+        return [r["name"], r["backend"], r["role"], "—", "—", "—", "—", "—", "—",
+                f"skipped: {r['reason']}"]
+    med = r["median_s"]
+    iqr = f"{100 * r['iqr_s'] / med:.0f}%" if r["iqr_s"] is not None and med else "n/a"
+    if r["role"] == "floor":
+        mem = "—"
+    elif r["mem_fraction"] is not None:
+        mem = f"{100 * r['mem_fraction']:.1f}% ({human_bytes(r['mem_bytes'])})"
+    else:
+        mem = "n/a"
+    note = r["note"] or ""
+    if r["role"] == "floor" and r.get("moved_bytes") and med:
+        note = f"{note}: {_gbps(r['moved_bytes'] / med)}"
+    return [r["name"], r["backend"], r["role"], f"{med * 1e3:.3f}", iqr,
+            _fmt_x(r["ratio_floor"]), _speedup_text(r), mem, f"{r['build_s']:.1f}", note]
+
+
+HEAD = ["contender", "backend", "role", "ms (median)", "IQR", "× floor",
+        "speed-up vs peer", "peak extra mem (% params)", "set-up + warm-up (s)", "note"]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = [[c.replace("|", "\\|") for c in row] for row in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in esc]
+    return "\n".join(lines)
+
+
+def _gbps(v: float | None) -> str:
+    return "n/a" if v is None else f"{v / 1e9:.1f} GB/s"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    st = result["settings"]
+    v = m["versions"]
+    out = ["# lionk benchmark results", ""]
+    out.append(f"Generated by `python -m benchmarks{' --quick' if st['quick'] else ''}` "
+               f"(device `{st['device']}`, sizes {', '.join(st['sizes'])}) in {m.get('elapsed_s', '?')} s.")
+    out.append("")
+    out.append("**These machines are shared and noisy: wall times vary from run to run. Compare "
+               "the ratios (to the floor and between contenders), which are measured in the same "
+               "interleaved rounds, not the absolute milliseconds.**")
+    out += ["", "## Machine", ""]
+    out.append(f"- CPU: {m.get('cpu')}, {m.get('cores')} cores available"
+               + (f"; GPU: {m['gpu']}" if m.get("gpu") else ""))
+    out.append(f"- Python {m.get('python')}, {m.get('platform')}")
+    out.append("- " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    out.append(f"- lionk commit: {m.get('lionk_commit')}; torch threads: {m.get('torch_threads')}")
+    if "loadavg_start" in m:
+        out.append(f"- load average (1, 5, 15 min) at start {m['loadavg_start']}, at end "
+                   f"{m.get('loadavg_end')} (other work on this machine inflates and scatters times)")
+    out += ["", "## Floor (measured in this run)", ""]
+    out.append("A Lion step moves 5 float32 arrays (read params, grads, momentum; write params, "
+               "momentum). The floor is those bytes divided by the best bandwidth measured in the "
+               "same rounds with an in-place `x += y` (3 arrays moved; not a copy, which pays a "
+               "write-allocate on CPU)" + (" and, on the GPU, a device-to-device copy" if st["device"] == "cuda" else "")
+               + ". For the model the bandwidth kernels run on one flat array of the model's size.")
+    out.append("")
+    names = sorted({k for s in result["sizes"] for k in s["bandwidth_Bps"]})
+    hdr = ["size", "params", "bytes / step"] + [f"bandwidth {n.removeprefix('floor: ')}" for n in names] + ["floor (ms)"]
+    trs = []
+    for s in result["sizes"]:
+        trs.append([s["description"], f"{s['n']:,}", human_bytes(s["step_bytes"])]
+                   + [_gbps(s["bandwidth_Bps"].get(n)) for n in names]
+                   + ["n/a" if s["floor_s"] is None else f"{s['floor_s'] * 1e3:.3f}"])
+    out.append(_md_table(hdr, trs))
+    for w in warnings_for(result):
+        out += ["", f"**Warning:** {w}"]
+    out += ["", "## Targets (computed from this run)", ""]
+    out.append(_md_table(["target", "measured", "status", "detail"], [
+        [t["target"], "n/a" if t["measured"] is None else
+         (f"{100 * t['measured']:.2f}%" if t["id"].startswith("mem-") else f"{t['measured']:.2f}×"),
+         f"**{t['status']}**", t["detail"]] for t in result["targets"]]))
+    out.append("")
+    out.append("\"Fast path\" is the fastest lionk row of that backend at that size; its memory "
+               "target is checked on the same row. The JAX targets use `lionk.jit_step`.")
+    for s in result["sizes"]:
+        out += ["", f"## {s['description']}", ""]
+        floor = "n/a" if s["floor_s"] is None else f"{s['floor_s'] * 1e3:.3f} ms"
+        load = (result["machine"].get("other_load") or {}).get(s["label"])
+        busy = "" if load is None else f" Other processes kept {load:.2f} CPUs busy meanwhile."
+        out.append(f"Floor: {floor} ({human_bytes(s['step_bytes'])} per step at "
+                   f"{_gbps(s['bandwidth_used_Bps'])}); {s['rounds']} interleaved rounds.{busy}")
+        out.append("")
+        srows = [r for r in result["rows"] if r["size"] == s["label"]]
+        out.append(_md_table(HEAD, [_row_cells(r) for r in srows]))
+    out += ["", "## Method", ""]
+    out += [
+        f"- Every contender holds its own params, grads and optimizer state (float32; lr 1e-4, "
+        f"betas (0.9, 0.99), weight decay 0.1, κ = sign). {st['warmup']} warm-up steps first "
+        "(the first one compiles, for torch.compile and jax.jit).",
+        f"- Then interleaved rounds: each round times every contender once, round-robin, starting "
+        f"from a different contender each round ({st['min_rounds']}–{st['max_rounds']} rounds, "
+        f"about {st['budget_s']} s per size). A sample is k consecutive steps (k chosen so that a "
+        f"sample lasts ≥ {st['min_sample_s'] * 1e3:.0f} ms) followed by a synchronisation "
+        "(`jax.block_until_ready`, `torch.cuda.synchronize`); the table shows the median over "
+        "rounds of the per-step time and its interquartile range.",
+        "- Set-up + warm-up: building the contender and its warm-up steps, compilation "
+        "included (torch.compile, jax.jit); a one-off cost, not part of the step times.",
+        "- Speed-up vs peer = peer's median / this row's median (same size, same rounds).",
+        "- Peak extra memory during one step (after warm-up), as a fraction of the parameter "
+        "bytes: NumPy with `tracemalloc` (peak during the step); torch CPU from the allocation "
+        "and free events of `torch.profiler(profile_memory=True)` (torch has no CPU allocator "
+        "counters otherwise; the peak of their running sum); torch CUDA with "
+        "`torch.cuda.max_memory_allocated`; JAX from XLA's `compiled.memory_analysis()` "
+        "(temporaries + outputs not aliased to the donated inputs).",
+        f"- torch.compile: {result['machine'].get('compile_caches', '')}.",
+        "- JAX steps donate params and optimizer state (`donate_argnums`); a row notes it when "
+        "XLA could not use a donation.",
+        "- Contenders that cannot run (a lionk path not implemented yet, a missing library) are "
+        "listed as skipped with the exception or reason.",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def warnings_for(result: dict[str, Any]) -> list[str]:
+    """Signs that this run's numbers are distorted by other load on the machine."""
+    out = []
+    for s in result["sizes"]:
+        bw = s["bandwidth_Bps"]
+        a, b = bw.get("floor: numpy x+=y"), bw.get("floor: torch x+=y")
+        if a and b and b < 0.5 * a and s["n"] >= 1 << 18:
+            out.append(f"{s['label']}: torch's in-place add reached {_gbps(b)} against numpy's "
+                       f"{_gbps(a)}: torch's intra-op threads were starved (other processes on "
+                       "these cores); every multi-threaded torch number at this size is inflated.")
+    below = [f"{r['name']} at {r['size']} ({r['ratio_floor']:.2f}×)" for r in result["rows"]
+             if r["role"] != "floor" and r.get("ratio_floor") and r["ratio_floor"] < 1.0]
+    if below:
+        out.append("some steps ran below the floor: " + ", ".join(below) + ". The floor is the "
+                   "bandwidth of an in-place x += y (3 streams); on this machine a fused "
+                   "5-stream kernel can stream faster than that, so this floor overstates the "
+                   "least possible time here (compare with the hand-written compiled references).")
+    cores = result["machine"].get("cores") or 1
+    busy = {k: v for k, v in (result["machine"].get("other_load") or {}).items()
+            if v is not None and v > 0.15 * cores}
+    if busy:
+        out.append("other processes kept CPUs busy while sizes were timed ("
+                   + ", ".join(f"{k}: {v:.2f} of {cores} CPUs" for k, v in busy.items())
+                   + "); those sizes' times are inflated and scattered, multi-threaded torch "
+                   "and XLA kernels most of all.")
+    return out
+
+
+def console_table(result: dict[str, Any]) -> str:
+    lines = []
+    for s in result["sizes"]:
+        floor = "n/a" if s["floor_s"] is None else f"{s['floor_s'] * 1e3:.3f} ms"
+        lines.append(f"{s['description']} — floor {floor} at {_gbps(s['bandwidth_used_Bps'])}")
+        lines.append(f"  {'contender':34s} {'ms':>9s} {'×floor':>7s}  speed-up / memory / note")
+        for r in result["rows"]:
+            if r["size"] != s["label"]:
+                continue
+            if r["status"] != "ok":
+                lines.append(f"  {r['name']:34s} {'skipped':>9s}          {r['reason'][:90]}")
+                continue
+            mem = "" if r["mem_fraction"] is None else f"mem {100 * r['mem_fraction']:.1f}%"
+            extra = "  ".join(x for x in (_speedup_text(r), mem, r["note"]) if x)
+            lines.append(f"  {r['name']:34s} {r['median_s'] * 1e3:9.3f} "
+                         f"{_fmt_x(r['ratio_floor']):>7s}  {extra}")
+        lines.append("")
+    for w in warnings_for(result):
+        lines.append(f"WARNING: {w}")
+    lines.append("Targets:")
+    for t in result["targets"]:
+        lines.append(f"  [{t['status']:>12s}] {t['target']}: {t['detail']}")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"lionk": "tab:blue", "peer": "tab:orange", "reference": "tab:gray", "floor": "tab:green"}
+    sizes = [s for s in result["sizes"] if s["floor_s"]]
+    n = max(1, len(sizes))
+    ncols = 2 if n > 1 else 1
+    nrows = math.ceil(n / ncols)
+    most = max([sum(1 for r in result["rows"] if r["size"] == s["label"] and r["ratio_floor"])
+                for s in sizes] or [1])
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, (0.26 * most + 1.2) * nrows),
+                             squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[len(sizes):]:
+        ax.axis("off")
+    for ax, s in zip(flat, sizes):
+        rs = [r for r in result["rows"] if r["size"] == s["label"] and r["ratio_floor"]
+              and r["role"] != "floor"]
+        rs.sort(key=lambda r: r["ratio_floor"], reverse=True)
+        ax.barh([r["name"] for r in rs], [r["ratio_floor"] for r in rs],
+                color=[colors[r["role"]] for r in rs])
+        ax.axvline(1.0, color="black", lw=1)
+        ax.set_xscale("log")
+        ax.set_title(f"{s['description']}: time / floor ({s['floor_s'] * 1e3:.3f} ms), lower is better",
+                     fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+        for i, r in enumerate(rs):
+            ax.text(r["ratio_floor"], i, f" {r['ratio_floor']:.2f}×", va="center", fontsize=6)
+    if not sizes:
+        flat[0].text(0.5, 0.5, "no floor measured", ha="center")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for k, c in colors.items() if k != "floor"]
+    flat[0].legend(handles, [k for k in colors if k != "floor"], loc="upper right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_all(result: dict[str, Any], out: Path, *, plot: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    p = out / "results.json"
+    p.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    paths.append(p)
+    p = out / "results.md"
+    p.write_text(markdown(result))
+    paths.append(p)
+    if plot:
+        p = out / "results.png"
+        try:
+            globals()["plot"](result, p)
+            paths.append(p)
+        except ImportError as exc:  # pragma: no cover - matplotlib missing
+            print(f"results.png not written: {exc}")
+    return paths
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and math.isnan(o):  # pragma: no cover
+        return None
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)

@@ -1,0 +1,102 @@
+"""What is benchmarked: one flat tensor of 2^k float32, or a list of tensors shaped like a model.
+
+A size is given on the command line as ``16`` (one tensor of 2^16 elements), ``model`` (the
+~10M-parameter, 148-tensor transformer below) or ``model:B`` (the same widths with B blocks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# A small GPT-like transformer: d_model 256, MLP 4x, 12 blocks, vocabulary 2048, context 512.
+D_MODEL = 256
+D_MLP = 4 * D_MODEL
+VOCAB = 2048
+CONTEXT = 512
+BLOCKS = 12
+
+
+def model_shapes(blocks: int = BLOCKS) -> list[tuple[int, ...]]:
+    """Leaf shapes: embeddings, then per block qkv/proj/mlp_in/mlp_out weights and biases and
+    two layer norms (weight, bias), then the final layer norm. 12 blocks: 148 leaves, 10.13M."""
+    d, f = D_MODEL, D_MLP
+    shapes: list[tuple[int, ...]] = [(VOCAB, d), (CONTEXT, d)]
+    for _ in range(blocks):
+        shapes += [
+            (d,), (d,),                # ln1 weight, bias
+            (d, 3 * d), (3 * d,),      # qkv
+            (d, d), (d,),              # attention output projection
+            (d,), (d,),                # ln2 weight, bias
+            (d, f), (f,),              # mlp in
+            (f, d), (d,),              # mlp out
+        ]
+    shapes += [(d,), (d,)]             # final layer norm
+    return shapes
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmarked parameter set: ``shapes`` of float32 leaves, ``n`` elements in all."""
+
+    label: str
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def n(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.shapes))
+
+    @property
+    def leaves(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def param_bytes(self) -> int:
+        return 4 * self.n
+
+    @property
+    def step_bytes(self) -> int:
+        """Bytes one step must move: read x, g, m and write x, m (5 float32 arrays)."""
+        return 5 * self.param_bytes
+
+    @property
+    def is_model(self) -> bool:
+        return self.label.startswith("model")
+
+    def describe(self) -> str:
+        if self.is_model:
+            return f"{self.label} ({self.leaves} tensors, {self.n / 1e6:.2f}M params)"
+        return f"{self.label} (1 tensor)"
+
+    def base_arrays(self, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Float32 params (scale 0.02) and grads, one numpy array per leaf; backends copy them."""
+        rng = np.random.default_rng(seed)
+        xs, gs = [], []
+        for s in self.shapes:
+            xs.append(rng.standard_normal(s, dtype=np.float32) * np.float32(0.02))
+            gs.append(rng.standard_normal(s, dtype=np.float32))
+        return xs, gs
+
+
+def parse_size(token: str) -> Workload:
+    """``"16"`` / ``"2^16"`` -> one tensor of 2^16; ``"model"`` / ``"model:B"`` -> the model."""
+    t = token.strip().lower()
+    if t.startswith("model"):
+        blocks = BLOCKS
+        if ":" in t:
+            blocks = int(t.split(":", 1)[1])
+            if blocks < 0:
+                raise ValueError(f"--sizes: model blocks must be >= 0; received {token!r}")
+        label = "model" if blocks == BLOCKS else f"model:{blocks}"
+        return Workload(label, tuple(model_shapes(blocks)))
+    if t.startswith("2^"):
+        t = t[2:]
+    k = int(t)
+    if not 1 <= k <= 31:
+        raise ValueError(f"--sizes: expected a power of two 2^1..2^31 as its exponent; received {token!r}")
+    return Workload(f"2^{k}", ((1 << k,),))
+
+
+def parse_sizes(spec: str) -> list[Workload]:
+    return [parse_size(tok) for tok in spec.split(",") if tok.strip()]
