@@ -38,6 +38,8 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "jax-gpu": ("cuda", "ulp", "XLA:GPU contracts FMA even in eager op-by-op kernels"),
     "jax-gpu-jit": ("cuda", "ulp", "XLA:GPU contracts FMA"),
     "cupy": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
+    # lazy, chunk-wise: dask.array (through array-api-compat) runs NumPy's kernels per chunk
+    "dask": ("cpu", "bitwise", "lazy dask.array graph of NumPy kernels, chunk by chunk"),
 }
 
 
@@ -72,6 +74,8 @@ class Backend:
         else:
             def fn(params, state, data):
                 return step(params, grad_fn(params, data), state)
+        if self.extra.get("persist"):
+            fn = _persisting(fn)
         if self.jit:
             import jax
 
@@ -99,6 +103,46 @@ def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: fl
     run_inplace(xs, gs, ms, make_hyper(lr, betas, weight_decay), kap, execution=path,
                 chunk_size=7, threads=2)
     return treedef.unflatten(xs), lionk.State(state.count + 1, treedef.unflatten(ms), state.skipped)
+
+
+def _persisting(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A dask step whose results are computed chunk by chunk and kept (``dask.persist``), as a
+    training loop does: otherwise step t's graph holds all t steps and reading it recomputes
+    them (quadratic time)."""
+    import dask
+
+    def run(*args: Any) -> Any:
+        params, state = fn(*args)
+        params, momentum = dask.persist(params, state.momentum, scheduler="sync")
+        return params, lionk.State(state.count, momentum, state.skipped)
+
+    return run
+
+
+def _dask_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """About two chunks per axis, so that every leaf is split and chunk edges fall inside it."""
+    return tuple(max(1, (int(n) + 1) // 2) for n in shape)
+
+
+# The dask row is opt-in: dask builds a task graph per operation (~1 ms each), so the suite's
+# 200-step trajectories take about 70 s per (κ, dtype) cell, ~20 min for the row.
+DASK_OPT_IN = "LIONK_CONFORMANCE_DASK"
+
+
+def dask_backend() -> Backend:
+    """The ``dask`` backend: leaves cut into about two chunks per axis, the synchronous
+    scheduler, results persisted after every step (tests/test_dask.py runs it on short
+    trajectories; the full row is opt-in, see ``DASK_OPT_IN``)."""
+    import array_api_compat.dask.array as xp
+    import dask.array as da
+
+    kind, tier, _ = KNOWN_BACKENDS["dask"]
+    return Backend(
+        "dask", kind, tier, True, xp=xp,
+        put=lambda a: da.from_array(np.array(a, copy=True), chunks=_dask_chunks(np.shape(a))),
+        get=lambda a: np.asarray(a.compute(scheduler="sync") if hasattr(a, "compute") else a),
+        extra={"persist": True},
+    )
 
 
 def _missing(name: str, reason: str) -> Backend:
@@ -170,6 +214,12 @@ def _make(name: str) -> Backend:
             jit=name.endswith("jit") or name.endswith("sse42"),
             execution="jit_step" if name.endswith("donated") else None,
         )
+    if name == "dask":
+        if not _has("dask"):
+            return _missing(name, "dask not installed (pip install 'dask[array]')")
+        if os.environ.get(DASK_OPT_IN, "") != "1":
+            return _missing(name, f"opt-in, about 70 s per cell: set {DASK_OPT_IN}=1")
+        return dask_backend()
     if name == "cupy":
         if not _has("cupy"):
             return _missing(name, "cupy not installed")

@@ -1,15 +1,16 @@
 r"""The Lion-κ step, written once with array-API operations.
 
 Everything that executes the optimizer's math — the pure :func:`step`, the in-place
-:class:`lionk.LionK`, and any faster execution path — calls :func:`update_leaves`. It is the only
-place where the update formulas are written.
+:class:`lionk.LionK`, and any faster execution path — calls :func:`update_leaves`. It (with the two
+pieces it is made of, :func:`interpolate` and :func:`apply_direction`) is the only place where the
+update formulas are written.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from . import kappa as _kappa
@@ -34,6 +35,8 @@ __all__ = [
     "init",
     "step",
     "update_leaves",
+    "interpolate",
+    "apply_direction",
     "make_hyper",
     "coefficients",
     "NAN_POLICIES",
@@ -158,28 +161,30 @@ def _coef(c: Any, like: Array) -> Any:
 # The math, once.
 
 
-def update_leaves(
+def interpolate(gs: Sequence[Array], ms: Sequence[Array], h: Hyper) -> list[Array]:
+    r"""``c = (b1 * m) + ((1 - b1) * g)`` for every leaf: the point ∇K is evaluated at.
+
+    The first piece of :func:`update_leaves` (which calls it); uses the OLD momentum.
+    """
+    return [_coef(h.b1, m) * m + _coef(h.one_minus_b1, g) * g for m, g in zip(ms, gs)]
+
+
+def apply_direction(
     xs: Sequence[Array],
     gs: Sequence[Array],
     ms: Sequence[Array],
+    us: Sequence[Array],
     h: Hyper,
-    kappa: _kappa.Kappa,
 ) -> tuple[list[Array], list[Array]]:
-    r"""One Lion-κ step over the leaves of a tree, in the published expression order.
+    r"""The last piece of :func:`update_leaves` (which calls it): given the direction ``u``::
 
-    For every leaf, with ``m`` the momentum, ``g`` the gradient and ``x`` the parameter::
-
-        c  = (b1 * m) + ((1 - b1) * g)          # the OLD momentum
-        u  = ∇K(c)                              # kappa.tree_grad over all leaves
         x' = ((1 - lr*wd) * x) - (lr * u)       # decoupled decay, explicit
         m' = (b2 * m) + ((1 - b2) * g)          # cast back to the momentum's dtype
 
-    Each product and sum is one correctly rounded array-API operation (no fused multiply-add,
-    no division by a scalar); the coefficients ``b1, 1 - b1, b2, 1 - b2, lr, 1 - lr*wd`` are
-    Python floats computed in double precision and rounded once to the array dtype.
+    ``u`` is ∇K(c) in a plain step; distributed Lion (``lionk.torch.LionK(communication=...)``)
+    passes the aggregated direction instead (the majority vote or the mean of the workers'
+    ∇K(c)), through the ``aggregate_direction`` hook of :func:`update_leaves`.
     """
-    cs = [_coef(h.b1, m) * m + _coef(h.one_minus_b1, g) * g for m, g in zip(ms, gs)]
-    us = kappa.tree_grad(cs)
     new_xs = [_coef(h.decay, x) * x - _coef(h.lr, x) * u for x, u in zip(xs, us)]
     new_ms = []
     for m, g in zip(ms, gs):
@@ -192,6 +197,38 @@ def update_leaves(
         for xn, x in zip(new_xs, xs)
     ]
     return [ensure_array(a) for a in new_xs], [ensure_array(a) for a in new_ms]
+
+
+def update_leaves(
+    xs: Sequence[Array],
+    gs: Sequence[Array],
+    ms: Sequence[Array],
+    h: Hyper,
+    kappa: _kappa.Kappa,
+    *,
+    aggregate_direction: Callable[[list[Array]], Sequence[Array]] | None = None,
+) -> tuple[list[Array], list[Array]]:
+    r"""One Lion-κ step over the leaves of a tree, in the published expression order.
+
+    For every leaf, with ``m`` the momentum, ``g`` the gradient and ``x`` the parameter::
+
+        c  = (b1 * m) + ((1 - b1) * g)          # the OLD momentum          (interpolate)
+        u  = ∇K(c)                              # kappa.tree_grad over all leaves
+        x' = ((1 - lr*wd) * x) - (lr * u)       # decoupled decay, explicit  (apply_direction)
+        m' = (b2 * m) + ((1 - b2) * g)          # cast back to the momentum's dtype
+
+    Each product and sum is one correctly rounded array-API operation (no fused multiply-add,
+    no division by a scalar); the coefficients ``b1, 1 - b1, b2, 1 - b2, lr, 1 - lr*wd`` are
+    Python floats computed in double precision and rounded once to the array dtype.
+
+    ``aggregate_direction`` (distributed Lion only): a function of the list of local directions
+    ``u`` returning the directions to apply (same shapes and dtypes), e.g. the majority vote of
+    the workers' ``sign(c)``. ``None`` (every single-process path) applies ``u`` itself.
+    """
+    us = kappa.tree_grad(interpolate(gs, ms, h))
+    if aggregate_direction is not None:
+        us = list(aggregate_direction(list(us)))
+    return apply_direction(xs, gs, ms, us, h)
 
 
 # ---------------------------------------------------------------------------------------------

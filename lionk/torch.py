@@ -8,6 +8,13 @@ into the parameters and the momentum in place under ``torch.no_grad()``. On CPU,
 (sign, huber, quadratic, deadzone), its trajectory is therefore bitwise identical to
 :func:`lionk.step` on the same tensors.
 
+Data-parallel training: under ``DistributedDataParallel`` LionK needs nothing special (it steps on
+the averaged gradients); under FSDP2 (``fully_shard``: DTensor params) the update runs on the
+DTensors, elementwise κ shard by shard and norm κ with the norm reduced across shards. With
+``communication="sign-vote"`` or ``"sign-mean"`` (Distributed Lion, theory.md §8) the ranks
+exchange only their ternary votes ``∇K(c)`` instead of gradients (see :mod:`lionk.distributed`
+and docs/scaling.md).
+
 Importing this module imports torch; ``import lionk`` alone does not (``lionk.torch`` is loaded on
 first attribute access).
 
@@ -204,6 +211,13 @@ class _Plan(NamedTuple):
     moms: list[torch.Tensor]
     fresh: list[bool]  # the momentum is a new zero tensor, not yet in self.state
     skip: bool
+    index: tuple[int, ...] = ()  # position of each planned param in group["params"]
+    nan_error: str | None = None  # nan_policy="raise" under communication: raised by every rank
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    """True for a ``torch.distributed.tensor.DTensor`` (FSDP2 / tensor-parallel params)."""
+    return type(t).__name__ == "DTensor" and hasattr(t, "placements")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +244,25 @@ class LionK(Optimizer):
             incremented). Applied to each group's own gradients.
         state_dtype: dtype of the momentum ``exp_avg`` (e.g. ``torch.float32`` for bfloat16
             params); default: the param's dtype.
+        execution: how each group's update runs (``"auto"``, ``"eager"``, ``"chunked"``,
+            ``"compiled"``; docs/execution.md). Groups of DTensor params (FSDP2) and
+            communicating optimizers always run ``"eager"``.
+        communication: ``None`` (default), ``"sign-vote"`` or ``"sign-mean"``: Distributed Lion
+            (theory.md §8). Use it *instead of* DDP's gradient all-reduce: every rank keeps its
+            own momentum, computes its direction ``∇K(c)`` from its own gradients (κ must be
+            ``"sign"`` or ``"deadzone"``, whose directions are votes −1/0/+1), the votes are
+            summed over the ranks and every rank applies the same majority vote
+            ``sign(Σ votes)`` (ties give 0) or mean vote ``Σ votes / W``; parameters stay
+            bitwise identical across ranks. Non-finite gradients under ``nan_policy`` "skip"
+            or "raise" skip the group, or raise, on every rank.
+        process_group: the ``torch.distributed`` group to vote in (default: the world).
+        vote_packing: ``"int8"`` (one byte per coordinate, all-reduce) or ``"2bit"`` (four
+            coordinates per byte, all-gather); results are identical.
+
+    After a communicating step, ``last_communication`` holds the bytes of that step (see
+    :func:`lionk.distributed.communication_bytes`): ``payload_bytes`` (the buffer this rank
+    contributed), ``sent_bytes_per_rank`` (ring model) and ``ddp_float32_sent_bytes_per_rank``
+    (what DDP's float32 gradient all-reduce would send) and their ``ratio``.
 
     State, per parameter that has received a gradient: ``self.state[p] = {"step": int,
     "exp_avg": tensor}``. Complex and sparse tensors are rejected with a TypeError.
@@ -247,11 +280,34 @@ class LionK(Optimizer):
         nan_policy: str = "propagate",
         state_dtype: Any = None,
         execution: str = "auto",
+        communication: str | None = None,
+        process_group: Any = None,
+        vote_packing: str = "int8",
     ) -> None:
         if execution not in EXECUTIONS:
             raise ValueError(f"execution: expected one of {EXECUTIONS}; received {execution!r}")
+        from .distributed import COMMUNICATIONS, VOTE_PACKINGS
+
+        if communication not in COMMUNICATIONS:
+            raise ValueError(
+                f"communication: expected one of {COMMUNICATIONS}; received {communication!r}"
+            )
+        if vote_packing not in VOTE_PACKINGS:
+            raise ValueError(
+                f"vote_packing: expected one of {VOTE_PACKINGS}; received {vote_packing!r}"
+            )
+        if communication is not None and execution not in ("auto", "eager"):
+            raise ValueError(
+                f"execution: communication={communication!r} runs the eager path (the votes are "
+                f"exchanged between computing and applying the direction); expected 'auto' or "
+                f"'eager'; received {execution!r}"
+            )
         self.execution = execution
+        self.communication = communication
+        self.process_group = process_group
+        self.vote_packing = vote_packing
         self.last_execution: list[str | None] = []
+        self.last_communication: dict[str, Any] | None = None
         defaults: dict[str, Any] = dict(
             lr=lr, betas=betas, weight_decay=weight_decay, kappa=kappa, maximize=maximize,
             nan_policy=nan_policy, state_dtype=state_dtype,
@@ -364,6 +420,7 @@ class LionK(Optimizer):
         for k, v in self.defaults.items():
             group.setdefault(k, v)
         cfg = _check_options(group, where, allow_zero_lr=False, stacklevel=3)
+        self._check_communication_kappa(cfg.kappa, where)
         group["params"] = tensors
         if names:
             group["param_names"] = names
@@ -373,6 +430,17 @@ class LionK(Optimizer):
             group["kappa"] = cfg.kappa
         group.setdefault("skipped", 0)
         super().add_param_group(group)
+
+    def _check_communication_kappa(self, kap: _kappa.Kappa, where: str) -> None:
+        from .distributed import TERNARY_KAPPAS, is_ternary
+
+        if getattr(self, "communication", None) is not None and not is_ternary(kap):
+            raise ValueError(
+                f"{where}: kappa: communication={self.communication!r} exchanges each rank's "
+                f"direction as a vote (-1, 0, +1 per coordinate), which needs a kappa whose "
+                f"gradient takes only those values; expected one of {TERNARY_KAPPAS}; received "
+                f"{kap.name!r}"
+            )
 
     # --- the step ----------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -392,6 +460,9 @@ class LionK(Optimizer):
                 loss = closure()
         with torch.no_grad():
             plans = [self._plan(gi, group) for gi, group in enumerate(self.param_groups)]
+            if self.communication is not None:
+                self._step_communicating(plans)
+                return loss
             if self.execution == "eager":
                 # every group's update computed before anything is written
                 results = [None if (plan.skip or not plan.params) else
@@ -413,21 +484,131 @@ class LionK(Optimizer):
                         write_inplace(dst, src)
                     self.last_execution.append("eager")
                 else:
+                    # DTensor params (FSDP2): the update runs on the DTensors, eagerly
+                    path = "eager" if any(_is_dtensor(x) for x in plan.params) else self.execution
                     self.last_execution.append(run_inplace(
                         plan.params, plan.grads, plan.moms, plan.config.hyper,
-                        plan.config.kappa, execution=self.execution))
-                for p, m, fresh in zip(plan.params, plan.moms, plan.fresh):
-                    if fresh:
-                        self.state[p] = {"step": 1, "exp_avg": m}
-                    else:
-                        st = self.state[p]
-                        st["step"] = int(st["step"]) + 1
+                        plan.config.kappa, execution=path))
+                self._count_step(plan)
         return loss
+
+    def _count_step(self, plan: _Plan) -> None:
+        for p, m, fresh in zip(plan.params, plan.moms, plan.fresh):
+            if fresh:
+                self.state[p] = {"step": 1, "exp_avg": m}
+            else:
+                st = self.state[p]
+                st["step"] = int(st["step"]) + 1
+
+    def _step_communicating(self, plans: list[_Plan]) -> None:
+        """Distributed Lion: every group's direction is computed locally, the votes are
+        exchanged (one collective per group, on every rank, in group order), and the
+        aggregated direction is applied through the ``aggregate_direction`` hook of the shared
+        ``update_leaves``. Every decision (skip, raise) is taken from exchanged data, so it is
+        the same on every rank; nothing is written before every group has been exchanged."""
+        import torch.distributed as dist
+
+        from .distributed import CommunicationError, communication_bytes, exchange_votes
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                f"communication={self.communication!r}: expected an initialized torch.distributed "
+                "process group (torch.distributed.init_process_group(...)); none is initialized"
+            )
+        world = dist.get_world_size(self.process_group)
+        exchanged: list[Any] = []
+        results: list[Any] = []
+        for plan in plans:
+            allp = plan.group["params"]
+            if not allp:
+                exchanged.append(None)
+                results.append(None)
+                continue
+            numels = [int(p.numel()) for p in allp]
+            box: dict[str, Any] = {}
+
+            def hook(us: list[torch.Tensor], plan: _Plan = plan, numels: list[int] = numels,
+                     box: dict[str, Any] = box) -> list[torch.Tensor]:
+                slots: list[Any] = [None] * len(numels)
+                for i, u in zip(plan.index, us):
+                    slots[i] = u
+                ex = exchange_votes(slots, numels, 1 if plan.skip else 0,
+                                    communication=self.communication,
+                                    vote_packing=self.vote_packing, group=self.process_group)
+                box["ex"] = ex
+                return [ex.directions[i] for i in plan.index]
+
+            if plan.params and not plan.skip:
+                results.append(update_leaves(plan.params, plan.grads, plan.moms,
+                                             plan.config.hyper, plan.config.kappa,
+                                             aggregate_direction=hook))
+            else:  # nothing to compute here, but the collective is shared: take part in it
+                box["ex"] = exchange_votes([None] * len(numels), numels, 1 if plan.skip else 0,
+                                           communication=self.communication,
+                                           vote_packing=self.vote_packing,
+                                           group=self.process_group,
+                                           present=[i in plan.index for i in range(len(numels))],
+                                           device=allp[0].device)
+                results.append(None)
+            exchanged.append(box["ex"])
+        # Decisions from exchanged data only (identical on every rank); nothing written yet.
+        for gi, (plan, ex) in enumerate(zip(plans, exchanged)):
+            if ex is None:
+                continue
+            partial = [(i, c) for i, c in enumerate(ex.present) if 0 < c < world]
+            if partial:
+                i, c = partial[0]
+                raise CommunicationError(
+                    f"param_groups[{gi}]['params'][{i}]: has a gradient on {c} of {world} ranks; "
+                    f"communication={self.communication!r} needs every rank to have gradients "
+                    "for the same params (set unused gradients to zeros); nothing was changed"
+                )
+            if ex.flags and plan.config.nan_policy == "raise":
+                mine = f" ({plan.nan_error})" if plan.nan_error else ""
+                raise ValueError(
+                    f"param_groups[{gi}]: expected finite gradients (nan_policy='raise'); "
+                    f"received non-finite gradients on {ex.flags} of {world} ranks{mine}; "
+                    "nothing was changed on any rank"
+                )
+        self.last_execution = []
+        payload = sent = 0.0
+        elements = 0
+        for plan, ex, res in zip(plans, exchanged, results):
+            if ex is None:
+                self.last_execution.append(None)
+                continue
+            payload += ex.payload_bytes
+            sent += ex.sent_bytes
+            elements += sum(int(p.numel()) for p in plan.group["params"])
+            if ex.flags:  # nan_policy="skip" on at least one rank: skipped on all of them
+                plan.group["skipped"] = int(plan.group.get("skipped", 0)) + 1
+                self.last_execution.append(None)
+                continue
+            if res is None:  # no rank has gradients for this group
+                self.last_execution.append(None)
+                continue
+            new_xs, new_ms = res
+            for dst, src in zip((*plan.params, *plan.moms), (*new_xs, *new_ms)):
+                write_inplace(dst, src)
+            self.last_execution.append("eager")
+            self._count_step(plan)
+        ddp = communication_bytes(elements, world, communication=None)
+        self.last_communication = {
+            "communication": self.communication,
+            "vote_packing": self.vote_packing,
+            "world_size": world,
+            "elements": elements,
+            "payload_bytes": int(payload),
+            "sent_bytes_per_rank": sent,
+            "ddp_float32_sent_bytes_per_rank": ddp["sent_bytes_per_rank"],
+            "ratio": sent / ddp["sent_bytes_per_rank"] if elements and world > 1 else math.nan,
+        }
 
     def _plan(self, gi: int, group: dict[str, Any]) -> _Plan:
         """Validate one group for this step and gather its leaves. Raises, never writes."""
         where = f"param_groups[{gi}]"
         cfg = _check_options(group, where, allow_zero_lr=True, stacklevel=5)
+        self._check_communication_kappa(cfg.kappa, where)
         xs: list[torch.Tensor] = []
         gs: list[torch.Tensor] = []
         ms: list[torch.Tensor] = []
@@ -479,6 +660,23 @@ class LionK(Optimizer):
             gs.append(torch.neg(g) if cfg.maximize else g)  # a negated copy: p.grad untouched
             ms.append(m)
             idx.append(i)
+        if any(_is_dtensor(x) for x in xs):
+            if self.communication is not None:
+                raise NotImplementedError(
+                    f"{where}: communication={self.communication!r} with DTensor (FSDP2) params: "
+                    "FSDP already reduces the gradients of each shard; distributed Lion replaces "
+                    "that reduction and runs on replicated (DDP-style, unwrapped) params only"
+                )
+            if self.execution in ("chunked", "compiled"):
+                raise ValueError(
+                    f"{where}: execution={self.execution!r} does not run on DTensor (FSDP2) "
+                    "params; expected 'auto' or 'eager' (the update runs on the DTensors)"
+                )
+            if not all(_is_dtensor(x) for x in xs) and getattr(cfg.kappa, "scope", None) == "global":
+                raise ValueError(
+                    f"{where}: kappa {cfg.kappa.name!r} with scope='global' takes one norm over the "
+                    "group; expected all of its params to be DTensors or none; received a mix"
+                )
         if xs and getattr(cfg.kappa, "scope", None) == "global":
             devices = {x.device for x in xs}
             if len(devices) > 1:
@@ -487,20 +685,22 @@ class LionK(Optimizer):
                     f"group, expected its params on one device; received {sorted(map(str, devices))}"
                 )
         skip = False
+        nan_error = None
         if xs and cfg.nan_policy != "propagate":
             for i, g in zip(idx, gs):
                 finite = torch.isfinite(g)
                 if not bool(finite.all()):
                     if cfg.nan_policy == "raise":
                         bad = int((~finite).sum())
-                        raise ValueError(
-                            f"{where}['params'][{i}].grad: expected finite values "
-                            f"(nan_policy='raise'); received {bad} non-finite of {g.numel()} "
-                            "elements; nothing was changed"
-                        )
+                        msg = (f"{where}['params'][{i}].grad: expected finite values "
+                               f"(nan_policy='raise'); received {bad} non-finite of {g.numel()} "
+                               "elements; nothing was changed")
+                        if self.communication is None:
+                            raise ValueError(msg)
+                        nan_error = msg  # raised on every rank after the exchange
                     skip = True
                     break
-        return _Plan(group, cfg, xs, gs, ms, fresh, skip)
+        return _Plan(group, cfg, xs, gs, ms, fresh, skip, tuple(idx), nan_error)
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
