@@ -285,6 +285,66 @@ def _check_floating(xp: Any, name: str, a: Array) -> None:
         )
 
 
+def check_trees(
+    params: Any, grads: Any, momentum: Any, *,
+    names: tuple[str, str, str] = ("params", "grads", "state.momentum"),
+    momentum_hint: str = "",
+) -> tuple[Any, TreeDef, list[str], list[Array], list[Array], list[Array]]:
+    """Check that ``grads`` and ``momentum`` match ``params`` leaf by leaf; flatten all three.
+
+    Same tree structure; arrays of one library, real floating; grads of the params' shape and
+    dtype; momentum of their shape (its dtype may differ: ``state_dtype``); grads and momentum on
+    each param's device. Errors name the leaf path (``names`` label the three trees, e.g. the
+    optax adapter's ``updates`` and ``state.mu``). Returns ``(xp, treedef, paths, xs, gs, ms)``,
+    ``xp`` None for an empty tree.
+    """
+    pn, gn, mn = names
+    xs, treedef, paths = flatten(params)
+    gs, gdef, gpaths = flatten(grads)
+    ms, mdef, _ = flatten(momentum)
+    _check_leaves(pn, xs, paths)
+    _check_leaves(gn, gs, gpaths)
+    if gdef != treedef:
+        raise ValueError(f"{gn}: expected the tree structure of {pn} ({treedef}); received {gdef}")
+    if mdef != treedef:
+        raise ValueError(
+            f"{mn}: expected the tree structure of {pn} ({treedef}); received {mdef}{momentum_hint}"
+        )
+    _check_leaves(mn, ms, paths)
+    if not xs:
+        return None, treedef, paths, xs, gs, ms
+    named = [(f"{pn}{p}", x) for p, x in zip(paths, xs)]
+    named += [(f"{gn}{p}", g) for p, g in zip(paths, gs)]
+    named += [(f"{mn}{p}", m) for p, m in zip(paths, ms)]
+    xp = _namespace_of(named)
+    for p, x, g, m in zip(paths, xs, gs, ms):
+        _check_floating(xp, f"{pn}{p}", x)
+        _check_floating(xp, f"{gn}{p}", g)
+        _check_floating(xp, f"{mn}{p}", m)
+        if tuple(g.shape) != tuple(x.shape):
+            raise ValueError(
+                f"{gn}{p}: expected shape {tuple(x.shape)} (the shape of {pn}{p}); "
+                f"received {tuple(g.shape)}"
+            )
+        if g.dtype != x.dtype:
+            raise TypeError(
+                f"{gn}{p}: expected dtype {dtype_name(x.dtype)} (the dtype of {pn}{p}); "
+                f"received {dtype_name(g.dtype)}"
+            )
+        if tuple(m.shape) != tuple(x.shape):
+            raise ValueError(
+                f"{mn}{p}: expected shape {tuple(x.shape)} (the shape of {pn}{p}); "
+                f"received {tuple(m.shape)}"
+            )
+        for nm, a in ((f"{gn}{p}", g), (f"{mn}{p}", m)):
+            if not _same_device(a, x):
+                raise ValueError(
+                    f"{nm}: expected device {device(x)} (the device of {pn}{p}); "
+                    f"received {device(a)}"
+                )
+    return xp, treedef, paths, xs, gs, ms
+
+
 def prepare(
     params: Any,
     grads: Any,
@@ -310,51 +370,7 @@ def prepare(
         raise TypeError(
             f"state: expected a lionk.State (from lionk.init); received {type(state).__name__}"
         )
-    xs, treedef, paths = flatten(params)
-    gs, gdef, gpaths = flatten(grads)
-    ms, mdef, _ = flatten(state.momentum)
-    _check_leaves("params", xs, paths)
-    _check_leaves("grads", gs, gpaths)
-    if gdef != treedef:
-        raise ValueError(
-            f"grads: expected the tree structure of params ({treedef}); received {gdef}"
-        )
-    if mdef != treedef:
-        raise ValueError(
-            f"state.momentum: expected the tree structure of params ({treedef}); received {mdef}"
-        )
-    _check_leaves("state.momentum", ms, paths)
-    if not xs:
-        return Prepared(None, treedef, paths, xs, gs, ms, h, kap)
-    named = [(f"params{p}", x) for p, x in zip(paths, xs)]
-    named += [(f"grads{p}", g) for p, g in zip(paths, gs)]
-    named += [(f"state.momentum{p}", m) for p, m in zip(paths, ms)]
-    xp = _namespace_of(named)
-    for p, x, g, m in zip(paths, xs, gs, ms):
-        _check_floating(xp, f"params{p}", x)
-        _check_floating(xp, f"grads{p}", g)
-        _check_floating(xp, f"state.momentum{p}", m)
-        if tuple(g.shape) != tuple(x.shape):
-            raise ValueError(
-                f"grads{p}: expected shape {tuple(x.shape)} (the shape of params{p}); "
-                f"received {tuple(g.shape)}"
-            )
-        if g.dtype != x.dtype:
-            raise TypeError(
-                f"grads{p}: expected dtype {dtype_name(x.dtype)} (the dtype of params{p}); "
-                f"received {dtype_name(g.dtype)}"
-            )
-        if tuple(m.shape) != tuple(x.shape):
-            raise ValueError(
-                f"state.momentum{p}: expected shape {tuple(x.shape)} (the shape of params{p}); "
-                f"received {tuple(m.shape)}"
-            )
-        for nm, a in ((f"grads{p}", g), (f"state.momentum{p}", m)):
-            if not _same_device(a, x):
-                raise ValueError(
-                    f"{nm}: expected device {device(x)} (the device of params{p}); "
-                    f"received {device(a)}"
-                )
+    xp, treedef, paths, xs, gs, ms = check_trees(params, grads, state.momentum)
     return Prepared(xp, treedef, paths, xs, gs, ms, h, kap)
 
 

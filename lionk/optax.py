@@ -45,7 +45,7 @@ from ._step import (
     Hyper,
     _check_floating,
     _check_leaves,
-    _namespace_of,
+    check_trees,
     coefficients,
     make_hyper,
     update_leaves,
@@ -182,44 +182,6 @@ def _mask_flags(mask: Any, params: Any, num_leaves: int) -> list[bool]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation of one update's inputs (errors name the leaf path, as lionk.step's do).
-
-
-def _validate(xs, treedef, paths, gs, gdef, gpaths, ms, mdef) -> None:
-    _check_leaves("params", xs, paths)
-    _check_leaves("updates", gs, gpaths)
-    if gdef != treedef:
-        raise ValueError(
-            f"updates: expected the tree structure of params ({treedef}); received {gdef}"
-        )
-    if mdef != treedef:
-        raise ValueError(
-            f"state.mu: expected the tree structure of params ({treedef}); received {mdef} "
-            "(was the state made by this optimizer's init for these params?)"
-        )
-    _check_leaves("state.mu", ms, paths)
-    if not xs:
-        return
-    named = [(f"params{p}", x) for p, x in zip(paths, xs)]
-    named += [(f"updates{p}", g) for p, g in zip(paths, gs)]
-    named += [(f"state.mu{p}", m) for p, m in zip(paths, ms)]
-    xp = _namespace_of(named)
-    for p, x, g, m in zip(paths, xs, gs, ms):
-        _check_floating(xp, f"params{p}", x)
-        _check_floating(xp, f"updates{p}", g)
-        _check_floating(xp, f"state.mu{p}", m)
-        if tuple(g.shape) != tuple(x.shape):
-            raise ValueError(f"updates{p}: expected shape {tuple(x.shape)} (the shape of "
-                             f"params{p}); received {tuple(g.shape)}")
-        if g.dtype != x.dtype:
-            raise TypeError(f"updates{p}: expected dtype {dtype_name(x.dtype)} (the dtype of "
-                            f"params{p}); received {dtype_name(g.dtype)}")
-        if tuple(m.shape) != tuple(x.shape):
-            raise ValueError(f"state.mu{p}: expected shape {tuple(x.shape)} (the shape of "
-                             f"params{p}); received {tuple(m.shape)}")
-
-
-# ---------------------------------------------------------------------------------------------
 # The transformation.
 
 
@@ -339,10 +301,9 @@ def lion_k(
         if not (isinstance(state, tuple) and hasattr(state, "mu") and hasattr(state, "count")):
             raise TypeError(f"state: expected a LionKState (from lion_k(...).init); received "
                             f"{type(state).__name__}")
-        xs, treedef, paths = flatten(params)
-        gs, gdef, gpaths = flatten(updates)
-        ms, mdef, _ = flatten(state.mu)
-        _validate(xs, treedef, paths, gs, gdef, gpaths, ms, mdef)
+        _, treedef, paths, xs, gs, ms = check_trees(
+            params, updates, state.mu, names=("params", "updates", "state.mu"),
+            momentum_hint=" (was the state made by this optimizer's init for these params?)")
         count = optax.safe_increment(state.count)
         if not xs:
             return updates, LionKState(count=count, mu=state.mu)
