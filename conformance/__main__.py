@@ -25,9 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", metavar="DIR", default=None, help="write report.md and report.json here")
     ap.add_argument("--json-out", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    ap.add_argument("--distributed", action=argparse.BooleanOptionalAction, default=None,
+                    help="the distributed section (DDP, sign vote, FSDP2, JAX sharding); "
+                         "default: on when --backends is not given")
     args = ap.parse_args(argv)
+    distributed = args.backends is None if args.distributed is None else args.distributed
     rep = run(args.backends, args.dtypes, args.kappas, args.steps, args.device,
-              progress=not args.quiet)
+              progress=not args.quiet, distributed=distributed and args.device != "cuda")
     if args.json_out:
         with open(args.json_out, "w") as fh:
             json.dump(rep, fh, default=str)

@@ -83,6 +83,15 @@ def render(report: dict[str, Any], md: bool = False) -> str:
             what = "detected" if d["detected"] else "NOT DETECTED"
         parts.append(f"- {c['backend']}: {c['name']}: {what}"
                      + (f" (first violation at step {where})" if where is not None else ""))
+    dist = report.get("distributed", {"rows": [], "reason": "not run"})
+    parts.append("")
+    parts.append("Distributed (engine, world size, κ, dtype: tier reached / expected):")
+    if not dist["rows"]:
+        parts.append(f"- not run: {dist['reason']}")
+    for r in dist["rows"]:
+        mark = CHECK if r["ok"] else CROSS
+        parts.append(f"- {r['engine']} W={r['world_size']} {r['kappa']} {r['dtype']}: "
+                     f"{r['tier']} / {r['expected']} {mark}")
     failures = [c for c in report["cells"] if not c["ok"]]
     if failures:
         parts.append("")

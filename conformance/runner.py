@@ -77,8 +77,26 @@ def run_cell(backend: Backend, ref: Backend, spec: str, dtype: str, steps: int) 
     return cell
 
 
+def run_distributed(steps: int = 20) -> tuple[list[dict[str, Any]], str]:
+    """The "distributed" section: ``lionk.distributed.self_check`` rows (DDP, sign vote, FSDP2 on
+    2 gloo processes; JAX sharding on 4 simulated devices), or a reason they could not run."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return [], "torch not installed"
+    from lionk.distributed import self_check
+
+    try:
+        jax_ok = importlib.util.find_spec("jax") is not None
+        return self_check(world_size=2, steps=steps, jax=jax_ok), ""
+    except Exception as exc:  # a failing engine is reported as a failed row, not a crash
+        return [{"engine": "self_check", "world_size": 2, "kappa": "-", "dtype": "-",
+                 "expected": "-", "tier": "fail", "ok": False,
+                 "detail": f"{type(exc).__name__}: {exc}"}], ""
+
+
 def run(backends: list[str] | None, dtypes: list[str], kappas: list[str], steps: int,
-        device: str = "all", progress: bool = True) -> dict[str, Any]:
+        device: str = "all", progress: bool = True, distributed: bool = False) -> dict[str, Any]:
     enable_jax_x64()
     start = time.perf_counter()
     found = discover(backends, device)
@@ -121,8 +139,11 @@ def run(backends: list[str] | None, dtypes: list[str], kappas: list[str], steps:
             chk.detail["detected"] = chk.ok  # here "passing" is the expected outcome
             chk.detail["positive"] = True
             controls.append({"backend": b.name, **asdict(chk)})
+    dist_rows, dist_reason = run_distributed() if distributed else ([], "not requested")
     passed = sum(c["ok"] for c in cells) + sum(c["detail"]["detected"] for c in controls)
     failed = sum(not c["ok"] for c in cells) + sum(not c["detail"]["detected"] for c in controls)
+    passed += sum(bool(r["ok"]) for r in dist_rows)
+    failed += sum(not r["ok"] for r in dist_rows)
     return {
         "lionk_version": lionk.__version__,
         "versions": _versions(),
@@ -133,6 +154,7 @@ def run(backends: list[str] | None, dtypes: list[str], kappas: list[str], steps:
         "backends": rows,
         "cells": cells,
         "negative_controls": controls,
+        "distributed": {"rows": dist_rows, "reason": dist_reason},
         "passed": passed,
         "failed": failed,
         "seconds": round(time.perf_counter() - start, 1),

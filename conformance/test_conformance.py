@@ -185,3 +185,17 @@ def test_float64_reference_is_independent_of_lionk() -> None:
         for k in x:
             assert np.array_equal(ref[t + 1][0][k], x[k]) and np.array_equal(ref[t + 1][1][k], m[k])
 
+
+
+def test_distributed_section_is_reported_and_counted(monkeypatch, capsys) -> None:
+    """A distributed row (engine, world size, tier) appears in the report; a failed one fails
+    the run. (The real rows are produced by lionk.distributed.self_check, tested in
+    tests/test_distributed_torch.py; `make conformance` runs them.)"""
+    rows = [{"engine": "torch-ddp-gloo", "world_size": 2, "kappa": "sign", "dtype": "float32",
+             "expected": "bitwise", "tier": "ulp", "ok": False, "detail": "injected"}]
+    monkeypatch.setattr(runner, "run_distributed", lambda steps=20: (rows, ""))
+    code = main(["--backends", "numpy", "--kappas", "sign", "--dtypes", "float64",
+                 "--steps", str(STEPS), "--quiet", "--distributed"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "torch-ddp-gloo W=2 sign float32: ulp / bitwise ✗" in out
