@@ -10,8 +10,8 @@ from ._execution import EXECUTIONS, run_inplace
 from ._step import (
     NAN_POLICIES,
     State,
-    all_finite,
-    first_nonfinite,
+    check_nan_policy,
+    gradients_finite,
     init,
     make_hyper,
     prepare,
@@ -81,8 +81,7 @@ class LionK:
                     f"params{path}: expected a writeable array (LionK updates in place); "
                     "use lionk.step for read-only arrays"
                 )
-        if nan_policy not in NAN_POLICIES:
-            raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}; received {nan_policy!r}")
+        check_nan_policy(nan_policy)
         make_hyper(lr, betas, weight_decay, stacklevel=2)  # validate now, not at the first step
         self.kappa = kappa
         self.lr = lr
@@ -121,11 +120,7 @@ class LionK:
         )
         st = self._state
         if prep.xs and self.nan_policy != "propagate":
-            ok = all_finite(prep.xp, prep.gs)
-            if not bool(ok):
-                if self.nan_policy == "raise":
-                    bad = first_nonfinite(prep.xp, prep.gs, prep.paths)
-                    raise ValueError(f"grads{bad}: expected finite values (nan_policy='raise')")
+            if gradients_finite(prep, self.nan_policy) is False:
                 self._state = State(st.count, st.momentum, st.skipped + 1)
                 return
         # Nothing above wrote anything; from here on, only the step written into validated arrays.
@@ -194,12 +189,15 @@ class LionK:
             make_hyper(hp["lr"], hp["betas"], hp["weight_decay"])
             kap = hp.get("kappa")
             kappa = self.kappa
-            if kap is not None and kap["name"] != self.kappa.name or (
-                kap is not None and dict(kap["params"]) != dict(self.kappa.params)
+            if kap is not None and (kap["name"], dict(kap["params"])) != (
+                self.kappa.name, dict(self.kappa.params)
             ):
                 kappa = _kappa.get(kap["name"], **kap["params"])
             if hp.get("nan_policy", self.nan_policy) not in NAN_POLICIES:
-                raise ValueError(f"state_dict['hyperparams']['nan_policy']: invalid {hp['nan_policy']!r}")
+                raise ValueError(
+                    f"state_dict['hyperparams']['nan_policy']: expected one of {NAN_POLICIES}; "
+                    f"received {hp['nan_policy']!r}"
+                )
             updates = dict(lr=hp["lr"], betas=tuple(hp["betas"]), weight_decay=hp["weight_decay"],
                            nan_policy=hp.get("nan_policy", self.nan_policy), kappa=kappa)
         for cur, src in zip(ms, new):

@@ -362,8 +362,7 @@ def prepare(
     ``stacklevel``: frames from ``prepare`` up to the user's code (2 when called by a public
     function), so that warnings point at the user's call.
     """
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}; received {nan_policy!r}")
+    check_nan_policy(nan_policy)
     h = make_hyper(lr, betas, weight_decay, stacklevel=stacklevel + 1)
     kap = _kappa.resolve(kappa)
     if not (isinstance(state, tuple) and hasattr(state, "momentum") and hasattr(state, "count")):
@@ -372,6 +371,35 @@ def prepare(
         )
     xp, treedef, paths, xs, gs, ms = check_trees(params, grads, state.momentum)
     return Prepared(xp, treedef, paths, xs, gs, ms, h, kap)
+
+
+def check_nan_policy(nan_policy: Any) -> None:
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}; received {nan_policy!r}")
+
+
+def gradients_finite(prep: Prepared, nan_policy: str) -> Any:
+    """Apply ``nan_policy`` (not "propagate") to a prepared step's gradients.
+
+    Returns True (all finite: step), False (skip the step), or, for traced gradients under
+    ``jax.jit``, the traced 0-d boolean (the caller selects with ``where``). Raises ValueError
+    naming the first non-finite leaf for ``"raise"`` (and for traced gradients, which cannot be
+    inspected).
+    """
+    ok = all_finite(prep.xp, prep.gs)
+    if not is_concrete(ok):
+        if nan_policy == "raise":
+            raise ValueError(
+                "nan_policy='raise' needs concrete gradients; under jax.jit use 'skip' or "
+                "'propagate'"
+            )
+        return ok
+    if bool(ok):
+        return True
+    if nan_policy == "raise":
+        bad = first_nonfinite(prep.xp, prep.gs, prep.paths)
+        raise ValueError(f"grads{bad}: expected finite values (nan_policy='raise')")
+    return False
 
 
 def all_finite(xp: Any, arrays: Sequence[Array]) -> Any:
@@ -469,23 +497,14 @@ def step(
         return params, State(state.count + 1, state.momentum, state.skipped)
     xp = prep.xp
     if nan_policy != "propagate":
-        ok = all_finite(xp, prep.gs)
-        if is_concrete(ok):
-            if not bool(ok):
-                if nan_policy == "raise":
-                    bad = first_nonfinite(xp, prep.gs, prep.paths)
-                    raise ValueError(f"grads{bad}: expected finite values (nan_policy='raise')")
-                copies = [xp.asarray(x, copy=True) for x in prep.xs]
-                mcopies = [xp.asarray(m, copy=True) for m in prep.ms]
-                return prep.treedef.unflatten(copies), State(
-                    state.count, prep.treedef.unflatten(mcopies), state.skipped + 1
-                )
-        elif nan_policy == "raise":
-            raise ValueError(
-                "nan_policy='raise' needs concrete gradients; under jax.jit use 'skip' or "
-                "'propagate'"
+        ok = gradients_finite(prep, nan_policy)
+        if ok is False:
+            copies = [xp.asarray(x, copy=True) for x in prep.xs]
+            mcopies = [xp.asarray(m, copy=True) for m in prep.ms]
+            return prep.treedef.unflatten(copies), State(
+                state.count, prep.treedef.unflatten(mcopies), state.skipped + 1
             )
-        else:  # traced: select with where, no Python branch
+        if ok is not True:  # traced: select with where, no Python branch
             new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
             new_xs = [xp.where(ok, a, b) for a, b in zip(new_xs, prep.xs)]
             new_ms = [xp.where(ok, a, b) for a, b in zip(new_ms, prep.ms)]
