@@ -74,8 +74,8 @@ def native_exact_sign(y: Array) -> Array | None:
     ``tests/test_primitive_audit.py`` and the conformance suite) and is about 14× faster, so it is
     used for NumPy arrays. ``None`` for every other backend (JAX keeps −0, raw torch maps NaN to 0).
     """
-    if type(y) is np.ndarray or isinstance(y, np.generic):
-        return np.sign(y)
+    if type(y) is np.ndarray or isinstance(y, np.generic) or getattr(y, "__lionk_numpy_tape__", False):
+        return np.sign(y)  # (the last: a NumPy chunk being recorded by lionk._tape)
     return None
 
 

@@ -1,0 +1,188 @@
+"""lionk._tape: the step recorded once and replayed on NumPy chunks with ``out=`` buffers.
+
+The replay must be the eager step, bit for bit, and must never be used when it is not: these
+tests compare it with eager ``update_leaves`` on data with NaN, ±inf, ±0 and subnormals, check
+that the program writes straight into x and m (no copies), that an unrecordable step or a wrong
+program falls back to the per-chunk eager path, and that aliasing is respected.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import lionk
+from lionk import _tape
+from lionk import kappa as K
+from lionk._step import make_hyper, update_leaves
+
+from ._util import bits
+
+SEPARABLE = ["sign", "huber", "deadzone", "quadratic", "relativistic"]
+H = make_hyper(1e-3, (0.9, 0.99), 0.1)
+
+
+def _data(n: int, dtype, mdtype, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 0.1, -0.1, 1.0])
+    def vec(k):
+        v = rng.standard_normal(n) * 10.0 ** rng.integers(-8, 3, size=n)
+        v[rng.integers(0, n, size=min(n, 40))] = rng.choice(special, size=min(n, 40))
+        return v
+    with np.errstate(all="ignore"):
+        return vec(0).astype(dtype), vec(1).astype(dtype), vec(2).astype(mdtype)
+
+
+def _replay(program, x, g, m):
+    x, m = x.copy(), m.copy()
+    with np.errstate(all="ignore"):
+        program.run(x, g, m, *program.buffers(x.shape[0]))
+    return x, m
+
+
+def _eager(update, x, g, m, h=H, kappa="sign"):
+    with np.errstate(all="ignore"):
+        (nx,), (nm,) = update([x], [g], [m], h, K.resolve(kappa))
+    return np.asarray(nx), np.asarray(nm)
+
+
+@pytest.mark.parametrize("kappa", SEPARABLE)
+@pytest.mark.parametrize("dtype,mdtype", [("float32", "float32"), ("float64", "float64"),
+                                          ("float16", "float16"), ("float32", "float16")])
+def test_builtin_separable_kappas_are_recorded_and_replay_bitwise(kappa, dtype, mdtype) -> None:
+    program = _tape.program_for(update_leaves, H, K.resolve(kappa), dtype, mdtype)
+    assert program is not None, _tape.why_not(update_leaves, H, K.resolve(kappa), dtype, mdtype)
+    x, g, m = _data(5000, dtype, mdtype, seed=hash(kappa) % 1000)
+    got_x, got_m = _replay(program, x, g, m)
+    want_x, want_m = _eager(update_leaves, x, g, m, kappa=kappa)
+    assert np.array_equal(bits(got_x), bits(want_x))
+    assert np.array_equal(bits(got_m), bits(want_m))
+
+
+def test_the_sign_program_writes_into_x_and_m_and_copies_nothing() -> None:
+    program = _tape.program_for(update_leaves, H, K.resolve("sign"), "float32", "float32")
+    src = program.source
+    assert "out=x)" in src and "out=m)" in src, src
+    assert "[...] =" not in src and " = " not in src.split(":", 1)[1], src  # no fresh arrays
+    assert len(program.buffer_dtypes) == 2, src  # two chunk-sized scratch buffers
+    # the coefficients appear as the doubles make_hyper computed, in the published order
+    assert "multiply(0.9, m" in src and f"multiply({1.0 - 0.9!r}, g" in src
+
+
+def test_a_new_learning_rate_records_a_new_program() -> None:
+    kap = K.resolve("sign")
+    p1 = _tape.program_for(update_leaves, make_hyper(1e-3, (0.9, 0.99), 0.0), kap, "float32", "float32")
+    p2 = _tape.program_for(update_leaves, make_hyper(2e-3, (0.9, 0.99), 0.0), kap, "float32", "float32")
+    assert p1 is not p2 and "0.002" in p2.source and "0.002" not in p1.source
+
+
+def test_a_value_dependent_step_is_not_recorded_and_chunked_still_matches() -> None:
+    def grad(y):
+        xp = lionk._array_api.array_namespace(y)
+        scale = 2.0 if float(xp.max(xp.abs(y))) > 1.0 else 1.0  # depends on the values
+        return xp.clip(y * scale, -1.0, 1.0)
+
+    kap = K.Kappa("valuedep", grad=grad, exact=True, separable=True)
+    assert _tape.program_for(update_leaves, H, kap, "float32", "float32") is None
+    assert "not elementwise" in _tape.why_not(update_leaves, H, kap, "float32", "float32")
+    x, g, m = _data(3000, "float32", "float32", seed=5)
+    x, g, m = (np.nan_to_num(a) for a in (x, g, m))
+    ref = lionk.LionK(x.copy(), lr=1e-3, kappa=kap, execution="eager")
+    got = lionk.LionK(x.copy(), lr=1e-3, kappa=kap, execution="chunked", chunk_size=256)
+    ref.step(g)
+    got.step(g)
+    assert got.last_execution == "chunked"
+    assert np.array_equal(bits(ref.params), bits(got.params))
+
+
+def test_a_user_kappa_built_from_namespace_functions_is_recorded() -> None:
+    def grad(y):
+        xp = lionk._array_api.array_namespace(y)
+        return xp.where(xp.abs(y) > 0.5, xp.clip(y, -1.0, 1.0), y * 2.0)
+
+    kap = K.Kappa("soft", grad=grad, exact=True, separable=True)
+    program = _tape.program_for(update_leaves, H, kap, "float64", "float64")
+    assert program is not None, _tape.why_not(update_leaves, H, kap, "float64", "float64")
+    x, g, m = _data(4000, "float64", "float64", seed=9)
+    got_x, got_m = _replay(program, x, g, m)
+    want_x, want_m = _eager(update_leaves, x, g, m, kappa=kap)
+    assert np.array_equal(bits(got_x), bits(want_x))
+    assert np.array_equal(bits(got_m), bits(want_m))
+
+
+def test_a_program_that_differs_from_the_eager_step_is_refused(monkeypatch) -> None:
+    """The probe check is what makes replay safe: break the generated code (subtract -> add)
+    and the program must be refused, and the chunked path must still give the eager result."""
+    real = _tape._compile
+
+    def broken(tape, inputs, outputs):
+        program = real(tape, inputs, outputs)
+        src = program.source.replace("subtract(", "add(")
+        scope = {"add": np.add, "multiply": np.multiply, "sign": np.sign, "subtract": np.subtract}
+        exec(compile(src, "<broken>", "exec"), scope)
+        return _tape.Program(src, scope["lionk_chunk"], program.buffer_dtypes)
+
+    monkeypatch.setattr(_tape, "_compile", broken)
+    monkeypatch.setattr(_tape, "_CACHE", {})
+    kap = K.resolve("sign")
+    assert _tape.program_for(update_leaves, H, kap, "float32", "float32") is None
+    assert "differ from the eager step" in _tape.why_not(update_leaves, H, kap, "float32", "float32")
+    x, g, _ = _data(2000, "float32", "float32", seed=2)
+    x, g = np.nan_to_num(x), np.nan_to_num(g)
+    ref = lionk.LionK(x.copy(), lr=1e-3, weight_decay=0.1, execution="eager")
+    got = lionk.LionK(x.copy(), lr=1e-3, weight_decay=0.1, execution="chunked", chunk_size=300)
+    for _ in range(3):
+        ref.step(g)
+        got.step(g)
+    assert np.array_equal(bits(ref.params), bits(got.params))
+
+
+def test_an_output_is_not_written_early_over_an_input_read_later() -> None:
+    """An update whose new x is computed before x is read again (directly and through a
+    view made by a non-ufunc function): the program must not write x in place too early."""
+    def update(xs, gs, ms, h, kappa):
+        xp = lionk._array_api.array_namespace(xs[0])
+        x, g, m = xs[0], gs[0], ms[0]
+        nx = x * 2.0
+        view = xp.reshape(x, (-1,))  # may share memory with x
+        nm = (m + x) + view * 0.5 + g
+        return [nx], [nm]
+
+    program = _tape.program_for(update, H, K.resolve("sign"), "float32", "float32")
+    assert program is not None, _tape.why_not(update, H, K.resolve("sign"), "float32", "float32")
+    assert "out=x)" not in program.source  # x is read after nx exists: copied at the end
+    x, g, m = _data(1000, "float32", "float32", seed=4)
+    got_x, got_m = _replay(program, x, g, m)
+    want_x, want_m = _eager(update, x, g, m)
+    assert np.array_equal(bits(got_x), bits(want_x))
+    assert np.array_equal(bits(got_m), bits(want_m))
+
+
+def test_python_control_flow_on_values_is_not_recorded() -> None:
+    def update(xs, gs, ms, h, kappa):
+        return [xs[0] * (2.0 if gs[0] > 0 else 1.0)], [ms[0] * 1.0]
+
+    assert _tape.program_for(update, H, K.resolve("sign"), "float32", "float32") is None
+    assert "control flow" in _tape.why_not(update, H, K.resolve("sign"), "float32", "float32")
+
+
+def test_reductions_are_not_recorded() -> None:
+    def update(xs, gs, ms, h, kappa):
+        xp = lionk._array_api.array_namespace(xs[0])
+        s = xp.sum(gs[0])
+        return [xs[0] - s], [ms[0] * 1.0]
+
+    assert _tape.program_for(update, H, K.resolve("sign"), "float32", "float32") is None
+    assert "not elementwise" in _tape.why_not(update, H, K.resolve("sign"), "float32", "float32")
+
+
+def test_probes_hold_the_special_values() -> None:
+    x, g, m = _tape._probes(np.dtype("float32"), np.dtype("float32"))
+    for v in (x, g, m):
+        assert np.isnan(v).any() and np.isposinf(v).any() and np.isneginf(v).any()
+        assert (v == 0).any() and np.signbit(v[v == 0]).any()
+        tiny = np.abs(v[np.isfinite(v) & (v != 0)]).min()
+        assert tiny < np.finfo(np.float32).tiny  # a subnormal
+    assert not math.isclose(float(np.nansum(x)), float(np.nansum(g)))
