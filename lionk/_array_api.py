@@ -20,6 +20,7 @@ from array_api_compat import (
     is_array_api_obj,
     is_jax_array,
     is_lazy_array,
+    is_numpy_namespace,
     is_torch_array,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "write_inplace",
     "ensure_array",
     "native_exact_sign",
+    "is_numpy_namespace",
 ]
 
 

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
+
 from ._array_api import Array, write_inplace
 from ._step import Hyper, update_leaves
 
@@ -66,9 +68,9 @@ def default_threads() -> int:
 
 def _flat_view(a: Array) -> Array | None:
     """A 1-D view sharing memory with ``a`` (None where no such view exists)."""
+    if type(a) is np.ndarray and a.flags.c_contiguous:
+        return a.reshape(-1)
     if type(a).__module__.startswith("numpy"):
-        import numpy as np
-
         if isinstance(a, np.generic):  # numpy's result of arithmetic on 0-d arrays (read only)
             return np.asarray(a).reshape(-1)
         if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
@@ -80,11 +82,21 @@ def _flat_view(a: Array) -> Array | None:
     return None
 
 
+def _flat_views(xs: Sequence[Array], gs: Sequence[Array],
+                ms: Sequence[Array]) -> list[tuple[Array, Array, Array]] | None:
+    """Flat views ``(x, g, m)`` of every leaf, or None when one of the arrays has none."""
+    out = []
+    for x, g, m in zip(xs, gs, ms):
+        views = (_flat_view(x), _flat_view(g), _flat_view(m))
+        if views[0] is None or views[1] is None or views[2] is None:
+            return None
+        out.append(views)
+    return out
+
+
 def chunkable(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any) -> bool:
     """True when the chunked path applies: elementwise κ and flat views of every array."""
-    if not kappa.separable:
-        return False
-    return all(_flat_view(a) is not None for group in (xs, gs, ms) for a in group)
+    return bool(kappa.separable) and _flat_views(xs, gs, ms) is not None
 
 
 COMPILE_MIN_ELEMENTS = 1 << 20  # below this, torch.compile's one-off cost does not pay back
@@ -156,7 +168,8 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
         for dst, src in zip(ms, new_ms):
             write_inplace(dst, src)
         return path
-    flats = [(_flat_view(x), _flat_view(g), _flat_view(m)) for x, g, m in zip(xs, gs, ms)]
+    flats = _flat_views(xs, gs, ms)
+    assert flats is not None  # checked by chunkable above
     # Split the concatenated index range [0, total) into one span per thread; each thread walks
     # its span chunk by chunk, making views as it goes (nothing proportional to N is built).
     sizes = [int(fx.shape[0]) for fx, _, _ in flats]
@@ -182,14 +195,16 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
 def _numpy_programs(flats: list[tuple[Array, Array, Array]], h: Hyper, kappa: Any) -> list[Any]:
     """Per leaf, the recorded program of the step for NumPy chunks (lionk._tape), or None
     (other backends, or a step that cannot be recorded: then update_leaves runs per chunk)."""
-    import numpy as np
-
     from . import _tape
 
     out: list[Any] = []
+    found: dict[tuple[Any, Any], Any] = {}
     for fx, _, fm in flats:
         if type(fx) is np.ndarray and type(fm) is np.ndarray:
-            out.append(_tape.program_for(update_leaves, h, kappa, fx.dtype, fm.dtype))
+            key = (fx.dtype, fm.dtype)
+            if key not in found:
+                found[key] = _tape.program_for(update_leaves, h, kappa, fx.dtype, fm.dtype)
+            out.append(found[key])
         else:
             out.append(None)
     return out

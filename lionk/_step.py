@@ -23,6 +23,7 @@ from ._array_api import (
     is_array,
     is_concrete,
     is_floating,
+    is_numpy_namespace,
     resolve_dtype,
     to_float,
 )
@@ -252,11 +253,17 @@ def _check_leaves(label: str, leaves: list[Any], paths: list[str]) -> None:
             raise TypeError(f"{label}{path}: expected an array; received {type(leaf).__name__}")
 
 
-def _namespace_of(named: list[tuple[str, Array]]) -> Any:
+def _namespace_of(groups: list[tuple[str, list[str], list[Array]]]) -> Any:
+    """The namespace of all leaves of ``groups`` (label, paths, leaves); a TypeError naming the
+    first leaf of another library."""
+    # the namespace depends on an array's type only: ask once per type (a model has hundreds of
+    # leaves of one or two types)
+    representatives = {type(a): a for _, _, leaves in groups for a in leaves}
     try:
-        return array_namespace(*[a for _, a in named])
+        return array_namespace(*representatives.values())
     except TypeError:
         pass
+    named = [(f"{label}{p}", a) for label, paths, leaves in groups for p, a in zip(paths, leaves)]
     first_name, first = named[0]
     xp0 = array_namespace(first)
     for nm, a in named[1:]:
@@ -277,8 +284,23 @@ def _same_device(a: Array, b: Array) -> bool:
         return True
 
 
+_FLOATING: dict[Any, bool] = {}  # (namespace, dtype) -> is a real floating dtype
+
+
+def _floating(xp: Any, a: Array) -> bool:
+    """``is_floating`` remembered per (namespace, dtype): a model checks hundreds of leaves."""
+    try:
+        key = (id(xp), a.dtype)
+        ok = _FLOATING.get(key)
+        if ok is None:
+            ok = _FLOATING[key] = is_floating(xp, a)
+        return ok
+    except TypeError:  # an unhashable dtype
+        return is_floating(xp, a)
+
+
 def _check_floating(xp: Any, name: str, a: Array) -> None:
-    if not is_floating(xp, a):
+    if not _floating(xp, a):
         raise TypeError(
             f"{name}: expected a real floating dtype (float16, bfloat16, float32, float64); "
             f"received {dtype_name(a.dtype)}"
@@ -313,14 +335,13 @@ def check_trees(
     _check_leaves(mn, ms, paths)
     if not xs:
         return None, treedef, paths, xs, gs, ms
-    named = [(f"{pn}{p}", x) for p, x in zip(paths, xs)]
-    named += [(f"{gn}{p}", g) for p, g in zip(paths, gs)]
-    named += [(f"{mn}{p}", m) for p, m in zip(paths, ms)]
-    xp = _namespace_of(named)
+    xp = _namespace_of([(pn, paths, xs), (gn, paths, gs), (mn, paths, ms)])
+    # NumPy arrays all live on the CPU; other libraries' devices are compared leaf by leaf
+    check_devices = not is_numpy_namespace(xp)
     for p, x, g, m in zip(paths, xs, gs, ms):
-        _check_floating(xp, f"{pn}{p}", x)
-        _check_floating(xp, f"{gn}{p}", g)
-        _check_floating(xp, f"{mn}{p}", m)
+        for label, a in ((pn, x), (gn, g), (mn, m)):
+            if not _floating(xp, a):
+                _check_floating(xp, f"{label}{p}", a)
         if tuple(g.shape) != tuple(x.shape):
             raise ValueError(
                 f"{gn}{p}: expected shape {tuple(x.shape)} (the shape of {pn}{p}); "
@@ -336,10 +357,12 @@ def check_trees(
                 f"{mn}{p}: expected shape {tuple(x.shape)} (the shape of {pn}{p}); "
                 f"received {tuple(m.shape)}"
             )
-        for nm, a in ((f"{gn}{p}", g), (f"{mn}{p}", m)):
+        if not check_devices:
+            continue
+        for label, a in ((gn, g), (mn, m)):
             if not _same_device(a, x):
                 raise ValueError(
-                    f"{nm}: expected device {device(x)} (the device of {pn}{p}); "
+                    f"{label}{p}: expected device {device(x)} (the device of {pn}{p}); "
                     f"received {device(a)}"
                 )
     return xp, treedef, paths, xs, gs, ms

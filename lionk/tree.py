@@ -69,9 +69,13 @@ def flatten(tree: Any) -> tuple[list[Any], TreeDef, list[str]]:
     return leaves, TreeDef(node, len(leaves)), paths
 
 
+_LEAF = _Node("leaf")  # shared: a model has hundreds of leaves, and the nodes are immutable
+_NONE = _Node("none")
+
+
 def _flatten(tree: Any, path: str, leaves: list[Any], paths: list[str]) -> _Node:
     if tree is None:
-        return _Node("none")
+        return _NONE
     if isinstance(tree, dict):
         keys = tuple(sorted(tree))
         kids = tuple(_flatten(tree[k], f"{path}[{k!r}]", leaves, paths) for k in keys)
@@ -87,7 +91,7 @@ def _flatten(tree: Any, path: str, leaves: list[Any], paths: list[str]) -> _Node
         return _Node(kind, len(tree), kids)
     leaves.append(tree)
     paths.append(path)
-    return _Node("leaf")
+    return _LEAF
 
 
 def _build(node: _Node, it: Any) -> Any:
