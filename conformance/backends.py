@@ -34,10 +34,14 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "numpy-chunked": ("cpu", "bitwise", "LionK's chunked path: same operations on pieces"),
     "torch-cpu-compiled": ("cpu", "ulp", "torch.compile (inductor may contract FMA)"),
     "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
+    "numpy-c-kernel": ("cpu", "bitwise", "the CuPy fused kernel's body compiled as C "
+                       "(cc -ffp-contract=off): its arithmetic checked without a GPU"),
     "torch-cuda": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
     "jax-gpu": ("cuda", "ulp", "XLA:GPU contracts FMA even in eager op-by-op kernels"),
     "jax-gpu-jit": ("cuda", "ulp", "XLA:GPU contracts FMA"),
     "cupy": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
+    "cupy-compiled": ("cuda", "bitwise", "one fused ElementwiseKernel from the recorded step "
+                      "(--fmad=false); to be verified on a GPU"),
     # lazy, chunk-wise: dask.array (through array-api-compat) runs NumPy's kernels per chunk
     "dask": ("cpu", "bitwise", "lazy dask.array graph of NumPy kernels, chunk by chunk"),
 }
@@ -99,10 +103,30 @@ def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: fl
     path = execution
     if path == "chunked" and not chunkable(xs, gs, ms, kap):
         path = "eager"  # a norm κ needs the whole array: not chunkable by design
+    if path == "compiled" and not kap.separable and type(xs[0]).__module__.startswith("cupy"):
+        path = "eager"  # the fused CuPy kernel is elementwise: a norm κ runs eagerly
+    if path == "c-kernel":
+        _c_kernel_step(xs, gs, ms, make_hyper(lr, betas, weight_decay), kap)
+        return treedef.unflatten(xs), lionk.State(state.count + 1, treedef.unflatten(ms),
+                                                  state.skipped)
     # tiny pieces and two threads, so that piece and thread boundaries fall inside the leaves
     run_inplace(xs, gs, ms, make_hyper(lr, betas, weight_decay), kap, execution=path,
                 chunk_size=7, threads=2)
     return treedef.unflatten(xs), lionk.State(state.count + 1, treedef.unflatten(ms), state.skipped)
+
+
+def _c_kernel_step(xs: list[Any], gs: list[Any], ms: list[Any], h: Any, kap: Any) -> None:
+    """Run the fused kernel's body, compiled as C, on NumPy copies (eager for a norm κ)."""
+    from lionk._execution import run_inplace
+    from lionk._kernel import c_kernel, kernel_source
+    from lionk._step import update_leaves
+
+    sources = [kernel_source(update_leaves, h, kap, x.dtype, m.dtype) for x, m in zip(xs, ms)]
+    if not kap.separable or any(s is None for s in sources):
+        run_inplace(xs, gs, ms, h, kap, execution="eager")
+        return
+    for source, x, g, m in zip(sources, xs, gs, ms):
+        c_kernel(source)(x.reshape(-1), np.ascontiguousarray(g).reshape(-1), m.reshape(-1))
 
 
 def _persisting(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -164,12 +188,18 @@ def enable_jax_x64() -> None:
 
 def _make(name: str) -> Backend:
     kind, tier, _ = KNOWN_BACKENDS[name]
-    if name in ("numpy", "numpy-chunked"):
+    if name in ("numpy", "numpy-chunked", "numpy-c-kernel"):
         import array_api_compat.numpy as xp
 
+        if name == "numpy-c-kernel":
+            from lionk._kernel import c_compiler
+
+            if c_compiler() is None:
+                return _missing(name, "no C compiler (set CC)")
         return Backend(name, kind, tier, True, xp=xp, put=lambda a: np.array(a, copy=True),
                        get=lambda a: np.asarray(a),
-                       execution="chunked" if name == "numpy-chunked" else None)
+                       execution={"numpy-chunked": "chunked",
+                                  "numpy-c-kernel": "c-kernel"}.get(name))
     if name == "array_api_strict":
         if not _has("array_api_strict"):
             return _missing(name, "array_api_strict not installed")
@@ -220,7 +250,7 @@ def _make(name: str) -> Backend:
         if os.environ.get(DASK_OPT_IN, "") != "1":
             return _missing(name, f"opt-in, about 70 s per cell: set {DASK_OPT_IN}=1")
         return dask_backend()
-    if name == "cupy":
+    if name in ("cupy", "cupy-compiled"):
         if not _has("cupy"):
             return _missing(name, "cupy not installed")
         try:
@@ -232,7 +262,8 @@ def _make(name: str) -> Backend:
         import array_api_compat.cupy as xp
 
         return Backend(name, kind, tier, True, xp=xp, put=lambda a: cupy.asarray(a),
-                       get=lambda a: cupy.asnumpy(a))
+                       get=lambda a: cupy.asnumpy(a),
+                       execution="compiled" if name == "cupy-compiled" else None)
     raise KeyError(f"unknown backend {name!r}; known: {', '.join(KNOWN_BACKENDS)}")
 
 

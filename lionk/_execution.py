@@ -107,7 +107,13 @@ def _is_torch(a: Array) -> bool:
     return type(a).__module__.startswith("torch")
 
 
+def _is_cupy(a: Array) -> bool:
+    return type(a).__module__.startswith("cupy")
+
+
 def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any) -> str:
+    if xs and all(_is_cupy(a) for a in xs):
+        return "compiled" if kappa.separable else "eager"
     if all(type(a).__module__ == "numpy" for a in xs):
         big = sum(int(a.size) for a in xs) >= NUMPY_CHUNK_MIN_ELEMENTS
         return "chunked" if big and chunkable(xs, gs, ms, kappa) else "eager"
@@ -131,7 +137,8 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
     ``"auto"``: NumPy → chunked (elementwise κ, contiguous) else eager; torch → compiled from
     ``COMPILE_MIN_ELEMENTS`` elements on (eager or chunked below, and if compilation ever
     failed in this process, with a warning), else eager. ``chunk_size``/``threads`` default per
-    backend (NumPy: 16K elements over all cores; torch: 64K elements, one Python thread, torch's
+    backend (NumPy: sized from a scratch budget of 1% of the parameters, 8K-64K elements, over
+    all cores; torch: 64K elements, one Python thread, torch's
     own intra-op threads).
     """
     if execution not in EXECUTIONS:
@@ -147,6 +154,17 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
         chunk_size = TORCH_CHUNK
     if threads is None and torch_arrays:
         threads = 1
+    if path == "compiled" and xs and _is_cupy(xs[0]):
+        if _run_cupy_fused(xs, gs, ms, h, kappa):
+            return path
+        if execution == "compiled":
+            raise ValueError(
+                "execution='compiled' on CuPy arrays runs one fused elementwise kernel and needs "
+                f"an elementwise (separable) kappa and float32/float64 arrays; received kappa "
+                f"{kappa.name!r} (separable={kappa.separable}), dtypes "
+                f"{sorted({str(x.dtype) for x in xs} | {str(m.dtype) for m in ms})}"
+            )
+        path = "eager"
     if path == "compiled" and execution == "auto":
         try:
             _run_torch_compiled(xs, gs, ms, h, kappa)
@@ -255,6 +273,28 @@ def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], span: t
         offset += n
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# CuPy: one fused elementwise kernel per leaf, generated from the recorded step (lionk._kernel).
+
+
+def _run_cupy_fused(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+                    kappa: Any) -> bool:
+    """Run the fused kernel on every leaf; False (nothing written) when a leaf has none."""
+    if not kappa.separable:
+        return False
+    from . import _kernel
+
+    kernels = []
+    for x, m in zip(xs, ms):
+        kernel = _kernel.cupy_kernel(update_leaves, h, kappa, x.dtype, m.dtype)
+        if kernel is None:
+            return False
+        kernels.append(kernel)
+    for kernel, x, g, m in zip(kernels, xs, gs, ms):
+        kernel(g, x, m)  # reads x, g, m once and writes x and m in place: one pass
+    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Program", "program_for", "Untraceable"]
+__all__ = ["Program", "program_for", "why_not", "record", "probes", "Untraceable"]
 
 
 class Untraceable(Exception):
@@ -395,7 +395,7 @@ def _flat_nodes(items: Any) -> list[_Node]:
 # Recording, verification, cache.
 
 
-def _probes(dtype: np.dtype, mdtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def probes(dtype: np.dtype, mdtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x, g, m probe vectors: ±0, ±inf, NaN, tiny and subnormal values, ±1, values around
     common κ thresholds, and random normals, combined so that each appears in every role."""
     specials = [0.0, -0.0, math.inf, -math.inf, math.nan, 1.0, -1.0, 1e-30, -1e-30, 5e-324,
@@ -409,11 +409,11 @@ def _probes(dtype: np.dtype, mdtype: np.dtype) -> tuple[np.ndarray, np.ndarray, 
     return x, g, m
 
 
-def _record(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: np.dtype,
+def record(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: np.dtype,
             mdtype: np.dtype) -> tuple[_Tape, list[_Node], dict[int, _Node]]:
     import array_api_compat.numpy as compat_numpy
 
-    px, pg, pm = _probes(dtype, mdtype)
+    px, pg, pm = probes(dtype, mdtype)
     tape = _Tape(compat_numpy)
     inputs = [tape.input(px), tape.input(pg), tape.input(pm)]
     with np.errstate(all="ignore"):
@@ -427,7 +427,7 @@ def _record(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: np.dtype,
 def _verify(program: Program, update: Callable[..., Any], hyper: Any, kappa: Any,
             dtype: np.dtype, mdtype: np.dtype) -> None:
     """Run the program and eager ``update`` on the probes; raise unless byte-identical."""
-    x, g, m = _probes(dtype, mdtype)
+    x, g, m = probes(dtype, mdtype)
     with np.errstate(all="ignore"):
         (ex,), (em,) = update([x.copy()], [g.copy()], [m.copy()], hyper, kappa)
         px, pm = x.copy(), m.copy()
@@ -442,24 +442,48 @@ _CACHE: dict[Any, tuple[Any, Program | None, str]] = {}
 _CACHE_MAX = 64
 
 
+def cache_key(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
+              mdtype: Any) -> tuple[Any, ...]:
+    """What a recorded step depends on. κ by equality (``lionk.kappa.resolve("huber")`` twice
+    gives equal objects); an unhashable κ by identity."""
+    try:
+        hash(kappa)
+        kap: Any = kappa
+    except TypeError:
+        kap = ("id", id(kappa))
+    return (kap, tuple(hyper), np.dtype(dtype), np.dtype(mdtype), update)
+
+
+def cached(cache: dict[Any, Any], key: tuple[Any, ...], kappa: Any) -> Any:
+    """The cache entry for ``key`` (whose value starts with the κ it was made for), or None."""
+    hit = cache.get(key)
+    if hit is None or (isinstance(key[0], tuple) and hit[0] is not kappa):
+        return None
+    return hit
+
+
+def remember(cache: dict[Any, Any], key: tuple[Any, ...], value: Any) -> None:
+    if len(cache) >= _CACHE_MAX:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
 def program_for(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
                 mdtype: Any) -> Program | None:
     """The verified program of ``update`` for these coefficients, κ and dtypes, or None when
     the step cannot be recorded (the reason is in :func:`why_not`)."""
-    key = (id(kappa), tuple(hyper), np.dtype(dtype), np.dtype(mdtype), id(update))
-    hit = _CACHE.get(key)
-    if hit is not None and hit[0] is kappa:
+    key = cache_key(update, hyper, kappa, dtype, mdtype)
+    hit = cached(_CACHE, key, kappa)
+    if hit is not None:
         return hit[1]
     try:
-        tape, inputs, outputs = _record(update, hyper, kappa, np.dtype(dtype), np.dtype(mdtype))
+        tape, inputs, outputs = record(update, hyper, kappa, np.dtype(dtype), np.dtype(mdtype))
         program: Program | None = _compile(tape, inputs, outputs)
         _verify(program, update, hyper, kappa, np.dtype(dtype), np.dtype(mdtype))
         reason = ""
     except Exception as exc:  # noqa: BLE001 - any failure means: do not use a program
         program, reason = None, f"{type(exc).__name__}: {exc}"
-    if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = (kappa, program, reason)
+    remember(_CACHE, key, (kappa, program, reason))
     return program
 
 
@@ -467,5 +491,4 @@ def why_not(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
             mdtype: Any) -> str:
     """Why :func:`program_for` returned None for these arguments ("" when it did not)."""
     program_for(update, hyper, kappa, dtype, mdtype)
-    key = (id(kappa), tuple(hyper), np.dtype(dtype), np.dtype(mdtype), id(update))
-    return _CACHE[key][2]
+    return _CACHE[cache_key(update, hyper, kappa, dtype, mdtype)][2]

@@ -1,0 +1,299 @@
+"""One fused elementwise kernel per step, in C, generated from the recorded step (CuPy on GPU).
+
+:mod:`lionk._tape` records the calls :func:`lionk._step.update_leaves` makes on a chunk. Here the
+same record is written as the body of an elementwise kernel: one C statement per recorded call,
+in the recorded order, each the IEEE operation the NumPy call performs (``a * b`` for
+``multiply``, the exact sign for ``sign``, NumPy's NaN-propagating ``clip``, ...), with the
+Python-float coefficients rounded once to the array dtype and written as bit patterns. One pass
+over memory reads x, g and m and writes x and m: the five arrays of the floor.
+
+The body is compiled by CuPy (``cupy.ElementwiseKernel``, NVRTC with ``--fmad=false`` so that
+``a*b + c`` is not contracted into an FMA) for CUDA arrays. The same body, wrapped in a C loop, is
+compiled by the system C compiler in the tests (``-ffp-contract=off``) and compared bit for bit
+with the eager NumPy step on probe vectors (±0, ±inf, NaN, subnormals): that checks the
+translation on machines without a GPU. On a GPU the kernel is checked the same way (against
+eager NumPy on the probes) before its first use, and not used if it differs.
+
+Only float32 and float64 parameters and momentum are translated (half types would need CUDA's
+half intrinsics); a call without a C translation leaves the step to the eager path.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _tape
+
+__all__ = ["KernelSource", "kernel_source", "C_PREAMBLE", "CUDA_PREAMBLE", "c_function"]
+
+_CTYPE = {np.dtype("float32"): "float", np.dtype("float64"): "double", np.dtype("bool"): "bool"}
+
+# Exact constants from their bit patterns (no decimal parsing, no hex-float literal support needed)
+CUDA_PREAMBLE = """
+#define LIONK_F32(b) __int_as_float((int)(b##u))
+#define LIONK_F64(b) __longlong_as_double((long long)(b##ull))
+"""
+C_PREAMBLE = """
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+static inline float lionk_f32(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
+static inline double lionk_f64(uint64_t b) { double d; memcpy(&d, &b, 8); return d; }
+#define LIONK_F32(b) lionk_f32(b##u)
+#define LIONK_F64(b) lionk_f64(b##ull)
+"""
+
+
+class KernelSource(NamedTuple):
+    """The body of the kernel over one element: reads ``x``, ``g``, ``m``, assigns ``x``, ``m``."""
+
+    body: str
+    dtype: np.dtype  # params and grads
+    mdtype: np.dtype  # momentum
+
+
+class _NoTranslation(Exception):
+    pass
+
+
+def _literal(value: Any, dtype: np.dtype) -> str:
+    """A Python scalar as the ``dtype`` value NumPy would use (NEP 50: rounded to ``dtype``)."""
+    if dtype == np.dtype("bool"):
+        return "true" if bool(value) else "false"
+    if dtype == np.dtype("float32"):
+        (bits,) = struct.unpack("<I", np.asarray(value, dtype=np.float32).tobytes())
+        return f"LIONK_F32(0x{bits:08x})"
+    if dtype == np.dtype("float64"):
+        (bits,) = struct.unpack("<Q", np.asarray(value, dtype=np.float64).tobytes())
+        return f"LIONK_F64(0x{bits:016x})"
+    raise _NoTranslation(f"a constant of dtype {dtype}")
+
+
+def _sign(a: str, t: str) -> str:
+    return f"(({a}) > 0 ? ({t})1 : (({a}) < 0 ? ({t})-1 : (({a}) == ({a}) ? ({t})0 : ({a}))))"
+
+
+def _clip(a: str, lo: str, hi: str) -> str:
+    # NumPy: min(max(a, lo), hi) with NaN kept: max(a, b) = isnan(a) ? a : (a > b ? a : b)
+    low = f"(({a}) != ({a}) ? ({a}) : (({a}) > ({lo}) ? ({a}) : ({lo})))"
+    return f"(({low}) != ({low}) ? ({low}) : (({low}) < ({hi}) ? ({low}) : ({hi})))"
+
+
+_BINARY = {np.add: "+", np.subtract: "-", np.multiply: "*", np.true_divide: "/",
+           np.greater: ">", np.less: "<", np.greater_equal: ">=", np.less_equal: "<=",
+           np.equal: "==", np.not_equal: "!=", np.logical_and: "&&", np.logical_or: "||"}
+
+
+def _expression(fn: Any, args: list[str], out_dtype: np.dtype, arg_dtypes: list[Any]) -> str:
+    t = _CTYPE[out_dtype]
+    if fn in _BINARY and len(args) == 2:
+        return f"({args[0]}) {_BINARY[fn]} ({args[1]})"
+    if fn is np.negative:
+        return f"-({args[0]})"
+    if fn is np.positive:
+        return f"({args[0]})"
+    if fn is np.absolute:
+        return f"{'fabsf' if t == 'float' else 'fabs'}({args[0]})"
+    if fn is np.sqrt:
+        return f"{'sqrtf' if t == 'float' else 'sqrt'}({args[0]})"
+    if fn is np.sign:
+        return _sign(args[0], t)
+    if fn is np.logical_not:
+        return f"!({args[0]})"
+    if fn is np.clip and len(args) == 3:
+        return _clip(*args)
+    if fn is np.where and len(args) == 3:
+        return f"({args[0]}) ? ({t})({args[1]}) : ({t})({args[2]})"
+    if getattr(fn, "__name__", "") == "astype" and len(args) == 2:
+        return f"({t})({args[0]})"
+    if fn is np.maximum:  # NumPy: a >= b or isnan(a) ? a : b
+        return f"(({args[0]}) >= ({args[1]}) || ({args[0]}) != ({args[0]})) ? ({args[0]}) : ({args[1]})"
+    if fn is np.minimum:
+        return f"(({args[0]}) <= ({args[1]}) || ({args[0]}) != ({args[0]})) ? ({args[0]}) : ({args[1]})"
+    raise _NoTranslation(f"no C translation of {getattr(fn, '__name__', fn)}")
+
+
+def _translate(tape: Any, inputs: list[Any], outputs: dict[int, Any]) -> str:
+    names = {n.index: nm for n, nm in zip(inputs, ("x", "g", "m"))}
+    lines = []
+    for n, nm in zip(inputs, ("x", "g", "m")):
+        names[n.index] = f"v{n.index}"
+        lines.append(f"const {_CTYPE[n.dtype]} v{n.index} = {nm};")
+    for c in tape.calls:
+        out_dtype = c.node.dtype
+        if out_dtype not in _CTYPE:
+            raise _NoTranslation(f"dtype {out_dtype}")
+        fn = _tape._lowered(c.fn)  # noqa: SLF001 - the same replay function as the tape's
+        if c.kwargs:
+            raise _NoTranslation("keyword arguments")
+        # the dtype a Python scalar takes: the first floating array argument's (NEP 50)
+        node_dtypes = [a.dtype for a in c.args if isinstance(a, _tape._Node)]  # noqa: SLF001
+        floating = [d for d in node_dtypes if d.kind == "f"]
+        scalar_dtype = floating[0] if floating else out_dtype
+        args: list[str] = []
+        arg_dtypes: list[Any] = []
+        for a in c.args:
+            if isinstance(a, _tape._Node):  # noqa: SLF001
+                args.append(names[a.index])
+                arg_dtypes.append(a.dtype)
+            elif isinstance(a, (bool, int, float, np.generic)) or (
+                isinstance(a, np.ndarray) and a.ndim == 0
+            ):
+                args.append(_literal(a, scalar_dtype))
+                arg_dtypes.append(scalar_dtype)
+            elif isinstance(a, (type, np.dtype)) and getattr(fn, "__name__", "") == "astype":
+                args.append("")  # the target dtype is the result's dtype
+                arg_dtypes.append(None)
+            else:
+                raise _NoTranslation(f"an argument of type {type(a).__name__}")
+        if len({d for d in node_dtypes if d.kind == "f"}) > 1:
+            raise _NoTranslation("mixed floating dtypes in one call")
+        expr = _expression(fn, args, out_dtype, arg_dtypes)
+        names[c.node.index] = f"v{c.node.index}"
+        lines.append(f"const {_CTYPE[out_dtype]} v{c.node.index} = {expr};")
+    for i, node in outputs.items():
+        lines.append(f"{('x', 'g', 'm')[i]} = {names[node.index]};")
+    return "\n".join(lines)
+
+
+_CACHE: dict[Any, tuple[Any, KernelSource | None, str]] = {}
+
+
+def kernel_source(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
+                  mdtype: Any) -> KernelSource | None:
+    """The elementwise kernel body of ``update`` for these coefficients, κ and dtypes, or None
+    (float16/bfloat16, a call without a C translation, a step that cannot be recorded)."""
+    dtype, mdtype = np.dtype(dtype), np.dtype(mdtype)
+    key = _tape.cache_key(update, hyper, kappa, dtype, mdtype)
+    hit = _tape.cached(_CACHE, key, kappa)
+    if hit is not None:
+        return hit[1]
+    try:
+        if dtype not in _CTYPE or mdtype not in _CTYPE or dtype.kind != "f" or mdtype.kind != "f":
+            raise _NoTranslation(f"dtypes {dtype}/{mdtype} (float32 and float64 only)")
+        tape, inputs, outputs = _tape.record(update, hyper, kappa, dtype, mdtype)
+        source: KernelSource | None = KernelSource(_translate(tape, inputs, outputs), dtype, mdtype)
+        reason = ""
+    except Exception as exc:  # noqa: BLE001 - no kernel: the caller runs the eager step
+        source, reason = None, f"{type(exc).__name__}: {exc}"
+    _tape.remember(_CACHE, key, (kappa, source, reason))
+    return source
+
+
+def why_not(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any, mdtype: Any) -> str:
+    kernel_source(update, hyper, kappa, dtype, mdtype)
+    return _CACHE[_tape.cache_key(update, hyper, kappa, dtype, mdtype)][2]
+
+
+def c_function(source: KernelSource, name: str = "lionk_kernel") -> str:
+    """A C translation unit with ``void name(long n, T *x, const T *g, M *m)`` running the body
+    over n elements (what the tests compile with the system C compiler)."""
+    t, mt = _CTYPE[source.dtype], _CTYPE[source.mdtype]
+    body = "\n        ".join(source.body.splitlines())
+    return (
+        f"{C_PREAMBLE}\n"
+        f"void {name}(long n, {t} *xs, const {t} *gs, {mt} *ms) {{\n"
+        f"    for (long i = 0; i < n; ++i) {{\n"
+        f"        {t} x = xs[i]; const {t} g = gs[i]; {mt} m = ms[i];\n"
+        f"        {body}\n"
+        f"        xs[i] = x; ms[i] = m;\n"
+        f"    }}\n"
+        f"}}\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# CuPy: the body as a cupy.ElementwiseKernel, checked on the probes before first use.
+
+_CUPY_KERNELS: dict[Any, Any] = {}
+
+
+def cupy_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
+                mdtype: Any) -> Any:
+    """A checked ``cupy.ElementwiseKernel`` ``(g, x, m)`` updating x and m in place, or None."""
+    key = _tape.cache_key(update, hyper, kappa, dtype, mdtype)
+    hit = _tape.cached(_CUPY_KERNELS, key, kappa)
+    if hit is not None:
+        return hit[1]
+    kernel = None
+    source = kernel_source(update, hyper, kappa, dtype, mdtype)
+    if source is not None:
+        import cupy
+
+        t, mt = source.dtype.name, source.mdtype.name
+        candidate = cupy.ElementwiseKernel(
+            f"{t} g", f"{t} x, {mt} m", source.body, "lionk_step",
+            preamble=CUDA_PREAMBLE, options=("--fmad=false",),
+        )
+        x, g, m = _tape.probes(source.dtype, source.mdtype)
+        with np.errstate(all="ignore"):
+            (ex,), (em,) = update([x.copy()], [g.copy()], [m.copy()], hyper, kappa)
+        cx, cg, cm = cupy.asarray(x), cupy.asarray(g), cupy.asarray(m)
+        candidate(cg, cx, cm)
+        if (cupy.asnumpy(cx).tobytes() == np.asarray(ex).tobytes()
+                and cupy.asnumpy(cm).tobytes() == np.asarray(em).tobytes()):
+            kernel = candidate
+        else:
+            import warnings
+
+            warnings.warn("lionk: the fused CuPy kernel differs from the eager step on the "
+                          "probes; running the step eagerly", RuntimeWarning, stacklevel=3)
+    _tape.remember(_CUPY_KERNELS, key, (kappa, kernel))
+    return kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# The C translation compiled by the system C compiler (tests and the conformance suite use it
+# to check the kernel's arithmetic on machines without a GPU).
+
+_C_BUILDS: dict[str, Any] = {}
+C_FLAGS = ("-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC")
+
+
+def c_compiler() -> str | None:
+    """The system C compiler (``$CC``, else ``cc``), or None."""
+    import os
+    import shutil
+
+    return shutil.which(os.environ.get("CC", "cc"))
+
+
+def c_kernel(source: KernelSource) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
+    """The kernel body compiled as C (``C_FLAGS``: no FMA contraction, no fast math) and loaded
+    with ctypes: ``run(x, g, m)`` updates the contiguous 1-D NumPy arrays x and m in place.
+    Raises RuntimeError without a C compiler or when compilation fails."""
+    import ctypes
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    code = c_function(source)
+    lib = _C_BUILDS.get(code)
+    if lib is None:
+        cc = c_compiler()
+        if cc is None:
+            raise RuntimeError("no C compiler (set CC or install cc)")
+        folder = Path(tempfile.mkdtemp(prefix="lionk-kernel-"))
+        (folder / "kernel.c").write_text(code)
+        built = subprocess.run([cc, *C_FLAGS, "kernel.c", "-o", "kernel.so", "-lm"],
+                               cwd=folder, capture_output=True, text=True)
+        if built.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {built.stderr.strip()[:2000]}")
+        lib = _C_BUILDS[code] = ctypes.CDLL(str(folder / "kernel.so"))
+        lib.lionk_kernel.restype = None
+        lib.lionk_kernel.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p,
+                                     ctypes.c_void_p]
+    fn = lib.lionk_kernel
+
+    def run(x: np.ndarray, g: np.ndarray, m: np.ndarray) -> None:
+        for a, dt in ((x, source.dtype), (g, source.dtype), (m, source.mdtype)):
+            if a.dtype != dt or a.ndim != 1 or not a.flags.c_contiguous or a.shape != x.shape:
+                raise ValueError("c_kernel: expected contiguous 1-D arrays of the kernel's dtypes")
+        fn(x.shape[0], x.ctypes.data, g.ctypes.data, m.ctypes.data)
+
+    return run
