@@ -152,12 +152,13 @@ def build_lionk_np(execution: str | None) -> Callable[[Context, Workload], Runne
         def note() -> str:
             ran = getattr(opt, "last_execution", None)
             extra = ""
-            if ran == "chunked":
+            if ran in ("chunked", "compiled"):
                 from lionk._execution import default_threads
 
                 th = getattr(opt, "threads", None) or f"default={default_threads()}"
                 cs = getattr(opt, "chunk_size", None) or "default"
-                extra = f" (threads={th}, chunk_size={cs})"
+                extra = (f" (threads={th}, chunk_size={cs})" if ran == "chunked" else
+                         f" (threads={th}; NumPy: C kernel built by the system compiler)")
             return f"ran {ran}{extra}" if ran else ""
 
         return Runner(step, _xp_sync(ctx), _xp_memory(ctx, step), note)
@@ -484,6 +485,9 @@ def all_contenders(device: str) -> list[Contender]:
     # NumPy / CuPy
     out.append(Contender(f"lionk.LionK {np_backend} eager", np_backend, "lionk", build_lionk_np("eager")))
     out.append(Contender(f"lionk.LionK {np_backend} chunked", np_backend, "lionk", build_lionk_np("chunked")))
+    # NumPy: the fused kernel compiled by the system C compiler; CuPy: the same kernel via NVRTC
+    out.append(Contender(f"lionk.LionK {np_backend} compiled", np_backend, "lionk",
+                         build_lionk_np("compiled"), compiles=True))
     out.append(Contender(f"{np_backend} naive Lion", np_backend, "reference", build_np_naive))
     # torch
     for ex in ("eager", "chunked", "compiled"):

@@ -34,8 +34,8 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "numpy-chunked": ("cpu", "bitwise", "LionK's chunked path: same operations on pieces"),
     "torch-cpu-compiled": ("cpu", "ulp", "torch.compile (inductor may contract FMA)"),
     "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
-    "numpy-c-kernel": ("cpu", "bitwise", "the CuPy fused kernel's body compiled as C "
-                       "(cc -ffp-contract=off): its arithmetic checked without a GPU"),
+    "numpy-compiled": ("cpu", "bitwise", "LionK's compiled path: the fused kernel's body "
+                       "(also CuPy's) compiled as C by the system compiler, no FMA"),
     "torch-cuda": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
     "jax-gpu": ("cuda", "ulp", "XLA:GPU contracts FMA even in eager op-by-op kernels"),
     "jax-gpu-jit": ("cuda", "ulp", "XLA:GPU contracts FMA"),
@@ -103,30 +103,12 @@ def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: fl
     path = execution
     if path == "chunked" and not chunkable(xs, gs, ms, kap):
         path = "eager"  # a norm κ needs the whole array: not chunkable by design
-    if path == "compiled" and not kap.separable and type(xs[0]).__module__.startswith("cupy"):
-        path = "eager"  # the fused CuPy kernel is elementwise: a norm κ runs eagerly
-    if path == "c-kernel":
-        _c_kernel_step(xs, gs, ms, make_hyper(lr, betas, weight_decay), kap)
-        return treedef.unflatten(xs), lionk.State(state.count + 1, treedef.unflatten(ms),
-                                                  state.skipped)
+    if path == "compiled" and not kap.separable and not type(xs[0]).__module__.startswith("torch"):
+        path = "eager"  # the fused NumPy/CuPy kernel is elementwise: a norm κ runs eagerly
     # tiny pieces and two threads, so that piece and thread boundaries fall inside the leaves
     run_inplace(xs, gs, ms, make_hyper(lr, betas, weight_decay), kap, execution=path,
                 chunk_size=7, threads=2)
     return treedef.unflatten(xs), lionk.State(state.count + 1, treedef.unflatten(ms), state.skipped)
-
-
-def _c_kernel_step(xs: list[Any], gs: list[Any], ms: list[Any], h: Any, kap: Any) -> None:
-    """Run the fused kernel's body, compiled as C, on NumPy copies (eager for a norm κ)."""
-    from lionk._execution import run_inplace
-    from lionk._kernel import c_kernel, kernel_source
-    from lionk._step import update_leaves
-
-    sources = [kernel_source(update_leaves, h, kap, x.dtype, m.dtype) for x, m in zip(xs, ms)]
-    if not kap.separable or any(s is None for s in sources):
-        run_inplace(xs, gs, ms, h, kap, execution="eager")
-        return
-    for source, x, g, m in zip(sources, xs, gs, ms):
-        c_kernel(source)(x.reshape(-1), np.ascontiguousarray(g).reshape(-1), m.reshape(-1))
 
 
 def _persisting(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -188,10 +170,10 @@ def enable_jax_x64() -> None:
 
 def _make(name: str) -> Backend:
     kind, tier, _ = KNOWN_BACKENDS[name]
-    if name in ("numpy", "numpy-chunked", "numpy-c-kernel"):
+    if name in ("numpy", "numpy-chunked", "numpy-compiled"):
         import array_api_compat.numpy as xp
 
-        if name == "numpy-c-kernel":
+        if name == "numpy-compiled":
             from lionk._kernel import c_compiler
 
             if c_compiler() is None:
@@ -199,7 +181,7 @@ def _make(name: str) -> Backend:
         return Backend(name, kind, tier, True, xp=xp, put=lambda a: np.array(a, copy=True),
                        get=lambda a: np.asarray(a),
                        execution={"numpy-chunked": "chunked",
-                                  "numpy-c-kernel": "c-kernel"}.get(name))
+                                  "numpy-compiled": "compiled"}.get(name))
     if name == "array_api_strict":
         if not _has("array_api_strict"):
             return _missing(name, "array_api_strict not installed")

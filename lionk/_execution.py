@@ -10,13 +10,20 @@ leaves or on pieces of them, and copies the results into the parameter and momen
   parameters is allocated per step. NumPy's ufuncs release the GIL, so pieces are spread over
   ``threads`` threads. Results are bitwise identical to ``"eager"`` (same operations, same
   elements).
+  On NumPy each piece runs the step recorded once (:mod:`lionk._tape`) with ``out=`` buffers.
 * ``"compiled"`` — torch tensors: ``torch.compile`` of the same ``update_leaves`` followed by the
   in-place copies, so inductor fuses the whole step into one loop over memory. Coefficients enter
   as 0-d float64 tensors (computed in double precision, rounded once to the dtype inside), so a
   learning-rate schedule does not recompile. Compiled kernels may contract ``a*b + c`` into FMA:
   this path is in the ulp tier (the conformance suite measures it).
+  NumPy and CuPy arrays: one fused elementwise kernel generated from the recorded step
+  (:mod:`lionk._kernel`), compiled by the system C compiler (NumPy; elements split between
+  threads) or by CuPy (NVRTC), with no FMA contraction, and checked byte for byte against the
+  eager step on probe values before use: bitwise.
 * ``"auto"`` — ``"chunked"`` for NumPy arrays where it applies (separable κ, C-contiguous
-  leaves), else ``"eager"``.
+  leaves), else ``"eager"``; torch: compiled from 2^20 elements; CuPy: compiled for an
+  elementwise κ. (NumPy's compiled path needs a C compiler at run time, so it is never chosen
+  automatically.)
 
 For JAX, :func:`jit_step` is the compiled path of the functional API: ``jax.jit`` of the same
 step with the parameter and momentum buffers donated.
@@ -165,6 +172,11 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
                 f"{sorted({str(x.dtype) for x in xs} | {str(m.dtype) for m in ms})}"
             )
         path = "eager"
+    if path == "compiled" and xs and type(xs[0]) is np.ndarray:
+        why = _run_numpy_c_kernel(xs, gs, ms, h, kappa, threads)
+        if why is None:
+            return path
+        raise ValueError(f"execution='compiled' on NumPy arrays {why}")
     if path == "compiled" and execution == "auto":
         try:
             _run_torch_compiled(xs, gs, ms, h, kappa)
@@ -276,6 +288,63 @@ def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], span: t
 
 
 # ---------------------------------------------------------------------------------------------
+# NumPy: the fused kernel's C body, compiled by the system C compiler (lionk._kernel).
+
+C_KERNEL_MIN_PER_THREAD = 1 << 16  # elements; below this one thread is faster than two
+
+
+def _run_numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+                        kappa: Any, threads: int | None) -> str | None:
+    """Run the compiled kernel over every leaf, the elements split between threads (ctypes
+    releases the GIL). Returns None when it ran, else why it cannot (nothing is written)."""
+    from . import _kernel
+
+    if not kappa.separable:
+        return (f"runs one fused elementwise kernel and needs an elementwise (separable) kappa; "
+                f"received kappa {kappa.name!r}")
+    flats = _flat_views(xs, gs, ms)
+    if flats is None:
+        return "needs C-contiguous arrays"
+    if _kernel.c_compiler() is None:
+        return "compiles the step with the system C compiler and found none (install cc or set CC)"
+    kernels = []
+    found: dict[tuple[Any, Any], Any] = {}
+    for fx, _, fm in flats:
+        key = (fx.dtype, fm.dtype)
+        if key not in found:
+            found[key] = _kernel.checked_c_kernel(update_leaves, h, kappa, fx.dtype, fm.dtype)
+        if found[key] is None:
+            why = _kernel.why_not(update_leaves, h, kappa, fx.dtype, fm.dtype)
+            why = why or "these arguments: it differs from the eager step on the probes"
+            return f"has no kernel for {why} (dtypes {key[0]}/{key[1]})"
+        kernels.append(found[key])
+    coef = np.array([float(c) for c in h], dtype=np.float64)
+    sizes = [int(fx.shape[0]) for fx, _, _ in flats]
+    total = sum(sizes)
+    nthreads = default_threads() if threads is None else max(1, int(threads))
+    nthreads = max(1, min(nthreads, total // C_KERNEL_MIN_PER_THREAD))
+    bounds = [total * i // nthreads for i in range(nthreads + 1)]
+
+    def run_span(lo: int, hi: int) -> None:
+        offset = 0
+        for (fx, fg, fm), n, kernel in zip(flats, sizes, kernels):
+            a, b = max(lo, offset), min(hi, offset + n)
+            if a < b:
+                sl = slice(a - offset, b - offset)
+                kernel.raw(b - a, fx[sl].ctypes.data, fg[sl].ctypes.data, fm[sl].ctypes.data,
+                           coef.ctypes.data)
+            offset += n
+
+    if nthreads == 1:
+        run_span(0, total)
+    else:
+        futures = [_pool(nthreads).submit(run_span, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+        for f in futures:
+            f.result()
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
 # CuPy: one fused elementwise kernel per leaf, generated from the recorded step (lionk._kernel).
 
 
@@ -327,9 +396,10 @@ def _run_torch_compiled(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[A
 
     torch = sys.modules.get("torch")
     if torch is None or not all(isinstance(a, torch.Tensor) for a in (*xs, *gs, *ms)):
+        kind = f"{type(xs[0]).__module__}.{type(xs[0]).__name__}" if xs else "no arrays"
         raise ValueError(
-            "execution='compiled' runs torch.compile and needs torch tensors; "
-            "for JAX arrays use lionk.jit_step"
+            "execution='compiled' needs torch tensors (torch.compile) or NumPy/CuPy arrays (a "
+            f"fused kernel); received {kind}; for JAX arrays use lionk.jit_step"
         )
     dev = xs[0].device
     coefs = [c if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=torch.float64, device=dev)

@@ -34,10 +34,11 @@ class LionK:
     ``execution`` chooses how the step runs (see ``lionk._execution`` and docs/execution.md):
     ``"auto"`` (default: NumPy → cache-sized chunks over threads for an elementwise κ; torch →
     ``torch.compile`` from 2^20 elements on; CuPy → one fused kernel for an elementwise κ),
-    ``"eager"``, ``"chunked"`` (bitwise equal to eager) or ``"compiled"`` (torch: ulp tier;
-    CuPy: a fused elementwise kernel generated from the recorded step, checked against eager on
-    probe values before use). ``chunk_size`` (elements) and ``threads`` tune the chunked path
-    (defaults per backend).
+    ``"eager"``, ``"chunked"`` (bitwise equal to eager) or ``"compiled"`` (torch:
+    ``torch.compile``, ulp tier; NumPy and CuPy: one fused elementwise kernel generated from the
+    recorded step, compiled by the system C compiler or by CuPy, checked against eager on probe
+    values before use, bitwise). ``chunk_size`` (elements) and ``threads`` tune the chunked and
+    compiled paths (defaults per backend).
 
     Example::
 

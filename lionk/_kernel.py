@@ -49,8 +49,14 @@ static inline double lionk_f64(uint64_t b) { double d; memcpy(&d, &b, 8); return
 """
 
 
+# the kernel's scalar parameters, in the order of lionk._step.Hyper: c_lr, c_b1, ...
+COEFFICIENTS = ("lr", "b1", "one_minus_b1", "b2", "one_minus_b2", "decay")
+
+
 class KernelSource(NamedTuple):
-    """The body of the kernel over one element: reads ``x``, ``g``, ``m``, assigns ``x``, ``m``."""
+    """The body of the kernel over one element: reads ``x``, ``g``, ``m`` and the double
+    coefficients ``c_lr``, ``c_b1``, ... (:data:`COEFFICIENTS`), assigns ``x`` and ``m``. The
+    same body serves every learning rate: only the arguments change."""
 
     body: str
     dtype: np.dtype  # params and grads
@@ -118,9 +124,24 @@ def _expression(fn: Any, args: list[str], out_dtype: np.dtype, arg_dtypes: list[
     raise _NoTranslation(f"no C translation of {getattr(fn, '__name__', fn)}")
 
 
-def _translate(tape: Any, inputs: list[Any], outputs: dict[int, Any]) -> str:
+def _coefficient(a: Any, hyper: Any) -> str | None:
+    """The Hyper field a recorded scalar is (by identity: ``_coef`` passes the field's own float
+    object to the operation), or None for any other constant."""
+    if type(a) is not float or hyper is None:
+        return None
+    for name, value in zip(COEFFICIENTS, hyper):
+        if a is value:
+            return name
+    return None
+
+
+def _translate(tape: Any, inputs: list[Any], outputs: dict[int, Any], hyper: Any = None) -> str:
+    """The kernel body. The step's coefficients (the fields of ``hyper``) become the kernel's
+    double parameters ``c_<name>``, rounded once to the operation's dtype (what NumPy does to a
+    Python float); every other constant is written as its bit pattern."""
     names = {n.index: nm for n, nm in zip(inputs, ("x", "g", "m"))}
     lines = []
+    converted: set[str] = set()
     for n, nm in zip(inputs, ("x", "g", "m")):
         names[n.index] = f"v{n.index}"
         lines.append(f"const {_CTYPE[n.dtype]} v{n.index} = {nm};")
@@ -141,6 +162,16 @@ def _translate(tape: Any, inputs: list[Any], outputs: dict[int, Any]) -> str:
             if isinstance(a, _tape._Node):  # noqa: SLF001
                 args.append(names[a.index])
                 arg_dtypes.append(a.dtype)
+            elif (coef := _coefficient(a, hyper)) is not None:
+                if scalar_dtype not in (np.dtype("float32"), np.dtype("float64")):
+                    raise _NoTranslation(f"a coefficient at dtype {scalar_dtype}")
+                ct = _CTYPE[scalar_dtype]
+                local = f"k_{coef}_{ct}"
+                if local not in converted:  # Python float -> dtype: one rounding, as NumPy
+                    converted.add(local)
+                    lines.append(f"const {ct} {local} = ({ct})c_{coef};")
+                args.append(local)
+                arg_dtypes.append(scalar_dtype)
             elif isinstance(a, (bool, int, float, np.generic)) or (
                 isinstance(a, np.ndarray) and a.ndim == 0
             ):
@@ -177,7 +208,8 @@ def kernel_source(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any
         if dtype not in _CTYPE or mdtype not in _CTYPE or dtype.kind != "f" or mdtype.kind != "f":
             raise _NoTranslation(f"dtypes {dtype}/{mdtype} (float32 and float64 only)")
         tape, inputs, outputs = _tape.record(update, hyper, kappa, dtype, mdtype)
-        source: KernelSource | None = KernelSource(_translate(tape, inputs, outputs), dtype, mdtype)
+        source: KernelSource | None = KernelSource(_translate(tape, inputs, outputs, hyper),
+                                                   dtype, mdtype)
         reason = ""
     except Exception as exc:  # noqa: BLE001 - no kernel: the caller runs the eager step
         source, reason = None, f"{type(exc).__name__}: {exc}"
@@ -191,13 +223,16 @@ def why_not(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any, mdty
 
 
 def c_function(source: KernelSource, name: str = "lionk_kernel") -> str:
-    """A C translation unit with ``void name(long n, T *x, const T *g, M *m)`` running the body
-    over n elements (what the tests compile with the system C compiler)."""
+    """A C translation unit with ``void name(long n, T *x, const T *g, M *m, const double *coef)``
+    running the body over n elements, ``coef`` the six coefficients in :data:`COEFFICIENTS`
+    order."""
     t, mt = _CTYPE[source.dtype], _CTYPE[source.mdtype]
     body = "\n        ".join(source.body.splitlines())
+    coefs = "".join(f"    const double c_{c} = coef[{i}];\n" for i, c in enumerate(COEFFICIENTS))
     return (
         f"{C_PREAMBLE}\n"
-        f"void {name}(long n, {t} *xs, const {t} *gs, {mt} *ms) {{\n"
+        f"void {name}(long n, {t} *xs, const {t} *gs, {mt} *ms, const double *coef) {{\n"
+        f"{coefs}"
         f"    for (long i = 0; i < n; ++i) {{\n"
         f"        {t} x = xs[i]; const {t} g = gs[i]; {mt} m = ms[i];\n"
         f"        {body}\n"
@@ -208,51 +243,75 @@ def c_function(source: KernelSource, name: str = "lionk_kernel") -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# CuPy: the body as a cupy.ElementwiseKernel, checked on the probes before first use.
+# A kernel is used only after it matched eager NumPy on the probes, for these coefficients.
 
-_CUPY_KERNELS: dict[Any, Any] = {}
-
-
-def cupy_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
-                mdtype: Any) -> Any:
-    """A checked ``cupy.ElementwiseKernel`` ``(g, x, m)`` updating x and m in place, or None."""
-    key = _tape.cache_key(update, hyper, kappa, dtype, mdtype)
-    hit = _tape.cached(_CUPY_KERNELS, key, kappa)
-    if hit is not None:
-        return hit[1]
-    kernel = None
-    source = kernel_source(update, hyper, kappa, dtype, mdtype)
-    if source is not None:
-        import cupy
-
-        t, mt = source.dtype.name, source.mdtype.name
-        candidate = cupy.ElementwiseKernel(
-            f"{t} g", f"{t} x, {mt} m", source.body, "lionk_step",
-            preamble=CUDA_PREAMBLE, options=("--fmad=false",),
-        )
-        x, g, m = _tape.probes(source.dtype, source.mdtype)
-        with np.errstate(all="ignore"):
-            (ex,), (em,) = update([x.copy()], [g.copy()], [m.copy()], hyper, kappa)
-        cx, cg, cm = cupy.asarray(x), cupy.asarray(g), cupy.asarray(m)
-        candidate(cg, cx, cm)
-        if (cupy.asnumpy(cx).tobytes() == np.asarray(ex).tobytes()
-                and cupy.asnumpy(cm).tobytes() == np.asarray(em).tobytes()):
-            kernel = candidate
-        else:
-            import warnings
-
-            warnings.warn("lionk: the fused CuPy kernel differs from the eager step on the "
-                          "probes; running the step eagerly", RuntimeWarning, stacklevel=3)
-    _tape.remember(_CUPY_KERNELS, key, (kappa, kernel))
-    return kernel
+_CHECKED: dict[Any, bool] = {}
 
 
 # ---------------------------------------------------------------------------------------------
-# The C translation compiled by the system C compiler (tests and the conformance suite use it
-# to check the kernel's arithmetic on machines without a GPU).
+# CuPy: the body as a cupy.ElementwiseKernel.
 
-_C_BUILDS: dict[str, Any] = {}
-C_FLAGS = ("-O2", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC")
+_CUPY_BUILT: dict[str, Any] = {}
+
+
+def cupy_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
+                mdtype: Any) -> Callable[[Any, Any, Any], None] | None:
+    """``run(g, x, m)``: a checked fused ``cupy.ElementwiseKernel`` updating x and m in place
+    with these coefficients, or None (no kernel, or one that differs on the probes)."""
+    source = kernel_source(update, hyper, kappa, dtype, mdtype)
+    if source is None:
+        return None
+    import cupy
+
+    code = c_function(source)  # the build's identity: body and dtypes, not the coefficients
+    kernel = _CUPY_BUILT.get(code)
+    if kernel is None:
+        t, mt = source.dtype.name, source.mdtype.name
+        params = ", ".join(f"float64 c_{c}" for c in COEFFICIENTS)
+        kernel = _CUPY_BUILT[code] = cupy.ElementwiseKernel(
+            f"{params}, {t} g", f"{t} x, {mt} m", source.body, "lionk_step",
+            preamble=CUDA_PREAMBLE, options=("--fmad=false",),
+        )
+    coefs = tuple(float(c) for c in hyper)
+
+    def run(g: Any, x: Any, m: Any) -> None:
+        kernel(*coefs, g, x, m)
+
+    def on_host(x: np.ndarray, g: np.ndarray, m: np.ndarray) -> None:
+        cx, cg, cm = cupy.asarray(x), cupy.asarray(g), cupy.asarray(m)
+        kernel(*coefs, cg, cx, cm)
+        x[...] = cupy.asnumpy(cx)
+        m[...] = cupy.asnumpy(cm)
+
+    if not _matches_eager_cached(kernel, on_host, source, update, hyper, kappa):
+        import warnings
+
+        warnings.warn("lionk: the fused CuPy kernel differs from the eager step on the "
+                      "probes; running the step eagerly", RuntimeWarning, stacklevel=3)
+        return None
+    return run
+
+
+def _matches_eager_cached(build: Any, run: Callable[..., None], source: KernelSource,
+                          update: Callable[..., Any], hyper: Any, kappa: Any) -> bool:
+    key = (id(build), tuple(hyper))
+    if key not in _CHECKED:
+        x, g, m = _tape.probes(source.dtype, source.mdtype)
+        with np.errstate(all="ignore"):
+            (ex,), (em,) = update([x.copy()], [g.copy()], [m.copy()], hyper, kappa)
+        kx, km = x.copy(), m.copy()
+        run(kx, g.copy(), km)
+        _tape.remember(_CHECKED, key, kx.tobytes() == np.asarray(ex).tobytes()
+                       and km.tobytes() == np.asarray(em).tobytes())
+    return _CHECKED[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# The C translation compiled by the system C compiler: NumPy's "compiled" execution path, and
+# the check of the kernel's arithmetic on machines without a GPU (tests, conformance).
+
+_C_BUILDS: dict[str, CKernel] = {}
+C_FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC")
 
 
 def c_compiler() -> str | None:
@@ -263,37 +322,66 @@ def c_compiler() -> str | None:
     return shutil.which(os.environ.get("CC", "cc"))
 
 
-def c_kernel(source: KernelSource) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
-    """The kernel body compiled as C (``C_FLAGS``: no FMA contraction, no fast math) and loaded
-    with ctypes: ``run(x, g, m)`` updates the contiguous 1-D NumPy arrays x and m in place.
-    Raises RuntimeError without a C compiler or when compilation fails."""
-    import ctypes
-    import subprocess
-    import tempfile
-    from pathlib import Path
+class CKernel:
+    """The kernel body compiled as C (``C_FLAGS``: no FMA contraction, no fast math), loaded
+    with ctypes. ``kernel(x, g, m, hyper)`` updates contiguous 1-D NumPy arrays x and m in place;
+    ``kernel.raw(n, x_ptr, g_ptr, m_ptr, coef_ptr)`` is the C function itself (ctypes releases
+    the GIL while it runs, so threads run it in parallel)."""
 
-    code = c_function(source)
-    lib = _C_BUILDS.get(code)
-    if lib is None:
+    def __init__(self, source: KernelSource) -> None:
+        import ctypes
+        import shutil
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        self.source = source
         cc = c_compiler()
         if cc is None:
             raise RuntimeError("no C compiler (set CC or install cc)")
         folder = Path(tempfile.mkdtemp(prefix="lionk-kernel-"))
-        (folder / "kernel.c").write_text(code)
+        (folder / "kernel.c").write_text(c_function(source))
         built = subprocess.run([cc, *C_FLAGS, "kernel.c", "-o", "kernel.so", "-lm"],
                                cwd=folder, capture_output=True, text=True)
         if built.returncode != 0:
             raise RuntimeError(f"{cc} failed: {built.stderr.strip()[:2000]}")
-        lib = _C_BUILDS[code] = ctypes.CDLL(str(folder / "kernel.so"))
+        lib = ctypes.CDLL(str(folder / "kernel.so"))
+        shutil.rmtree(folder, ignore_errors=True)  # the loaded library stays mapped
         lib.lionk_kernel.restype = None
         lib.lionk_kernel.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p,
-                                     ctypes.c_void_p]
-    fn = lib.lionk_kernel
+                                     ctypes.c_void_p, ctypes.c_void_p]
+        self.raw = lib.lionk_kernel
 
-    def run(x: np.ndarray, g: np.ndarray, m: np.ndarray) -> None:
-        for a, dt in ((x, source.dtype), (g, source.dtype), (m, source.mdtype)):
+    def __call__(self, x: np.ndarray, g: np.ndarray, m: np.ndarray, hyper: Any) -> None:
+        src = self.source
+        for a, dt in ((x, src.dtype), (g, src.dtype), (m, src.mdtype)):
             if a.dtype != dt or a.ndim != 1 or not a.flags.c_contiguous or a.shape != x.shape:
-                raise ValueError("c_kernel: expected contiguous 1-D arrays of the kernel's dtypes")
-        fn(x.shape[0], x.ctypes.data, g.ctypes.data, m.ctypes.data)
+                raise ValueError("CKernel: expected contiguous 1-D arrays of the kernel's dtypes")
+        coef = np.array([float(c) for c in hyper], dtype=np.float64)
+        self.raw(x.shape[0], x.ctypes.data, g.ctypes.data, m.ctypes.data, coef.ctypes.data)
 
-    return run
+
+def c_kernel(source: KernelSource) -> CKernel:
+    """The compiled C kernel of ``source`` (built once per source; RuntimeError without a C
+    compiler or when compilation fails)."""
+    code = c_function(source)
+    kernel = _C_BUILDS.get(code)
+    if kernel is None:
+        kernel = _C_BUILDS[code] = CKernel(source)
+    return kernel
+
+
+def checked_c_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
+                     mdtype: Any) -> CKernel | None:
+    """The C kernel for these arguments if it exists, compiles, and matches eager NumPy on the
+    probes with these coefficients; else None."""
+    source = kernel_source(update, hyper, kappa, dtype, mdtype)
+    if source is None:
+        return None
+    try:
+        kernel = c_kernel(source)
+    except RuntimeError:
+        return None
+    ok = _matches_eager_cached(kernel.raw, lambda x, g, m: kernel(x, g, m, hyper), source,
+                               update, hyper, kappa)
+    return kernel if ok else None

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
+import lionk
 from lionk import _kernel, _tape
 from lionk import kappa as K
 from lionk._step import make_hyper, update_leaves
@@ -52,20 +53,37 @@ def test_the_kernel_compiled_as_c_is_the_eager_step_bit_for_bit(kappa, dtype) ->
         with np.errstate(all="ignore"):
             (ex,), (em,) = update_leaves([x.copy()], [g.copy()], [m.copy()], H, kap)
         cx, cm = x.copy(), m.copy()
-        run(cx, g, cm)
+        run(cx, g, cm, H)
         assert np.array_equal(bits(cx), bits(np.asarray(ex)))
         assert np.array_equal(bits(cm), bits(np.asarray(em)))
 
 
-def test_coefficients_are_written_as_the_bits_numpy_rounds_them_to() -> None:
-    source = _kernel.kernel_source(update_leaves, H, K.resolve("sign"), "float32", "float32")
-    b1 = int(np.float32(0.9).view(np.uint32))
-    assert f"LIONK_F32(0x{b1:08x})" in source.body
-    one_minus_b1 = int(np.float32(1.0 - 0.9).view(np.uint32))  # the double 1 - b1, rounded once
-    assert f"LIONK_F32(0x{one_minus_b1:08x})" in source.body
+def test_coefficients_are_parameters_rounded_once_and_constants_are_bit_patterns() -> None:
+    source = _kernel.kernel_source(update_leaves, H, K.resolve("deadzone"), "float32", "float32")
+    for name in _kernel.COEFFICIENTS:  # the step's coefficients: doubles rounded once, as NumPy
+        assert f"= (float)c_{name};" in source.body
+    e = int(np.float32(0.1).view(np.uint32))  # deadzone's threshold: a constant of the κ
+    assert f"LIONK_F32(0x{e:08x})" in source.body
     assert "fma" not in source.body
     last = source.body.splitlines()[-2:]  # the outputs are assigned once, at the end
     assert last[0].startswith("x = ") and last[1].startswith("m = ")
+
+
+@needs_cc
+def test_one_build_serves_every_learning_rate() -> None:
+    kap = K.resolve("huber")
+    h2 = make_hyper(3e-2, (0.5, 0.999), 0.0)
+    s1 = _kernel.kernel_source(update_leaves, H, kap, "float64", "float64")
+    s2 = _kernel.kernel_source(update_leaves, h2, kap, "float64", "float64")
+    assert s1.body == s2.body
+    assert _kernel.c_kernel(s1) is _kernel.c_kernel(s2)
+    for h in (H, h2):
+        kernel = _kernel.checked_c_kernel(update_leaves, h, kap, "float64", "float64")
+        assert kernel is not None
+        x, g, m = _data(5000, "float64", 11)
+        (ex,), (em,) = update_leaves([x.copy()], [g.copy()], [m.copy()], h, kap)
+        kernel(x, g, m, h)
+        assert np.array_equal(bits(x), bits(ex)) and np.array_equal(bits(m), bits(em))
 
 
 @pytest.mark.parametrize("kappa,dtype,mdtype,reason", [
@@ -90,12 +108,14 @@ class _FakeElementwiseKernel:
     def __init__(self, in_params, out_params, operation, name, preamble="", options=()):
         type(self).made.append(dict(in_params=in_params, out_params=out_params, name=name,
                                     preamble=preamble, options=options))
-        dt = np.dtype(in_params.split()[0])
+        dt = np.dtype(in_params.split(",")[-1].split()[0])
         mdt = np.dtype(out_params.split(",")[1].split()[0])
         self._run = _kernel.c_kernel(_kernel.KernelSource(operation, dt, mdt))
 
-    def __call__(self, g, x, m):
-        self._run(x, g, m)
+    def __call__(self, *args):
+        *coefs, g, x, m = args
+        assert len(coefs) == len(_kernel.COEFFICIENTS)
+        self._run(x, g, m, coefs)
 
 
 @pytest.fixture
@@ -105,7 +125,8 @@ def fake_cupy(monkeypatch):
     mod.asarray = lambda a: np.array(a, copy=True)
     mod.asnumpy = lambda a: np.asarray(a)
     monkeypatch.setitem(sys.modules, "cupy", mod)
-    monkeypatch.setattr(_kernel, "_CUPY_KERNELS", {})
+    monkeypatch.setattr(_kernel, "_CUPY_BUILT", {})
+    monkeypatch.setattr(_kernel, "_CHECKED", {})
     _FakeElementwiseKernel.made = []
     return mod
 
@@ -115,15 +136,18 @@ def test_cupy_kernel_is_built_without_fma_and_checked_on_the_probes(fake_cupy) -
     kernel = _kernel.cupy_kernel(update_leaves, H, K.resolve("huber"), "float32", "float32")
     assert kernel is not None
     (made,) = _FakeElementwiseKernel.made
-    assert made["in_params"] == "float32 g" and made["out_params"] == "float32 x, float32 m"
+    assert made["in_params"] == "float64 c_lr, float64 c_b1, float64 c_one_minus_b1, " \
+        "float64 c_b2, float64 c_one_minus_b2, float64 c_decay, float32 g"
+    assert made["out_params"] == "float32 x, float32 m"
     assert "--fmad=false" in made["options"] and "__int_as_float" in made["preamble"]
     x, g, m = _data(1000, "float32", 8)
     with np.errstate(all="ignore"):
         (ex,), (em,) = update_leaves([x.copy()], [g.copy()], [m.copy()], H, K.resolve("huber"))
     kernel(g, x, m)
     assert np.array_equal(bits(x), bits(np.asarray(ex))) and np.array_equal(bits(m), bits(np.asarray(em)))
-    # cached: a second request builds nothing
-    assert _kernel.cupy_kernel(update_leaves, H, K.resolve("huber"), "float32", "float32") is kernel
+    # one build for every learning rate: another lr compiles nothing
+    h2 = make_hyper(5e-2, (0.9, 0.99), 0.1)
+    assert _kernel.cupy_kernel(update_leaves, h2, K.resolve("huber"), "float32", "float32")
     assert len(_FakeElementwiseKernel.made) == 1
 
 
@@ -131,8 +155,10 @@ def test_cupy_kernel_is_built_without_fma_and_checked_on_the_probes(fake_cupy) -
 def test_a_kernel_that_differs_on_the_probes_is_not_used(fake_cupy, monkeypatch) -> None:
     real = _kernel._translate
 
-    def wrong(tape, inputs, outputs):  # one sign flipped in the generated code
-        return real(tape, inputs, outputs).replace(") - (", ") + (", 1)
+    def wrong(*args):  # one sign flipped in the generated code
+        body = real(*args)
+        assert ") - (" in body
+        return body.replace(") - (", ") + (", 1)
 
     monkeypatch.setattr(_kernel, "_translate", wrong)
     monkeypatch.setattr(_kernel, "_CACHE", {})
@@ -163,3 +189,72 @@ def test_the_cupy_execution_path_runs_one_kernel_per_leaf(fake_cupy, monkeypatch
         _execution.run_inplace(xs, gs, ms, H, K.resolve("l2"), execution="compiled")
     assert all(np.array_equal(a, b) for a, b in zip(xs, before))
     assert _execution.run_inplace(xs, gs, ms, H, K.resolve("l2"), execution="auto") == "eager"
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy's execution="compiled": the C kernel over every leaf, elements split between threads.
+
+
+def _leaves(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = [(100_000,), (37, 29), (), (0,), (70_000,), (5,)]  # > 2 x 64K: two threads
+    xs = {f"p{i}": rng.uniform(-1.5, 1.5, size=s).astype(dtype) for i, s in enumerate(shapes)}
+    a = {k: rng.uniform(-1, 1, size=v.shape).astype(dtype) for k, v in xs.items()}
+    return xs, a
+
+
+def _train(execution, kappa, dtype, steps=8, lrs=None, **kw):
+    xs, a = _leaves(dtype)
+    opt = lionk.LionK(xs, lr=0.01, weight_decay=0.5, kappa=kappa, execution=execution, **kw)
+    for t in range(steps):
+        if lrs is not None:
+            opt.lr = lrs[t]
+        opt.step({k: ((x * x) * x - x) + a[k] for k, x in xs.items()})
+    return xs, opt
+
+
+@needs_cc
+@pytest.mark.parametrize("kappa", SEPARABLE)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_compiled_is_bitwise_equal_to_eager(kappa, dtype) -> None:
+    ref, ref_opt = _train("eager", kappa, dtype)
+    got, opt = _train("compiled", kappa, dtype, threads=2)
+    assert opt.last_execution == "compiled"
+    for k in ref:
+        assert np.array_equal(bits(ref[k]), bits(got[k])), k
+        assert np.array_equal(bits(ref_opt.state.momentum[k]), bits(opt.state.momentum[k])), k
+
+
+@needs_cc
+def test_a_learning_rate_schedule_compiles_once() -> None:
+    lrs = [0.01 * (0.8 ** t) for t in range(6)]
+    _train("compiled", "sign", "float32", steps=1)
+    before = len(_kernel._C_BUILDS)
+    ref, _ = _train("eager", "sign", "float32", steps=6, lrs=lrs)
+    got, _ = _train("compiled", "sign", "float32", steps=6, lrs=lrs)
+    assert len(_kernel._C_BUILDS) == before  # every lr ran the same build
+    for k in ref:
+        assert np.array_equal(bits(ref[k]), bits(got[k])), k
+
+
+@pytest.mark.parametrize("kappa,dtype,match", [
+    ("l2", "float32", "elementwise"),
+    ("sign", "float16", "float32 and float64 only"),
+])
+def test_numpy_compiled_refuses_clearly_and_writes_nothing(kappa, dtype, match) -> None:
+    xs, _ = _leaves(dtype)
+    before = {k: v.copy() for k, v in xs.items()}
+    opt = lionk.LionK(xs, lr=0.01, kappa=kappa, execution="compiled")
+    with pytest.raises(ValueError, match=match):
+        opt.step({k: np.ones_like(v) for k, v in xs.items()})
+    assert all(np.array_equal(before[k], xs[k]) for k in xs)
+    assert all(not np.any(m) for m in opt.state.momentum.values())
+
+
+def test_numpy_compiled_without_a_c_compiler_says_so(monkeypatch) -> None:
+    monkeypatch.setattr(_kernel, "c_compiler", lambda: None)
+    x = np.zeros(10, np.float32)
+    opt = lionk.LionK(x, lr=0.01, execution="compiled")
+    with pytest.raises(ValueError, match="C compiler"):
+        opt.step(np.ones_like(x))
+    assert not np.any(x)
