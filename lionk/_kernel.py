@@ -20,6 +20,7 @@ half intrinsics); a call without a C translation leaves the step to the eager pa
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -320,9 +321,15 @@ NATIVE_FLAGS = ("-march=native",)
 def c_compiler() -> str | None:
     """The system C compiler (``$CC``, else ``cc``), or None."""
     import os
+
+    return _which(os.environ.get("CC", "cc"))
+
+
+@functools.lru_cache(maxsize=8)
+def _which(name: str) -> str | None:  # a PATH search per step costs ~75 µs
     import shutil
 
-    return shutil.which(os.environ.get("CC", "cc"))
+    return shutil.which(name)
 
 
 class CKernel:
