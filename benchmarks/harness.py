@@ -48,6 +48,11 @@ class Settings:
     plot: bool = True
 
 
+# pause before a sample whose library differs from the previous sample's: long enough for
+# libgomp's default spin-wait (GOMP_SPINCOUNT 300,000 pauses, a few ms) to end
+SETTLE_S = 0.02
+
+
 @dataclass
 class Row:
     """One contender on one size."""
@@ -221,11 +226,17 @@ def run_size(w: Workload, settings: Settings, ctx: C.Context) -> tuple[list[Row]
         gc.collect()
         gc.disable()
         try:
+            previous = None
             for i in range(rounds):
                 order = live[i % len(live):] + live[: i % len(live)]
                 for row, runner in order:
                     if row.status != "ok":
                         continue
+                    if previous is not None and row.backend != previous:
+                        # another library's idle workers (torch's OpenMP threads spin-wait
+                        # after each parallel region) must not share the CPUs with this sample
+                        time.sleep(SETTLE_S)
+                    previous = row.backend
                     try:
                         row.samples_s.append(_time_once(runner, row.k))
                     except Exception as exc:  # noqa: BLE001 - failed mid-run: report it

@@ -272,7 +272,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"about {st['budget_s']} s per size). A sample is k consecutive steps (k chosen so that a "
         f"sample lasts ≥ {st['min_sample_s'] * 1e3:.0f} ms) followed by a synchronisation "
         "(`jax.block_until_ready`, `torch.cuda.synchronize`); the table shows the median over "
-        "rounds of the per-step time and its interquartile range.",
+        "rounds of the per-step time and its interquartile range. Before a sample whose "
+        "library differs from the previous sample's the harness idles 20 ms, so that the "
+        "other library's idle worker threads (torch's OpenMP threads spin-wait after each "
+        "parallel region) have stopped before it is timed.",
         "- Set-up + warm-up: building the contender and its warm-up steps, compilation "
         "included (torch.compile, jax.jit); a one-off cost, not part of the step times.",
         "- Speed-up vs peer = peer's median / this row's median (same size, same rounds).",
