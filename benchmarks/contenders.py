@@ -408,15 +408,23 @@ class _JaxLoop:
         return Runner(self.step, self.sync, self.memory, self.note)
 
 
-def build_lionk_jit_step(ctx: Context, w: Workload) -> Runner:
+def build_lionk_jit_step(ctx: Context, w: Workload, fused: bool = False) -> Runner:
     import lionk
 
     jit_step = getattr(lionk, "jit_step", None)
     if jit_step is None:
         raise NotImplementedError("lionk.jit_step does not exist in this lionk")
+    if fused and ctx.device != "cpu":
+        raise NotImplementedError("jit_step(fused=True) runs on CPU")
     xs, gs = _jcopies(ctx, w)
-    fn = jit_step(lr=LR, betas=BETAS, weight_decay=WD, kappa="sign", donate=True)
+    kw = {"fused": True} if fused else {}
+    fn = jit_step(lr=LR, betas=BETAS, weight_decay=WD, kappa="sign", donate=True, **kw)
     return _JaxLoop(fn, xs, gs, lionk.init(xs), "pgs").runner()
+
+
+def build_lionk_jit_step_fused(ctx: Context, w: Workload) -> Runner:
+    """jit_step(fused=True): the fused kernel as an XLA FFI call (built by the C++ compiler)."""
+    return build_lionk_jit_step(ctx, w, fused=True)
 
 
 def build_lionk_user_jit(ctx: Context, w: Workload) -> Runner:
@@ -509,6 +517,8 @@ def all_contenders(device: str) -> list[Contender]:
                          compiles=True))
     # JAX
     out.append(Contender("lionk.jit_step jax", "jax", "lionk", build_lionk_jit_step))
+    out.append(Contender("lionk.jit_step jax fused", "jax", "lionk", build_lionk_jit_step_fused,
+                         compiles=True))
     out.append(Contender("lionk.step + jax.jit (user)", "jax", "lionk", build_lionk_user_jit))
     out.append(Contender("optax.lion jit", "jax", "peer", build_optax_lion))
     out.append(Contender("jax hand Lion jit", "jax", "reference", build_hand_jax))

@@ -34,6 +34,8 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "numpy-chunked": ("cpu", "bitwise", "LionK's chunked path: same operations on pieces"),
     "torch-cpu-compiled": ("cpu", "ulp", "torch.compile (inductor may contract FMA)"),
     "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
+    "jax-cpu-jit-fused": ("cpu", "bitwise", "lionk.jit_step(fused=True): the fused kernel as an "
+                          "XLA FFI call, no FMA; a norm κ runs jit_step's XLA loops"),
     "numpy-compiled": ("cpu", "bitwise", "LionK's compiled path: the fused kernel's body "
                        "(also CuPy's) compiled as C by the system compiler, no FMA"),
     "torch-cuda": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
@@ -68,8 +70,10 @@ class Backend:
         computed inside (so a jitted backend compiles gradient and step together)."""
         step = functools.partial(lionk.step, lr=lr, betas=betas, weight_decay=weight_decay,
                                  kappa=kappa)
-        if self.execution == "jit_step":
-            step = lionk.jit_step(lr=lr, betas=betas, weight_decay=weight_decay, kappa=kappa)
+        if self.execution in ("jit_step", "jit_step-fused"):
+            fused = self.execution == "jit_step-fused" and lionk.kappa.resolve(kappa).separable
+            step = lionk.jit_step(lr=lr, betas=betas, weight_decay=weight_decay, kappa=kappa,
+                                  fused=fused)
         elif self.execution is not None:
             step = functools.partial(_inplace_step, self.execution, lr=lr, betas=betas,
                                      weight_decay=weight_decay, kappa=kappa)
@@ -214,6 +218,11 @@ def _make(name: str) -> Backend:
         import jax
         import jax.numpy as jnp
 
+        if name == "jax-cpu-jit-fused":
+            from lionk._kernel import cxx_compiler
+
+            if cxx_compiler() is None:
+                return _missing(name, "no C++ compiler (set CXX)")
         platform = "gpu" if "gpu" in name else "cpu"
         try:
             dev = jax.devices(platform)[0]
@@ -224,7 +233,8 @@ def _make(name: str) -> Backend:
             put=lambda a: jax.device_put(jnp.asarray(np.array(a, copy=True)), dev),
             get=lambda a: np.asarray(a),
             jit=name.endswith("jit") or name.endswith("sse42"),
-            execution="jit_step" if name.endswith("donated") else None,
+            execution={"jax-cpu-jit-donated": "jit_step",
+                       "jax-cpu-jit-fused": "jit_step-fused"}.get(name),
         )
     if name == "dask":
         if not _has("dask"):

@@ -295,7 +295,7 @@ def cupy_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
 
 def _matches_eager_cached(build: Any, run: Callable[..., None], source: KernelSource,
                           update: Callable[..., Any], hyper: Any, kappa: Any) -> bool:
-    key = (id(build), tuple(hyper))
+    key = (build if isinstance(build, str) else id(build), tuple(hyper))
     if key not in _CHECKED:
         x, g, m = _tape.probes(source.dtype, source.mdtype)
         with np.errstate(all="ignore"):
@@ -400,3 +400,145 @@ def checked_c_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: 
     ok = _matches_eager_cached(kernel.raw, lambda x, g, m: kernel(x, g, m, hyper), source,
                                update, hyper, kappa)
     return kernel if ok else None
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX on CPU: the same body as an XLA FFI custom call (lionk.jit_step(fused=True)), built by the
+# system C++ compiler against the FFI headers jaxlib ships. x and m are aliased to the outputs,
+# so with donated buffers the kernel updates them in place: one pass over the five arrays.
+
+_FFI_TYPE = {np.dtype("float32"): "ffi::F32", np.dtype("float64"): "ffi::F64"}
+_FFI_BUILDS: dict[str, str] = {}  # C++ source -> registered target name
+
+
+def ffi_function(source: KernelSource) -> str:
+    """The C++ translation unit of the FFI handler ``LionkStep`` running the body over a leaf,
+    its elements split between threads (each at least 64K elements)."""
+    t, mt = _CTYPE[source.dtype], _CTYPE[source.mdtype]
+    ft, fmt = _FFI_TYPE[source.dtype], _FFI_TYPE[source.mdtype]
+    body = "\n        ".join(source.body.splitlines())
+    coef_params = ", ".join(f"double c_{c}" for c in COEFFICIENTS)
+    coef_args = ", ".join(f"c_{c}" for c in COEFFICIENTS)
+    attrs = "".join(f'\n    .Attr<double>("c_{c}")' for c in COEFFICIENTS)
+    return f"""{C_PREAMBLE}
+#include <algorithm>
+#include <thread>
+#include <vector>
+#include "xla/ffi/api/ffi.h"
+namespace ffi = xla::ffi;
+
+static void lionk_loop(long lo, long hi, {t} *xs, const {t} *gs, {mt} *ms, {coef_params}) {{
+    for (long i = lo; i < hi; ++i) {{
+        {t} x = xs[i]; const {t} g = gs[i]; {mt} m = ms[i];
+        {body}
+        xs[i] = x; ms[i] = m;
+    }}
+}}
+
+static ffi::Error lionk_impl(ffi::Buffer<{ft}> x, ffi::Buffer<{ft}> g, ffi::Buffer<{fmt}> m,
+                             ffi::ResultBuffer<{ft}> xo, ffi::ResultBuffer<{fmt}> mo,
+                             {coef_params}) {{
+    const long n = (long)x.element_count();
+    {t} *px = xo->typed_data();
+    {mt} *pm = mo->typed_data();
+    // the outputs alias the inputs (donated: the same memory; if not, start from a copy)
+    if (px != x.typed_data()) memcpy(px, x.typed_data(), n * sizeof({t}));
+    if (pm != m.typed_data()) memcpy(pm, m.typed_data(), n * sizeof({mt}));
+    const {t} *pg = g.typed_data();
+    long workers = std::min<long>(std::max(1u, std::thread::hardware_concurrency()), 8);
+    workers = std::max(1L, std::min(workers, n / (1L << 16)));
+    std::vector<std::thread> pool;
+    for (long w = 1; w < workers; ++w)
+        pool.emplace_back(lionk_loop, n * w / workers, n * (w + 1) / workers, px, pg, pm,
+                          {coef_args});
+    lionk_loop(0, n / workers, px, pg, pm, {coef_args});
+    for (auto &th : pool) th.join();
+    return ffi::Error::Success();
+}}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LionkStep, lionk_impl, ffi::Ffi::Bind()
+    .Arg<ffi::Buffer<{ft}>>().Arg<ffi::Buffer<{ft}>>().Arg<ffi::Buffer<{fmt}>>()
+    .Ret<ffi::Buffer<{ft}>>().Ret<ffi::Buffer<{fmt}>>(){attrs});
+"""
+
+
+def cxx_compiler() -> str | None:
+    """The system C++ compiler (``$CXX``, else ``c++``), or None."""
+    import os
+
+    return _which(os.environ.get("CXX", "c++"))
+
+
+def _ffi_target(source: KernelSource) -> str:
+    """Build and register the handler of ``source`` once; its XLA FFI target name."""
+    import ctypes
+    import hashlib
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import jax
+
+    code = ffi_function(source)
+    name = _FFI_BUILDS.get(code)
+    if name is not None:
+        return name
+    cxx = cxx_compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler (set CXX or install c++)")
+    folder = Path(tempfile.mkdtemp(prefix="lionk-ffi-"))
+    (folder / "kernel.cc").write_text(code)
+    flags = (*C_FLAGS, "-std=c++17", "-w", f"-I{jax.ffi.include_dir()}")
+    for extra in (NATIVE_FLAGS, ()):
+        built = subprocess.run([cxx, *flags, *extra, "kernel.cc", "-o", "kernel.so", "-lpthread"],
+                               cwd=folder, capture_output=True, text=True)
+        if built.returncode == 0:
+            break
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise RuntimeError(f"{cxx} failed: {built.stderr.strip()[:2000]}")
+    lib = ctypes.CDLL(str(folder / "kernel.so"))
+    shutil.rmtree(folder, ignore_errors=True)
+    name = "lionk_step_" + hashlib.sha256(code.encode()).hexdigest()[:16]
+    jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(lib.LionkStep), platform="cpu")
+    _FFI_BUILDS[code] = name
+    _FFI_LIBS.append(lib)  # keep the library loaded for the life of the process
+    return name
+
+
+_FFI_LIBS: list[Any] = []
+
+
+def jax_ffi_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
+                   mdtype: Any) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
+    """``call(x, g, m) -> (x', m')`` for use inside ``jax.jit`` on CPU: the fused kernel as an
+    XLA FFI custom call, x and m aliased to the outputs. Checked byte for byte against eager
+    NumPy on the probes before it is returned. Raises ValueError saying why when there is none."""
+    import jax
+
+    source = kernel_source(update, hyper, kappa, dtype, mdtype)
+    if source is None:
+        raise ValueError(why_not(update, hyper, kappa, dtype, mdtype))
+    try:
+        name = _ffi_target(source)
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
+    attrs = {f"c_{c}": np.float64(v) for c, v in zip(COEFFICIENTS, hyper)}
+
+    def call(x: Any, g: Any, m: Any) -> tuple[Any, Any]:
+        out = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(m.shape, m.dtype))
+        new_x, new_m = jax.ffi.ffi_call(name, out, input_output_aliases={0: 0, 2: 1})(
+            x, g, m, **attrs)
+        return new_x, new_m
+
+    def on_host(x: np.ndarray, g: np.ndarray, m: np.ndarray) -> None:
+        # run now, also when jit_step is being traced (the probes are concrete)
+        with jax.ensure_compile_time_eval():
+            new_x, new_m = jax.jit(call)(x, g, m)
+            x[...] = np.asarray(new_x)
+            m[...] = np.asarray(new_m)
+
+    if not _matches_eager_cached(name, on_host, source, update, hyper, kappa):
+        raise ValueError("the fused kernel differs from the eager step on the probes")
+    return call

@@ -12,6 +12,8 @@ import pytest
 
 import lionk
 
+from ._util import bits
+
 K = 4  # one rounding saved per FMA; a handful of eps covers the two or three of a step
 LR, WD, B1, B2 = 1e-2, 0.5, 0.9, 0.99
 
@@ -159,3 +161,53 @@ def test_jit_step_validates_hyper_parameters_and_inputs(jnp) -> None:
     p = {"w": jnp.ones(3, jnp.float32)}
     with pytest.raises(ValueError, match=r"grads\['w'\]"):
         step(p, {"w": jnp.ones(4, jnp.float32)}, lionk.init(p))
+
+
+# --- JAX: lionk.jit_step(fused=True), the fused kernel as an XLA FFI call ------------------------
+
+
+def _needs_cxx():
+    from lionk._kernel import cxx_compiler
+
+    if cxx_compiler() is None:
+        pytest.skip("no C++ compiler")
+
+
+@pytest.mark.parametrize("kappa,dtype", [("sign", "float32"), ("huber", "float64")])
+def test_fused_jit_step_is_bitwise_equal_to_the_numpy_step_and_donates(jnp, kappa, dtype) -> None:
+    _needs_cxx()
+    if dtype == "float64":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip("float64 needs jax_enable_x64")
+    rng = np.random.default_rng(7)
+    P = {"a": rng.standard_normal(70_000).astype(dtype),  # > 64K: split between threads
+         "b": rng.standard_normal((30, 40)).astype(dtype)}
+    P["a"][:5] = [0.0, -0.0, np.inf, -np.inf, np.nan]
+    G = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in P.items()}
+    ref_p, ref_s = P, lionk.init(P)
+    step = lionk.jit_step(lr=LR, betas=(B1, B2), weight_decay=WD, kappa=kappa, fused=True)
+    params = {k: jnp.asarray(v) for k, v in P.items()}
+    grads = {k: jnp.asarray(v) for k, v in G.items()}
+    state = lionk.init(params)
+    for _ in range(4):
+        old_a = params["a"]
+        params, state = step(params, grads, state)
+        assert old_a.is_deleted()  # donated and aliased: updated in place
+        ref_p, ref_s = lionk.step(ref_p, G, ref_s, lr=LR, betas=(B1, B2), weight_decay=WD,
+                                  kappa=kappa)
+    for k in P:
+        assert np.array_equal(bits(np.asarray(params[k])), bits(ref_p[k])), k
+        assert np.array_equal(bits(np.asarray(state.momentum[k])), bits(ref_s.momentum[k])), k
+
+
+def test_fused_jit_step_refuses_what_it_cannot_run(jnp) -> None:
+    with pytest.raises(ValueError, match="split=True does not apply"):
+        lionk.jit_step(lr=LR, fused=True, split=True)
+    p = {"w": jnp.ones(8, jnp.float32)}
+    with pytest.raises(ValueError, match="elementwise"):
+        lionk.jit_step(lr=LR, kappa="l2", fused=True, donate=False)(p, p, lionk.init(p))
+    h = {"w": jnp.ones(8, jnp.float16)}
+    with pytest.raises(ValueError, match=r"params\['w'\].*float32 and float64 only"):
+        lionk.jit_step(lr=LR, fused=True, donate=False)(h, h, lionk.init(h))
