@@ -332,6 +332,30 @@ def _which(name: str) -> str | None:  # a PATH search per step costs ~75 µs
     return shutil.which(name)
 
 
+def _shared_library(compiler: str, code: str, suffix: str, flags: tuple[str, ...],
+                    libs: tuple[str, ...]) -> Any:
+    """Compile ``code`` into a shared library (``NATIVE_FLAGS`` first, without them if the
+    compiler refuses) and load it with ctypes; RuntimeError with the compiler's message."""
+    import ctypes
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="lionk-kernel-"))
+    try:
+        (folder / f"kernel.{suffix}").write_text(code)
+        for extra in (NATIVE_FLAGS, ()):
+            built = subprocess.run(
+                [compiler, *flags, *extra, f"kernel.{suffix}", "-o", "kernel.so", *libs],
+                cwd=folder, capture_output=True, text=True)
+            if built.returncode == 0:
+                return ctypes.CDLL(str(folder / "kernel.so"))  # stays mapped once loaded
+        raise RuntimeError(f"{compiler} failed: {built.stderr.strip()[:2000]}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class CKernel:
     """The kernel body compiled as C (``C_FLAGS``: no FMA contraction, no fast math), loaded
     with ctypes. ``kernel(x, g, m, hyper)`` updates contiguous 1-D NumPy arrays x and m in place;
@@ -340,28 +364,12 @@ class CKernel:
 
     def __init__(self, source: KernelSource) -> None:
         import ctypes
-        import shutil
-        import subprocess
-        import tempfile
-        from pathlib import Path
 
         self.source = source
         cc = c_compiler()
         if cc is None:
             raise RuntimeError("no C compiler (set CC or install cc)")
-        folder = Path(tempfile.mkdtemp(prefix="lionk-kernel-"))
-        (folder / "kernel.c").write_text(c_function(source))
-        for extra in (NATIVE_FLAGS, ()):
-            self.flags = (*C_FLAGS, *extra)
-            built = subprocess.run([cc, *self.flags, "kernel.c", "-o", "kernel.so", "-lm"],
-                                   cwd=folder, capture_output=True, text=True)
-            if built.returncode == 0:
-                break
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise RuntimeError(f"{cc} failed: {built.stderr.strip()[:2000]}")
-        lib = ctypes.CDLL(str(folder / "kernel.so"))
-        shutil.rmtree(folder, ignore_errors=True)  # the loaded library stays mapped
+        lib = _shared_library(cc, c_function(source), "c", C_FLAGS, ("-lm",))
         lib.lionk_kernel.restype = None
         lib.lionk_kernel.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p,
                                      ctypes.c_void_p, ctypes.c_void_p]
@@ -471,12 +479,7 @@ def cxx_compiler() -> str | None:
 
 def _ffi_target(source: KernelSource) -> str:
     """Build and register the handler of ``source`` once; its XLA FFI target name."""
-    import ctypes
     import hashlib
-    import shutil
-    import subprocess
-    import tempfile
-    from pathlib import Path
 
     import jax
 
@@ -487,19 +490,8 @@ def _ffi_target(source: KernelSource) -> str:
     cxx = cxx_compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (set CXX or install c++)")
-    folder = Path(tempfile.mkdtemp(prefix="lionk-ffi-"))
-    (folder / "kernel.cc").write_text(code)
     flags = (*C_FLAGS, "-std=c++17", "-w", f"-I{jax.ffi.include_dir()}")
-    for extra in (NATIVE_FLAGS, ()):
-        built = subprocess.run([cxx, *flags, *extra, "kernel.cc", "-o", "kernel.so", "-lpthread"],
-                               cwd=folder, capture_output=True, text=True)
-        if built.returncode == 0:
-            break
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise RuntimeError(f"{cxx} failed: {built.stderr.strip()[:2000]}")
-    lib = ctypes.CDLL(str(folder / "kernel.so"))
-    shutil.rmtree(folder, ignore_errors=True)
+    lib = _shared_library(cxx, code, "cc", flags, ("-lpthread",))
     name = "lionk_step_" + hashlib.sha256(code.encode()).hexdigest()[:16]
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(lib.LionkStep), platform="cpu")
     _FFI_BUILDS[code] = name
