@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Program", "program_for", "why_not", "record", "probes", "Untraceable"]
+__all__ = ["Program", "program_for", "why_not", "record", "probes", "differs_from_eager",
+           "Untraceable"]
 
 
 class Untraceable(Exception):
@@ -424,18 +425,32 @@ def record(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: np.dtype,
     return tape, inputs, {0: nx, 2: nm}
 
 
-def _verify(program: Program, update: Callable[..., Any], hyper: Any, kappa: Any,
-            dtype: np.dtype, mdtype: np.dtype) -> None:
-    """Run the program and eager ``update`` on the probes; raise unless byte-identical."""
+def differs_from_eager(run: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+                       update: Callable[..., Any], hyper: Any, kappa: Any, dtype: np.dtype,
+                       mdtype: np.dtype) -> str:
+    """Run ``run(x, g, m)`` (updating x and m in place) and eager ``update`` on the probes:
+    "" when byte-identical, else which output differs ("params" or "momentum")."""
     x, g, m = probes(dtype, mdtype)
     with np.errstate(all="ignore"):
         (ex,), (em,) = update([x.copy()], [g.copy()], [m.copy()], hyper, kappa)
         px, pm = x.copy(), m.copy()
-        program.run(px, g.copy(), pm, *program.buffers(x.shape[0]))
+        run(px, g.copy(), pm)
     for label, got, want in (("params", px, ex), ("momentum", pm, em)):
         want = np.asarray(want)
         if got.dtype != want.dtype or got.tobytes() != want.tobytes():
-            raise Untraceable(f"the recorded program's {label} differ from the eager step")
+            return label
+    return ""
+
+
+def _verify(program: Program, update: Callable[..., Any], hyper: Any, kappa: Any,
+            dtype: np.dtype, mdtype: np.dtype) -> None:
+    """Raise unless the program gives eager ``update``'s bytes on the probes."""
+    def run(x: np.ndarray, g: np.ndarray, m: np.ndarray) -> None:
+        program.run(x, g, m, *program.buffers(x.shape[0]))
+
+    label = differs_from_eager(run, update, hyper, kappa, dtype, mdtype)
+    if label:
+        raise Untraceable(f"the recorded program's {label} differ from the eager step")
 
 
 _CACHE: dict[Any, tuple[Any, Program | None, str]] = {}
