@@ -1,21 +1,23 @@
-"""One fused elementwise kernel per step, in C, generated from the recorded step (CuPy on GPU).
+"""One fused elementwise kernel per step, in C, generated from the recorded step.
 
 :mod:`lionk._tape` records the calls :func:`lionk._step.update_leaves` makes on a chunk. Here the
 same record is written as the body of an elementwise kernel: one C statement per recorded call,
 in the recorded order, each the IEEE operation the NumPy call performs (``a * b`` for
-``multiply``, the exact sign for ``sign``, NumPy's NaN-propagating ``clip``, ...), with the
-Python-float coefficients rounded once to the array dtype and written as bit patterns. One pass
-over memory reads x, g and m and writes x and m: the five arrays of the floor.
+``multiply``, the exact sign for ``sign``, NumPy's NaN-propagating ``clip``, ...). The step's
+coefficients are double parameters of the kernel, rounded once to the array dtype inside (what
+NumPy does to a Python float), so one build serves every learning rate; the κ's own constants
+are written as bit patterns. One pass over memory reads x, g and m and writes x and m: the five
+arrays of the floor. No ``a*b + c`` is contracted into an FMA.
 
-The body is compiled by CuPy (``cupy.ElementwiseKernel``, NVRTC with ``--fmad=false`` so that
-``a*b + c`` is not contracted into an FMA) for CUDA arrays. The same body, wrapped in a C loop, is
-compiled by the system C compiler in the tests (``-ffp-contract=off``) and compared bit for bit
-with the eager NumPy step on probe vectors (±0, ±inf, NaN, subnormals): that checks the
-translation on machines without a GPU. On a GPU the kernel is checked the same way (against
-eager NumPy on the probes) before its first use, and not used if it differs.
+The body is built three ways: by the system C compiler for NumPy's ``execution="compiled"``
+(:class:`CKernel`), by the system C++ compiler as an XLA FFI handler for
+``lionk.jit_step(fused=True)`` (:func:`jax_ffi_kernel`), and by CuPy (``cupy.ElementwiseKernel``,
+NVRTC ``--fmad=false``) for CUDA arrays (:func:`cupy_kernel`). Every build, before its first use
+with a set of coefficients, runs on the probe vectors (±0, ±inf, NaN, subnormals) and is compared
+byte for byte with the eager NumPy step; one that differs is not used.
 
 Only float32 and float64 parameters and momentum are translated (half types would need CUDA's
-half intrinsics); a call without a C translation leaves the step to the eager path.
+half intrinsics); a call without a C translation leaves the step to another path.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import numpy as np
 
 from . import _tape
 
-__all__ = ["KernelSource", "kernel_source", "C_PREAMBLE", "CUDA_PREAMBLE", "c_function"]
+__all__ = ["COEFFICIENTS", "KernelSource", "kernel_source", "why_not", "c_function", "CKernel",
+           "c_kernel", "checked_c_kernel", "cupy_kernel", "jax_ffi_kernel", "ffi_function"]
 
 _CTYPE = {np.dtype("float32"): "float", np.dtype("float64"): "double", np.dtype("bool"): "bool"}
 
@@ -96,7 +99,7 @@ _BINARY = {np.add: "+", np.subtract: "-", np.multiply: "*", np.true_divide: "/",
            np.equal: "==", np.not_equal: "!=", np.logical_and: "&&", np.logical_or: "||"}
 
 
-def _expression(fn: Any, args: list[str], out_dtype: np.dtype, arg_dtypes: list[Any]) -> str:
+def _expression(fn: Any, args: list[str], out_dtype: np.dtype) -> str:
     t = _CTYPE[out_dtype]
     if fn in _BINARY and len(args) == 2:
         return f"({args[0]}) {_BINARY[fn]} ({args[1]})"
@@ -140,7 +143,7 @@ def _translate(tape: Any, inputs: list[Any], outputs: dict[int, Any], hyper: Any
     """The kernel body. The step's coefficients (the fields of ``hyper``) become the kernel's
     double parameters ``c_<name>``, rounded once to the operation's dtype (what NumPy does to a
     Python float); every other constant is written as its bit pattern."""
-    names = {n.index: nm for n, nm in zip(inputs, ("x", "g", "m"))}
+    names: dict[int, str] = {}
     lines = []
     converted: set[str] = set()
     for n, nm in zip(inputs, ("x", "g", "m")):
@@ -158,11 +161,9 @@ def _translate(tape: Any, inputs: list[Any], outputs: dict[int, Any], hyper: Any
         floating = [d for d in node_dtypes if d.kind == "f"]
         scalar_dtype = floating[0] if floating else out_dtype
         args: list[str] = []
-        arg_dtypes: list[Any] = []
         for a in c.args:
             if isinstance(a, _tape._Node):  # noqa: SLF001
                 args.append(names[a.index])
-                arg_dtypes.append(a.dtype)
             elif (coef := _coefficient(a, hyper)) is not None:
                 if scalar_dtype not in (np.dtype("float32"), np.dtype("float64")):
                     raise _NoTranslation(f"a coefficient at dtype {scalar_dtype}")
@@ -172,20 +173,17 @@ def _translate(tape: Any, inputs: list[Any], outputs: dict[int, Any], hyper: Any
                     converted.add(local)
                     lines.append(f"const {ct} {local} = ({ct})c_{coef};")
                 args.append(local)
-                arg_dtypes.append(scalar_dtype)
             elif isinstance(a, (bool, int, float, np.generic)) or (
                 isinstance(a, np.ndarray) and a.ndim == 0
             ):
                 args.append(_literal(a, scalar_dtype))
-                arg_dtypes.append(scalar_dtype)
             elif isinstance(a, (type, np.dtype)) and getattr(fn, "__name__", "") == "astype":
                 args.append("")  # the target dtype is the result's dtype
-                arg_dtypes.append(None)
             else:
                 raise _NoTranslation(f"an argument of type {type(a).__name__}")
         if len({d for d in node_dtypes if d.kind == "f"}) > 1:
             raise _NoTranslation("mixed floating dtypes in one call")
-        expr = _expression(fn, args, out_dtype, arg_dtypes)
+        expr = _expression(fn, args, out_dtype)
         names[c.node.index] = f"v{c.node.index}"
         lines.append(f"const {_CTYPE[out_dtype]} v{c.node.index} = {expr};")
     for i, node in outputs.items():
@@ -196,31 +194,27 @@ def _translate(tape: Any, inputs: list[Any], outputs: dict[int, Any], hyper: Any
 _CACHE: dict[Any, tuple[Any, KernelSource | None, str]] = {}
 
 
+def _make_source(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
+                 mdtype: Any) -> KernelSource:
+    dtype, mdtype = np.dtype(dtype), np.dtype(mdtype)
+    if dtype not in _CTYPE or mdtype not in _CTYPE or dtype.kind != "f" or mdtype.kind != "f":
+        raise _NoTranslation(f"dtypes {dtype}/{mdtype} (float32 and float64 only)")
+    tape, inputs, outputs = _tape.record(update, hyper, kappa, dtype, mdtype)
+    return KernelSource(_translate(tape, inputs, outputs, hyper), dtype, mdtype)
+
+
 def kernel_source(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
                   mdtype: Any) -> KernelSource | None:
     """The elementwise kernel body of ``update`` for these coefficients, κ and dtypes, or None
     (float16/bfloat16, a call without a C translation, a step that cannot be recorded)."""
-    dtype, mdtype = np.dtype(dtype), np.dtype(mdtype)
-    key = _tape.cache_key(update, hyper, kappa, dtype, mdtype)
-    hit = _tape.cached(_CACHE, key, kappa)
-    if hit is not None:
-        return hit[1]
-    try:
-        if dtype not in _CTYPE or mdtype not in _CTYPE or dtype.kind != "f" or mdtype.kind != "f":
-            raise _NoTranslation(f"dtypes {dtype}/{mdtype} (float32 and float64 only)")
-        tape, inputs, outputs = _tape.record(update, hyper, kappa, dtype, mdtype)
-        source: KernelSource | None = KernelSource(_translate(tape, inputs, outputs, hyper),
-                                                   dtype, mdtype)
-        reason = ""
-    except Exception as exc:  # noqa: BLE001 - no kernel: the caller runs the eager step
-        source, reason = None, f"{type(exc).__name__}: {exc}"
-    _tape.remember(_CACHE, key, (kappa, source, reason))
-    return source
+    args = (update, hyper, kappa, dtype, mdtype)
+    return _tape.memoized(_CACHE, lambda: _make_source(*args), *args)[0]
 
 
 def why_not(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any, mdtype: Any) -> str:
-    kernel_source(update, hyper, kappa, dtype, mdtype)
-    return _CACHE[_tape.cache_key(update, hyper, kappa, dtype, mdtype)][2]
+    """Why :func:`kernel_source` returned None for these arguments ("" when it did not)."""
+    args = (update, hyper, kappa, dtype, mdtype)
+    return _tape.memoized(_CACHE, lambda: _make_source(*args), *args)[1]
 
 
 def c_function(source: KernelSource, name: str = "lionk_kernel") -> str:

@@ -469,41 +469,46 @@ def cache_key(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
     return (kap, tuple(hyper), np.dtype(dtype), np.dtype(mdtype), update)
 
 
-def cached(cache: dict[Any, Any], key: tuple[Any, ...], kappa: Any) -> Any:
-    """The cache entry for ``key`` (whose value starts with the κ it was made for), or None."""
-    hit = cache.get(key)
-    if hit is None or (isinstance(key[0], tuple) and hit[0] is not kappa):
-        return None
-    return hit
-
-
 def remember(cache: dict[Any, Any], key: tuple[Any, ...], value: Any) -> None:
     if len(cache) >= _CACHE_MAX:
         cache.pop(next(iter(cache)))
     cache[key] = value
 
 
+def memoized(cache: dict[Any, Any], make: Callable[[], Any], update: Callable[..., Any],
+             hyper: Any, kappa: Any, dtype: Any, mdtype: Any) -> tuple[Any, str]:
+    """``(make(), "")`` for these step arguments, made once and kept in ``cache``; ``(None,
+    reason)`` when ``make`` raised (any failure means: do not use what it makes)."""
+    key = cache_key(update, hyper, kappa, dtype, mdtype)
+    hit = cache.get(key)
+    if hit is None or (isinstance(key[0], tuple) and hit[0] is not kappa):
+        try:
+            hit = (kappa, make(), "")
+        except Exception as exc:  # noqa: BLE001
+            hit = (kappa, None, f"{type(exc).__name__}: {exc}")
+        remember(cache, key, hit)
+    return hit[1], hit[2]
+
+
+def _verified_program(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
+                      mdtype: Any) -> Program:
+    dtype, mdtype = np.dtype(dtype), np.dtype(mdtype)
+    tape, inputs, outputs = record(update, hyper, kappa, dtype, mdtype)
+    program = _compile(tape, inputs, outputs)
+    _verify(program, update, hyper, kappa, dtype, mdtype)
+    return program
+
+
 def program_for(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
                 mdtype: Any) -> Program | None:
     """The verified program of ``update`` for these coefficients, κ and dtypes, or None when
     the step cannot be recorded (the reason is in :func:`why_not`)."""
-    key = cache_key(update, hyper, kappa, dtype, mdtype)
-    hit = cached(_CACHE, key, kappa)
-    if hit is not None:
-        return hit[1]
-    try:
-        tape, inputs, outputs = record(update, hyper, kappa, np.dtype(dtype), np.dtype(mdtype))
-        program: Program | None = _compile(tape, inputs, outputs)
-        _verify(program, update, hyper, kappa, np.dtype(dtype), np.dtype(mdtype))
-        reason = ""
-    except Exception as exc:  # noqa: BLE001 - any failure means: do not use a program
-        program, reason = None, f"{type(exc).__name__}: {exc}"
-    remember(_CACHE, key, (kappa, program, reason))
-    return program
+    args = (update, hyper, kappa, dtype, mdtype)
+    return memoized(_CACHE, lambda: _verified_program(*args), *args)[0]
 
 
 def why_not(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
             mdtype: Any) -> str:
     """Why :func:`program_for` returned None for these arguments ("" when it did not)."""
-    program_for(update, hyper, kappa, dtype, mdtype)
-    return _CACHE[cache_key(update, hyper, kappa, dtype, mdtype)][2]
+    args = (update, hyper, kappa, dtype, mdtype)
+    return memoized(_CACHE, lambda: _verified_program(*args), *args)[1]
