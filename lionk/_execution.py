@@ -203,41 +203,62 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
     # Split the concatenated index range [0, total) into one span per thread; each thread walks
     # its span chunk by chunk, making views as it goes (nothing proportional to N is built).
     sizes = [int(fx.shape[0]) for fx, _, _ in flats]
-    total = sum(sizes)
     nthreads = default_threads() if threads is None else max(1, int(threads))
-    programs = _numpy_programs(flats, h, kappa)
+    programs = _per_dtype_pair(flats, lambda dt, mdt: _tape_program(h, kappa, dt, mdt))
     if chunk_size is None:
         chunk_size = _numpy_chunk(flats, programs, nthreads)
-    nthreads = max(1, min(nthreads, total // (2 * chunk_size)))
-    bounds = [total * i // nthreads for i in range(nthreads + 1)]
-    spans = list(zip(bounds[:-1], bounds[1:]))
-    if nthreads == 1:
-        _run_span(flats, sizes, spans[0], chunk_size, h, kappa, programs)
-        return path
-    pool = _pool(nthreads)
-    futures = [pool.submit(_run_span, flats, sizes, sp, chunk_size, h, kappa, programs)
-               for sp in spans]
-    for f in futures:
-        f.result()
+    chunk = chunk_size
+    _run_in_threads(sizes, min(nthreads, sum(sizes) // (2 * chunk)),
+                    lambda lo, hi: _run_span(flats, sizes, lo, hi, chunk, h, kappa, programs))
     return path
 
 
-def _numpy_programs(flats: list[tuple[Array, Array, Array]], h: Hyper, kappa: Any) -> list[Any]:
-    """Per leaf, the recorded program of the step for NumPy chunks (lionk._tape), or None
-    (other backends, or a step that cannot be recorded: then update_leaves runs per chunk)."""
-    from . import _tape
+def _run_in_threads(sizes: list[int], nthreads: int, run_span: Any) -> None:
+    """Split the elements of leaves of ``sizes`` laid end to end into ``nthreads`` contiguous
+    spans and call ``run_span(lo, hi)`` on each, in the shared thread pool."""
+    total = sum(sizes)
+    nthreads = max(1, nthreads)
+    bounds = [total * i // nthreads for i in range(nthreads + 1)]
+    if nthreads == 1:
+        run_span(0, total)
+        return
+    futures = [_pool(nthreads).submit(run_span, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+    for f in futures:
+        f.result()
 
-    out: list[Any] = []
+
+def _pieces(sizes: list[int], lo: int, hi: int) -> Any:
+    """``(leaf, start, stop)`` for the part of elements ``[lo, hi)`` (of the leaves laid end to
+    end) in each leaf it meets, start and stop counted within the leaf."""
+    offset = 0
+    for leaf, n in enumerate(sizes):
+        a, b = max(lo, offset), min(hi, offset + n)
+        if a < b:
+            yield leaf, a - offset, b - offset
+        offset += n
+
+
+def _per_dtype_pair(flats: list[tuple[Array, Array, Array]], make: Any) -> list[Any]:
+    """Per leaf, ``make(x dtype, m dtype)`` for NumPy leaves (one call per pair), else None."""
     found: dict[tuple[Any, Any], Any] = {}
+    out: list[Any] = []
     for fx, _, fm in flats:
         if type(fx) is np.ndarray and type(fm) is np.ndarray:
             key = (fx.dtype, fm.dtype)
             if key not in found:
-                found[key] = _tape.program_for(update_leaves, h, kappa, fx.dtype, fm.dtype)
+                found[key] = make(*key)
             out.append(found[key])
         else:
             out.append(None)
     return out
+
+
+def _tape_program(h: Hyper, kappa: Any, dtype: Any, mdtype: Any) -> Any:
+    """The recorded program of the step for NumPy chunks (lionk._tape), or None (a step that
+    cannot be recorded: then update_leaves runs per chunk)."""
+    from . import _tape
+
+    return _tape.program_for(update_leaves, h, kappa, dtype, mdtype)
 
 
 def _numpy_chunk(flats: list[tuple[Array, Array, Array]], programs: list[Any],
@@ -254,37 +275,31 @@ def _numpy_chunk(flats: list[tuple[Array, Array, Array]], programs: list[Any],
     return max(MIN_CHUNK, min(MAX_CHUNK, chunk // 4096 * 4096))
 
 
-def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], span: tuple[int, int],
+def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
               chunk_size: int, h: Hyper, kappa: Any, programs: list[Any]) -> None:
-    """Run the step on elements ``span`` of the leaves laid end to end, chunk by chunk."""
-    lo, hi = span
-    offset = 0
+    """Run the step on elements ``[lo, hi)`` of the leaves laid end to end, chunk by chunk."""
     scratch: dict[int, list[Array]] = {}  # per program: its buffers, made once per span
-    for (fx, fg, fm), n, program in zip(flats, sizes, programs):
-        a, b = max(lo, offset), min(hi, offset + n)
-        if program is not None and a < b:
+    for leaf, a, b in _pieces(sizes, lo, hi):
+        fx, fg, fm = flats[leaf]
+        program = programs[leaf]
+        if program is not None:
             bufs = scratch.get(id(program))
             if bufs is None:
                 bufs = scratch[id(program)] = program.buffers(min(chunk_size, hi - lo))
             run, full = program.run, len(bufs[0]) if bufs else chunk_size
-            for s in range(a - offset, b - offset, chunk_size):
-                e = min(s + chunk_size, b - offset)
+            for s in range(a, b, chunk_size):
+                e = min(s + chunk_size, b)
                 if e - s == full:
                     run(fx[s:e], fg[s:e], fm[s:e], *bufs)
                 else:
                     run(fx[s:e], fg[s:e], fm[s:e], *[buf[: e - s] for buf in bufs])
-            offset += n
             continue
         for s in range(a, b, chunk_size):
-            e = min(s + chunk_size, b)
-            sl = slice(s - offset, e - offset)
+            sl = slice(s, min(s + chunk_size, b))
             x, m = fx[sl], fm[sl]
             (nx,), (nm,) = update_leaves([x], [fg[sl]], [m], h, kappa)
             write_inplace(x, nx)
             write_inplace(m, nm)
-        offset += n
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,44 +322,27 @@ def _run_numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[A
         return "needs C-contiguous arrays"
     if _kernel.c_compiler() is None:
         return "compiles the step with the system C compiler and found none (install cc or set CC)"
-    kernels = []
-    found: dict[tuple[Any, Any], Any] = {}
-    for fx, _, fm in flats:
-        key = (fx.dtype, fm.dtype)
-        if key not in found:
-            found[key] = _kernel.checked_c_kernel(update_leaves, h, kappa, fx.dtype, fm.dtype)
-        if found[key] is None:
+    kernels = _per_dtype_pair(flats, lambda dt, mdt: _kernel.checked_c_kernel(
+        update_leaves, h, kappa, dt, mdt))
+    for (fx, _, fm), kernel in zip(flats, kernels):
+        if kernel is None:
             why = _kernel.why_not(update_leaves, h, kappa, fx.dtype, fm.dtype)
             why = why or "these arguments: it differs from the eager step on the probes"
-            return f"has no kernel for {why} (dtypes {key[0]}/{key[1]})"
-        kernels.append(found[key])
+            return f"has no kernel for {why} (dtypes {fx.dtype}/{fm.dtype})"
     coef = np.array([float(c) for c in h], dtype=np.float64)
     sizes = [int(fx.shape[0]) for fx, _, _ in flats]
-    total = sum(sizes)
     nthreads = default_threads() if threads is None else max(1, int(threads))
-    nthreads = max(1, min(nthreads, total // C_KERNEL_MIN_PER_THREAD))
-    bounds = [total * i // nthreads for i in range(nthreads + 1)]
-
     # element addresses, once per step (a view's .ctypes costs microseconds per leaf)
     address = [(fx.ctypes.data, fg.ctypes.data, fm.ctypes.data, fx.itemsize, fm.itemsize)
                for fx, fg, fm in flats]
     pcoef = coef.ctypes.data
 
     def run_span(lo: int, hi: int) -> None:
-        offset = 0
-        for (px, pg, pm, sx, sm), n, kernel in zip(address, sizes, kernels):
-            a, b = max(lo, offset), min(hi, offset + n)
-            if a < b:
-                i = a - offset
-                kernel.raw(b - a, px + i * sx, pg + i * sx, pm + i * sm, pcoef)
-            offset += n
+        for leaf, a, b in _pieces(sizes, lo, hi):
+            px, pg, pm, sx, sm = address[leaf]
+            kernels[leaf].raw(b - a, px + a * sx, pg + a * sx, pm + a * sm, pcoef)
 
-    if nthreads == 1:
-        run_span(0, total)
-    else:
-        futures = [_pool(nthreads).submit(run_span, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
-        for f in futures:
-            f.result()
+    _run_in_threads(sizes, min(nthreads, sum(sizes) // C_KERNEL_MIN_PER_THREAD), run_span)
     return None
 
 
