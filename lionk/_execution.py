@@ -477,6 +477,9 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
 
     kap = _kappa.resolve(kappa)
     make_hyper(lr, betas, weight_decay, stacklevel=2)  # validate now
+    if fused and split:
+        raise ValueError("jit_step: fused=True computes params and momentum in one kernel; "
+                         "split=True does not apply")
 
     def _leaves(params: Any, grads: Any, momentum: Any) -> Any:
         prep = prepare(params, grads, State(0, momentum, 0), lr=lr, betas=betas,
@@ -516,9 +519,6 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
         prep, (_, nm) = _leaves(params, grads, momentum)
         return prep.treedef.unflatten(nm)
 
-    if fused and split:
-        raise ValueError("jit_step: fused=True computes params and momentum in one kernel; "
-                         "split=True does not apply")
     if not split:
         by_platform: dict[str, Any] = {}
 
