@@ -138,30 +138,40 @@ def build_np_floor(ctx: Context, w: Workload) -> Runner:
                   note="in-place x += y, one thread")
 
 
+def _lionk_inplace(ctx: Context, xs: list[Any], gs: list[Any], execution: str | None,
+                   sync: Callable[[], None], memory: Any) -> Runner:
+    """``lionk.LionK`` over arrays it updates in place; the note says which path ran."""
+    import lionk
+
+    kw = {} if execution is None else {"execution": execution}
+    opt = lionk.LionK(xs, lr=LR, betas=BETAS, weight_decay=WD, kappa="sign", **kw)
+
+    def step() -> None:
+        opt.step(gs)
+
+    def note() -> str:
+        ran = getattr(opt, "last_execution", None)
+        if not ran:
+            return ""
+        extra = ""
+        if type(xs[0]).__module__ == "numpy" and ran in ("chunked", "compiled"):
+            from lionk._execution import default_threads
+
+            th = getattr(opt, "threads", None) or f"default={default_threads()}"
+            cs = getattr(opt, "chunk_size", None) or "default"
+            extra = (f" (threads={th}, chunk_size={cs})" if ran == "chunked" else
+                     f" (threads={th}; C kernel built by the system compiler)")
+        return f"ran {ran}{extra}"
+
+    return Runner(step, sync, memory(ctx, step), note)
+
+
 def build_lionk_np(execution: str | None) -> Callable[[Context, Workload], Runner]:
+    """``lionk.LionK`` on NumPy arrays (CuPy with ``--device cuda``)."""
+
     def build(ctx: Context, w: Workload) -> Runner:
-        import lionk
-
         xs, gs = _xp_copies(ctx, w)
-        kw = {} if execution is None else {"execution": execution}
-        opt = lionk.LionK(xs, lr=LR, betas=BETAS, weight_decay=WD, kappa="sign", **kw)
-
-        def step() -> None:
-            opt.step(gs)
-
-        def note() -> str:
-            ran = getattr(opt, "last_execution", None)
-            extra = ""
-            if ran in ("chunked", "compiled"):
-                from lionk._execution import default_threads
-
-                th = getattr(opt, "threads", None) or f"default={default_threads()}"
-                cs = getattr(opt, "chunk_size", None) or "default"
-                extra = (f" (threads={th}, chunk_size={cs})" if ran == "chunked" else
-                         f" (threads={th}; NumPy: C kernel built by the system compiler)")
-            return f"ran {ran}{extra}" if ran else ""
-
-        return Runner(step, _xp_sync(ctx), _xp_memory(ctx, step), note)
+        return _lionk_inplace(ctx, xs, gs, execution, _xp_sync(ctx), _xp_memory)
 
     return build
 
@@ -251,20 +261,8 @@ def build_lionk_torch_imperative(execution: str | None) -> Callable[[Context, Wo
     """``lionk.LionK`` on a list of torch tensors (updated in place)."""
 
     def build(ctx: Context, w: Workload) -> Runner:
-        import lionk
-
         xs, gs = _tcopies(ctx, w)
-        kw = {} if execution is None else {"execution": execution}
-        opt = lionk.LionK(xs, lr=LR, betas=BETAS, weight_decay=WD, kappa="sign", **kw)
-
-        def step() -> None:
-            opt.step(gs)
-
-        def note() -> str:
-            ran = getattr(opt, "last_execution", None)
-            return f"ran {ran}" if ran else ""
-
-        return Runner(step, _tsync(ctx), _tmemory(ctx, step), note)
+        return _lionk_inplace(ctx, xs, gs, execution, _tsync(ctx), _tmemory)
 
     return build
 
