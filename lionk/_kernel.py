@@ -257,7 +257,7 @@ def _matches_eager_cached(build: Any, run: Callable[..., None], source: KernelSo
 # ---------------------------------------------------------------------------------------------
 # CuPy: the body as a cupy.ElementwiseKernel.
 
-_CUPY_BUILT: dict[str, Any] = {}
+_CUPY_BUILT: dict[KernelSource, Any] = {}
 
 
 def cupy_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
@@ -269,12 +269,11 @@ def cupy_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
         return None
     import cupy
 
-    code = c_function(source)  # the build's identity: body and dtypes, not the coefficients
-    kernel = _CUPY_BUILT.get(code)
+    kernel = _CUPY_BUILT.get(source)  # a build per body and dtypes, not per coefficients
     if kernel is None:
         t, mt = source.dtype.name, source.mdtype.name
         params = ", ".join(f"float64 c_{c}" for c in COEFFICIENTS)
-        kernel = _CUPY_BUILT[code] = cupy.ElementwiseKernel(
+        kernel = _CUPY_BUILT[source] = cupy.ElementwiseKernel(
             f"{params}, {t} g", f"{t} x, {mt} m", source.body, "lionk_step",
             preamble=CUDA_PREAMBLE, options=("--fmad=false",),
         )
@@ -302,7 +301,7 @@ def cupy_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
 # The C translation compiled by the system C compiler: NumPy's "compiled" execution path, and
 # the check of the kernel's arithmetic on machines without a GPU (tests, conformance).
 
-_C_BUILDS: dict[str, CKernel] = {}
+_C_BUILDS: dict[KernelSource, CKernel] = {}
 C_FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC")
 # tried first: the vector width of this CPU (measured: AVX-512 took 2^24 float32 sign from
 # 2.2x to 1.0x the floor on one thread); IEEE results do not depend on it. Dropped if refused.
@@ -378,10 +377,9 @@ class CKernel:
 def c_kernel(source: KernelSource) -> CKernel:
     """The compiled C kernel of ``source`` (built once per source; RuntimeError without a C
     compiler or when compilation fails)."""
-    code = c_function(source)
-    kernel = _C_BUILDS.get(code)
+    kernel = _C_BUILDS.get(source)  # a build per body and dtypes, not per coefficients
     if kernel is None:
-        kernel = _C_BUILDS[code] = CKernel(source)
+        kernel = _C_BUILDS[source] = CKernel(source)
     return kernel
 
 
@@ -407,7 +405,7 @@ def checked_c_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: 
 # so with donated buffers the kernel updates them in place: one pass over the five arrays.
 
 _FFI_TYPE = {np.dtype("float32"): "ffi::F32", np.dtype("float64"): "ffi::F64"}
-_FFI_BUILDS: dict[str, str] = {}  # C++ source -> registered target name
+_FFI_BUILDS: dict[KernelSource, str] = {}  # kernel -> registered XLA FFI target name
 
 
 def ffi_function(source: KernelSource) -> str:
@@ -474,10 +472,10 @@ def _ffi_target(source: KernelSource) -> str:
 
     import jax
 
-    code = ffi_function(source)
-    name = _FFI_BUILDS.get(code)
+    name = _FFI_BUILDS.get(source)
     if name is not None:
         return name
+    code = ffi_function(source)
     cxx = cxx_compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler (set CXX or install c++)")
@@ -485,7 +483,7 @@ def _ffi_target(source: KernelSource) -> str:
     lib = _shared_library(cxx, code, "cc", flags, ("-lpthread",))
     name = "lionk_step_" + hashlib.sha256(code.encode()).hexdigest()[:16]
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(lib.LionkStep), platform="cpu")
-    _FFI_BUILDS[code] = name
+    _FFI_BUILDS[source] = name
     _FFI_LIBS.append(lib)  # keep the library loaded for the life of the process
     return name
 
