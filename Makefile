@@ -3,6 +3,7 @@
 #   make test          the whole pytest suite (tests/ and conformance/)
 #   make docs          the documentation site in site/ (mkdocs, strict)
 #   make bench         benchmarks against the memory floor and peers (benchmarks/results.md)
+#   make lint          ruff, the import contract (lint-imports) and the type checker (mypy)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -34,7 +35,9 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 lint: $(STAMP)
-	$(PY) -m ruff check lionk tests conformance examples
+	$(PY) -m ruff check lionk tests conformance examples benchmarks docs
+	$(VENV)/bin/lint-imports
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) conformance-report site .pytest_cache .hypothesis

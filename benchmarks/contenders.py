@@ -155,7 +155,7 @@ def _lionk_inplace(ctx: Context, xs: list[Any], gs: list[Any], execution: str | 
             return ""
         extra = ""
         if type(xs[0]).__module__ == "numpy" and ran in ("chunked", "compiled"):
-            from lionk._execution import default_threads
+            from lionk.execution.paths import default_threads
 
             th = getattr(opt, "threads", None) or f"default={default_threads()}"
             cs = getattr(opt, "chunk_size", None) or "default"

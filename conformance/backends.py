@@ -30,7 +30,7 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "jax-cpu": ("cpu", "bitwise", "eager dispatch does not contract FMA"),
     "jax-cpu-jit": ("cpu", "ulp", "XLA:CPU contracts a*b+c into FMA"),
     "jax-cpu-jit-sse42": ("cpu", "bitwise", "SSE4_2 ISA has no FMA (run in a subprocess)"),
-    # execution paths (lionk._execution): the same step run another way
+    # execution paths (lionk.execution.paths): the same step run another way
     "numpy-chunked": ("cpu", "bitwise", "LionK's chunked path: same operations on pieces"),
     "torch-cpu-compiled": ("cpu", "ulp", "torch.compile (inductor may contract FMA)"),
     "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
@@ -62,7 +62,7 @@ class Backend:
     jit: bool = False
     dtypes: tuple[str, ...] = ("float32", "float64")
     extra: dict[str, Any] = field(default_factory=dict)
-    execution: str | None = None  # an in-place execution path of lionk._execution, or jit_step
+    execution: str | None = None  # an in-place execution path of lionk.execution.paths, or jit_step
 
     def step_fn(self, *, lr: float, betas: tuple[float, float], weight_decay: float, kappa: Any,
                 grad_fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
@@ -94,16 +94,16 @@ class Backend:
 def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: float,
                   betas: tuple[float, float], weight_decay: float, kappa: Any) -> Any:
     """A pure step made of an in-place execution path: copy, run the path on the copies."""
-    from lionk._execution import chunkable, run_inplace
-    from lionk._step import make_hyper
+    from lionk.core.step import make_hyper
+    from lionk.execution.paths import chunkable, run_inplace
     from lionk.tree import flatten
 
     kap = lionk.kappa.resolve(kappa)
     xs, treedef, _ = flatten(params)
     gs = flatten(grads)[0]
     ms = flatten(state.momentum)[0]
-    xs = [lionk._array_api.array_namespace(x).asarray(x, copy=True) for x in xs]
-    ms = [lionk._array_api.array_namespace(m).asarray(m, copy=True) for m in ms]
+    xs = [lionk.core.array_api.array_namespace(x).asarray(x, copy=True) for x in xs]
+    ms = [lionk.core.array_api.array_namespace(m).asarray(m, copy=True) for m in ms]
     path = execution
     if path == "chunked" and not chunkable(xs, gs, ms, kap):
         path = "eager"  # a norm κ needs the whole array: not chunkable by design
@@ -178,7 +178,7 @@ def _make(name: str) -> Backend:
         import array_api_compat.numpy as xp
 
         if name == "numpy-compiled":
-            from lionk._kernel import c_compiler
+            from lionk.execution.kernels import c_compiler
 
             if c_compiler() is None:
                 return _missing(name, "no C compiler (set CC)")
@@ -219,7 +219,7 @@ def _make(name: str) -> Backend:
         import jax.numpy as jnp
 
         if name == "jax-cpu-jit-fused":
-            from lionk._kernel import cxx_compiler
+            from lionk.execution.kernels import cxx_compiler
 
             if cxx_compiler() is None:
                 return _missing(name, "no C++ compiler (set CXX)")

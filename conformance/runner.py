@@ -78,13 +78,13 @@ def run_cell(backend: Backend, ref: Backend, spec: str, dtype: str, steps: int) 
 
 
 def run_distributed(steps: int = 20) -> tuple[list[dict[str, Any]], str]:
-    """The "distributed" section: ``lionk.distributed.self_check`` rows (DDP, sign vote, FSDP2 on
+    """The "distributed" section: ``conformance.distributed.self_check`` rows (DDP, sign vote, FSDP2 on
     2 gloo processes; JAX sharding on 4 simulated devices), or a reason they could not run."""
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
         return [], "torch not installed"
-    from lionk.distributed import self_check
+    from conformance.distributed import self_check
 
     try:
         jax_ok = importlib.util.find_spec("jax") is not None

@@ -191,7 +191,7 @@ def test_float64_reference_is_independent_of_lionk() -> None:
 
 def test_distributed_section_is_reported_and_counted(monkeypatch, capsys) -> None:
     """A distributed row (engine, world size, tier) appears in the report; a failed one fails
-    the run. (The real rows are produced by lionk.distributed.self_check, tested in
+    the run. (The real rows are produced by conformance.distributed.self_check, tested in
     tests/test_distributed_torch.py; `make conformance` runs them.)"""
     rows = [{"engine": "torch-ddp-gloo", "world_size": 2, "kappa": "sign", "dtype": "float32",
              "expected": "bitwise", "tier": "ulp", "ok": False, "detail": "injected"}]

@@ -121,12 +121,15 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if "RANK" in os.environ and "MASTER_ADDR" in os.environ:
         return _run(_parse(argv))
+    import socket
+
     import torch.multiprocessing as mp
 
-    from lionk.distributed import free_port
-
+    with socket.socket() as s:  # a free port on the loopback for MASTER_PORT
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
     with tempfile.TemporaryDirectory() as out:
-        mp.start_processes(_spawned, args=(free_port(), list(argv), out), nprocs=WORLD,
+        mp.start_processes(_spawned, args=(port, list(argv), out), nprocs=WORLD,
                            start_method="spawn")
         results = []
         for r in range(WORLD):

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import lionk
-from lionk._kernel import c_compiler
+from lionk.execution.kernels import c_compiler
 
 N = 1 << 18
 LAMBDA = 2.0  # the box is |x_i| <= 0.5

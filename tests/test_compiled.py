@@ -167,7 +167,7 @@ def test_jit_step_validates_hyper_parameters_and_inputs(jnp) -> None:
 
 
 def _needs_cxx():
-    from lionk._kernel import cxx_compiler
+    from lionk.execution.kernels import cxx_compiler
 
     if cxx_compiler() is None:
         pytest.skip("no C++ compiler")

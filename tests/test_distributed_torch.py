@@ -36,11 +36,12 @@ if not (dist.is_available() and dist.is_gloo_available()):  # pragma: no cover
 
 import torch.multiprocessing as mp  # noqa: E402
 
+import conformance.distributed  # noqa: E402
 import lionk  # noqa: E402
+from conformance.distributed import free_port  # noqa: E402
 from lionk.distributed import (  # noqa: E402
     CommunicationError,
     communication_bytes,
-    free_port,
     parameters_digest,
 )
 from lionk.torch import LionK  # noqa: E402
@@ -260,8 +261,8 @@ def scenarios(rank, port, out_dir):
         # --- convergence on noisy linear regression ------------------------------------
         A, yy = toy_problem()
         res["toy-vote"] = toy_run([rank], A, yy, communication="sign-vote")
-        # --- lionk.distributed.self_check's per-rank body (its rows: test_self_check_rows)
-        res["self_check"] = lionk.distributed.check_body(SELF_CHECK_STEPS)
+        # --- conformance.distributed.self_check's per-rank body (its rows: test_self_check_rows)
+        res["self_check"] = conformance.distributed.check_body(SELF_CHECK_STEPS)
         # --- bytes: model and loopback measurement on a 1M-parameter layer -------------
         big = torch.nn.Linear(1000, 1000)
         xb = torch.randn(16, 1000, generator=torch.Generator().manual_seed(rank))
@@ -553,9 +554,9 @@ def test_world_of_one_vote_equals_plain_lion(tmp_path):
 
 
 def test_self_check_rows(runs):
-    """The rows of ``lionk.distributed.self_check`` (its body ran inside the shared spawn; the
+    """The rows of ``conformance.distributed.self_check`` (its body ran inside the shared spawn; the
     spawning wrapper is the same start/join code as the fixture's)."""
-    rows = lionk.distributed.check_rows([r["self_check"] for r in runs], SELF_CHECK_STEPS)
+    rows = conformance.distributed.check_rows([r["self_check"] for r in runs], SELF_CHECK_STEPS)
     engines = {r["engine"] for r in rows}
     assert {"torch-ddp-gloo", "torch-sign-vote-gloo", "torch-fsdp2-gloo"} <= engines
     assert all(r["ok"] for r in rows), rows

@@ -102,7 +102,7 @@ def test_catalogue_fails_for_a_registered_kappa_without_an_entry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # as if a new built-in had been added to the registry without documenting it
-    monkeypatch.setitem(lionk.kappa._REGISTRY, "cubic", _cubic_factory)
+    monkeypatch.setitem(lionk.core.kappa._REGISTRY, "cubic", _cubic_factory)
     assert "cubic" in lionk.kappa.available()
     with pytest.raises(gen.CatalogueError, match="without a catalogue entry: \\['cubic'\\]"):
         gen.markdown()
@@ -118,7 +118,7 @@ def test_catalogue_fails_for_a_user_registered_kappa() -> None:
 
 
 def test_catalogue_fails_for_a_stale_entry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(lionk.kappa._REGISTRY, "deadzone")
+    monkeypatch.delitem(lionk.core.kappa._REGISTRY, "deadzone")
     with pytest.raises(gen.CatalogueError, match="not registered: \\['deadzone'\\]"):
         gen.markdown()
 
@@ -161,7 +161,7 @@ def test_hook_fails_the_build_for_a_kappa_without_an_entry(
     from mkdocs.exceptions import PluginError
     from mkdocs.structure.files import Files
 
-    monkeypatch.setitem(lionk.kappa._REGISTRY, "cubic", _cubic_factory)
+    monkeypatch.setitem(lionk.core.kappa._REGISTRY, "cubic", _cubic_factory)
     with pytest.raises(PluginError, match="cubic"):
         hooks.on_files(Files([]), {"config_file_path": str(ROOT / "mkdocs.yml")})
 

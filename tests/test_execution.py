@@ -44,7 +44,7 @@ def test_chunked_is_bitwise_equal_to_eager(kappa, dtype, chunk_size, threads) ->
 
 
 def test_auto_chunks_large_numpy_with_a_separable_kappa_only() -> None:
-    from lionk._execution import NUMPY_CHUNK_MIN_ELEMENTS
+    from lionk.execution.paths import NUMPY_CHUNK_MIN_ELEMENTS
 
     big = [(NUMPY_CHUNK_MIN_ELEMENTS,)]
     _, opt = _run("auto", "sign", "float32", big, steps=1)

@@ -1,4 +1,4 @@
-"""lionk._kernel: the fused elementwise kernel (CuPy on a GPU) generated from the recorded step.
+"""lionk.execution.kernels: the fused elementwise kernel (CuPy on a GPU) generated from the recorded step.
 
 Its body is C. Compiled here by the system C compiler with no FMA contraction, it must give the
 eager NumPy step bit for bit — that checks the translation of every recorded call on a machine
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 import lionk
-from lionk import _kernel, _tape
 from lionk import kappa as K
-from lionk._step import make_hyper, update_leaves
+from lionk.core.step import make_hyper, update_leaves
+from lionk.execution import kernels as _kernel
+from lionk.execution import tape as _tape
 
 from ._util import bits
 
@@ -170,8 +171,8 @@ def test_a_kernel_that_differs_on_the_probes_is_not_used(fake_cupy, monkeypatch)
 
 @needs_cc
 def test_the_cupy_execution_path_runs_one_kernel_per_leaf(fake_cupy, monkeypatch) -> None:
-    """lionk._execution's CuPy branch, driven with NumPy arrays standing in for CuPy's."""
-    from lionk import _execution
+    """lionk.execution.paths's CuPy branch, driven with NumPy arrays standing in for CuPy's."""
+    from lionk.execution import paths as _execution
 
     monkeypatch.setattr(_execution, "_is_cupy", lambda a: True)
     xs = [np.linspace(-1, 1, 300, dtype=np.float32), np.linspace(-2, 2, 50, dtype=np.float64)]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import lionk
-from lionk._minimize import OptimizeResult, default_lr, minimize
+from lionk.analysis.minimize import OptimizeResult, default_lr, minimize
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 
@@ -607,7 +607,7 @@ def test_progress_uses_tqdm_when_installed(lsq: dict, monkeypatch: pytest.Monkey
 
 def test_import_pulls_in_no_optional_library() -> None:
     code = (
-        "import sys, lionk, lionk._minimize, lionk.plot\n"
+        "import sys, lionk, lionk.analysis.minimize, lionk.plot\n"
         "bad = {'torch', 'jax', 'cupy', 'matplotlib', 'tqdm', 'scipy'} & set(sys.modules)\n"
         "assert not bad, bad\n"
     )

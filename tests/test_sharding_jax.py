@@ -1,7 +1,7 @@
 """``lionk.step`` under ``jax.jit`` on sharded params (``NamedSharding`` over 4 host CPU devices).
 
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` must be set before jax is imported, so the
-runs happen in a fresh interpreter (:func:`lionk.distributed.check_jax_sharding`): a 2 × 2 mesh,
+runs happen in a fresh interpreter (:func:`conformance.distributed.check_jax_sharding`): a 2 × 2 mesh,
 the matrix leaf sharded along both axes, the vector leaf over all four devices.
 
 * With ``--xla_cpu_max_isa=SSE4_2`` (no FMA contraction): exact κ bitwise identical to NumPy and
@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("jax")
 
-from lionk.distributed import check_jax_sharding  # noqa: E402
+from conformance.distributed import check_jax_sharding  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""lionk._tape: the step recorded once and replayed on NumPy chunks with ``out=`` buffers.
+"""lionk.execution.tape: the step recorded once and replayed on NumPy chunks with ``out=`` buffers.
 
 The replay must be the eager step, bit for bit, and must never be used when it is not: these
 tests compare it with eager ``update_leaves`` on data with NaN, ±inf, ±0 and subnormals, check
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import lionk
-from lionk import _tape
 from lionk import kappa as K
-from lionk._step import make_hyper, update_leaves
+from lionk.core.step import make_hyper, update_leaves
+from lionk.execution import tape as _tape
 
 from ._util import bits
 
@@ -80,7 +80,7 @@ def test_a_new_learning_rate_records_a_new_program() -> None:
 
 def test_a_value_dependent_step_is_not_recorded_and_chunked_still_matches() -> None:
     def grad(y):
-        xp = lionk._array_api.array_namespace(y)
+        xp = lionk.core.array_api.array_namespace(y)
         scale = 2.0 if float(xp.max(xp.abs(y))) > 1.0 else 1.0  # depends on the values
         return xp.clip(y * scale, -1.0, 1.0)
 
@@ -99,7 +99,7 @@ def test_a_value_dependent_step_is_not_recorded_and_chunked_still_matches() -> N
 
 def test_a_user_kappa_built_from_namespace_functions_is_recorded() -> None:
     def grad(y):
-        xp = lionk._array_api.array_namespace(y)
+        xp = lionk.core.array_api.array_namespace(y)
         return xp.where(xp.abs(y) > 0.5, xp.clip(y, -1.0, 1.0), y * 2.0)
 
     kap = K.Kappa("soft", grad=grad, exact=True, separable=True)
@@ -143,7 +143,7 @@ def test_an_output_is_not_written_early_over_an_input_read_later() -> None:
     """An update whose new x is computed before x is read again (directly and through a
     view made by a non-ufunc function): the program must not write x in place too early."""
     def update(xs, gs, ms, h, kappa):
-        xp = lionk._array_api.array_namespace(xs[0])
+        xp = lionk.core.array_api.array_namespace(xs[0])
         x, g, m = xs[0], gs[0], ms[0]
         nx = x * 2.0
         view = xp.reshape(x, (-1,))  # may share memory with x
@@ -170,7 +170,7 @@ def test_python_control_flow_on_values_is_not_recorded() -> None:
 
 def test_reductions_are_not_recorded() -> None:
     def update(xs, gs, ms, h, kappa):
-        xp = lionk._array_api.array_namespace(xs[0])
+        xp = lionk.core.array_api.array_namespace(xs[0])
         s = xp.sum(gs[0])
         return [xs[0] - s], [ms[0] * 1.0]
 

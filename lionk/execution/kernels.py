@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _tape
+from . import tape as _tape
 
 __all__ = ["COEFFICIENTS", "KernelSource", "kernel_source", "why_not", "c_function", "CKernel",
            "c_kernel", "checked_c_kernel", "cupy_kernel", "jax_ffi_kernel", "ffi_function"]

@@ -40,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from ._array_api import Array, write_inplace
-from ._step import Hyper, update_leaves
+from ..core.array_api import Array, write_inplace
+from ..core.step import Hyper, update_leaves
 
-__all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable", "jit_step"]
+__all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable"]
 
 EXECUTIONS = ("auto", "eager", "chunked", "compiled")
 # NumPy chunks (elements). Measured on a 2-core EPYC (2 MiB L2 per core), 2^24 float32, sign:
@@ -256,7 +256,7 @@ def _per_dtype_pair(flats: list[tuple[Array, Array, Array]], make: Any) -> list[
 def _tape_program(h: Hyper, kappa: Any, dtype: Any, mdtype: Any) -> Any:
     """The recorded program of the step for NumPy chunks (lionk._tape), or None (a step that
     cannot be recorded: then update_leaves runs per chunk)."""
-    from . import _tape
+    from . import tape as _tape
 
     return _tape.program_for(update_leaves, h, kappa, dtype, mdtype)
 
@@ -312,7 +312,7 @@ def _run_numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[A
                         kappa: Any, threads: int | None) -> str | None:
     """Run the compiled kernel over every leaf, the elements split between threads (ctypes
     releases the GIL). Returns None when it ran, else why it cannot (nothing is written)."""
-    from . import _kernel
+    from . import kernels as _kernel
 
     if not kappa.separable:
         return (f"runs one fused elementwise kernel and needs an elementwise (separable) kappa; "
@@ -355,7 +355,7 @@ def _run_cupy_fused(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array
     """Run the fused kernel on every leaf; False (nothing written) when a leaf has none."""
     if not kappa.separable:
         return False
-    from . import _kernel
+    from . import kernels as _kernel
 
     kernels = []
     for x, m in zip(xs, ms):
@@ -416,136 +416,3 @@ def _run_torch_compiled(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[A
         warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
         with torch.no_grad():
             _torch_compiled_fn(kappa)(list(xs), list(gs), list(ms), coefs)
-
-
-# ---------------------------------------------------------------------------------------------
-# JAX: jax.jit of the same step, with donated buffers.
-
-
-# XLA:CPU's default copy insertion copies a donated buffer that one fusion reads and another
-# writes in place (the momentum: read by the params' loop, rewritten by its own), a full extra
-# pass plus a freshly allocated array (about 4-6x the floor at 2^24 float32, measured). With
-# region analysis it orders the two loops instead (a control edge) and copies nothing.
-_XLA_CPU_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
-
-
-def _platform(tree: Any) -> str:
-    import jax
-
-    for leaf in jax.tree_util.tree_leaves(tree):
-        devices = getattr(leaf, "devices", None)
-        if callable(devices):
-            try:
-                return next(iter(devices())).platform
-            except Exception:  # a tracer (jit_step called under an outer jit)
-                break
-    return jax.default_backend()
-
-
-def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_decay: Any = 0.0,
-             kappa: Any = "sign", donate: bool = True, split: bool = False,
-             fused: bool = False) -> Any:
-    """A compiled JAX step ``(params, grads, state) -> (params, state)``.
-
-    The same :func:`lionk._step.update_leaves` under ``jax.jit``, validated once per input
-    structure (at trace time), the whole tree in one compiled call. With ``donate=True`` the
-    parameter and momentum buffers are donated, so XLA writes the new values into them (the
-    arrays passed in are invalidated, as with any donation). On CPU the call is compiled with
-    XLA's region-analysis copy insertion (``xla_cpu_copy_insertion_use_region_analysis``), which
-    orders the params' loop before the momentum's in-place loop instead of copying the donated
-    momentum first (measured: about 1.3x the floor instead of 4-6x at 2^24 float32).
-    ``split=True`` computes new params and new momentum in two compiled calls instead (the
-    previous way around the copy; kept for comparison). Hyper-parameters are Python floats baked
-    into the compiled code (coefficients in double precision, rounded once): a new value means a
-    new compilation, so for a schedule call :func:`lionk.step` under your own ``jax.jit`` with a
-    traced lr instead.
-
-    ``fused=True`` (CPU): each leaf's step is one call of the fused kernel generated from the
-    recorded step (:mod:`lionk._kernel`), built once by the system C++ compiler against the XLA
-    FFI headers that jaxlib ships, with x and m aliased to its outputs: one pass over the five
-    arrays instead of XLA's two loops. No FMA contraction: bitwise equal to eager NumPy (checked
-    on probe values before use). Needs an elementwise κ, float32/float64 leaves, a C++ compiler;
-    raises ValueError (when the step is traced) saying which is missing.
-
-    Tier: jit contracts ``a*b + c`` into FMA on CPU and GPU (ulp); bitwise with
-    ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2`` on CPU, or with ``fused=True``.
-    """
-    import jax
-
-    from . import kappa as _kappa
-    from ._step import State, make_hyper, prepare
-
-    kap = _kappa.resolve(kappa)
-    make_hyper(lr, betas, weight_decay, stacklevel=2)  # validate now
-    if fused and split:
-        raise ValueError("jit_step: fused=True computes params and momentum in one kernel; "
-                         "split=True does not apply")
-
-    def _leaves(params: Any, grads: Any, momentum: Any) -> Any:
-        prep = prepare(params, grads, State(0, momentum, 0), lr=lr, betas=betas,
-                       weight_decay=weight_decay, kappa=kap, nan_policy="propagate")
-        if fused:
-            return prep, _fused_leaves(prep)
-        return prep, update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
-
-    def _fused_leaves(prep: Any) -> tuple[list[Any], list[Any]]:
-        from . import _kernel
-
-        if not prep.kappa.separable:
-            raise ValueError(f"jit_step(fused=True) runs one elementwise kernel per leaf and "
-                             f"needs an elementwise (separable) kappa; received {kap.name!r}")
-        new_xs, new_ms = [], []
-        for x, g, m, path in zip(prep.xs, prep.gs, prep.ms, prep.paths):
-            try:
-                call = _kernel.jax_ffi_kernel(update_leaves, prep.hyper, prep.kappa, x.dtype,
-                                              m.dtype)
-            except ValueError as exc:
-                raise ValueError(f"jit_step(fused=True): no fused kernel for params{path} "
-                                 f"({x.dtype}, momentum {m.dtype}): {exc}") from None
-            nx, nm = call(x, g, m)
-            new_xs.append(nx)
-            new_ms.append(nm)
-        return new_xs, new_ms
-
-    def both(params: Any, grads: Any, momentum: Any) -> Any:
-        prep, (nx, nm) = _leaves(params, grads, momentum)
-        return prep.treedef.unflatten(nx), prep.treedef.unflatten(nm)
-
-    def new_params(params: Any, grads: Any, momentum: Any) -> Any:
-        prep, (nx, _) = _leaves(params, grads, momentum)
-        return prep.treedef.unflatten(nx)
-
-    def new_momentum(params: Any, grads: Any, momentum: Any) -> Any:
-        prep, (_, nm) = _leaves(params, grads, momentum)
-        return prep.treedef.unflatten(nm)
-
-    if not split:
-        by_platform: dict[str, Any] = {}
-
-        def compiled(platform: str) -> Any:
-            fn = by_platform.get(platform)
-            if fn is None:
-                if fused and platform != "cpu":
-                    raise ValueError(f"jit_step(fused=True) runs on CPU; received arrays on "
-                                     f"{platform!r}")
-                options = _XLA_CPU_OPTIONS if platform == "cpu" else None
-                fn = jax.jit(both, donate_argnums=(0, 2) if donate else (),
-                             compiler_options=options)
-                by_platform[platform] = fn
-            return fn
-
-        def run(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
-            p, m = compiled(_platform(params))(params, grads, state.momentum)
-            return p, State(state.count + 1, m, state.skipped)
-
-        return run
-    jp = jax.jit(new_params, donate_argnums=(0,) if donate else ())
-    jm = jax.jit(new_momentum, donate_argnums=(2,) if donate else ())
-
-    def run_split(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
-        new_p = jp(params, grads, state.momentum)
-        # params were donated: pass the new ones (shape and dtype match; unused by this call)
-        new_m = jm(new_p, grads, state.momentum)
-        return new_p, State(state.count + 1, new_m, state.skipped)
-
-    return run_split

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import kappa as _kappa
-from ._array_api import array_namespace, is_concrete, is_jax_array, is_writeable, write_inplace
-from ._execution import EXECUTIONS, run_inplace
-from ._step import (
+from ..core import kappa as _kappa
+from ..core.array_api import array_namespace, is_concrete, is_jax_array, is_writeable, write_inplace
+from ..core.step import (
     NAN_POLICIES,
     State,
     check_nan_policy,
@@ -16,7 +15,8 @@ from ._step import (
     make_hyper,
     prepare,
 )
-from .tree import flatten
+from ..core.trees import flatten
+from ..execution.paths import EXECUTIONS, run_inplace
 
 __all__ = ["LionK"]
 

@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from . import kappa as _kappa
-from . import lyapunov as _lyapunov
-from ._array_api import (
+from ..core import kappa as _kappa
+from ..core.array_api import (
     array_namespace,
     device,
     dtype_name,
@@ -39,10 +38,11 @@ from ._array_api import (
     is_floating,
     to_float,
 )
-from ._step import LionKWarning
-from ._step import init as _init
-from ._step import make_hyper as _make_hyper
-from ._step import step as _step
+from ..core.step import LionKWarning
+from ..core.step import init as _init
+from ..core.step import make_hyper as _make_hyper
+from ..core.step import step as _step
+from . import lyapunov as _lyapunov
 
 __all__ = ["minimize", "OptimizeResult", "default_lr", "SCHEDULES"]
 

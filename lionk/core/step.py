@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from . import kappa as _kappa
-from ._array_api import (
+from .array_api import (
     Array,
     array_namespace,
     device,
@@ -27,7 +27,7 @@ from ._array_api import (
     resolve_dtype,
     to_float,
 )
-from .tree import TreeDef, flatten
+from .trees import TreeDef, flatten
 
 __all__ = [
     "State",

@@ -188,7 +188,7 @@ def _lowered(fn: Any) -> Any:
     bounds (NEP 50). Checked, like everything, by running the program on the probes."""
     import array_api_compat.numpy as compat_numpy
 
-    return np.clip if fn is compat_numpy.clip else fn
+    return np.clip if fn is getattr(compat_numpy, "clip", None) else fn
 
 
 class _Tape:
@@ -301,9 +301,9 @@ def _compile(tape: _Tape, inputs: list[_Node], outputs: dict[int, _Node]) -> Pro
     # outputs written straight into their input's array when nothing reads that input later
     direct: dict[int, int] = {}  # node index -> input index
     for i, node in outputs.items():
-        k = position.get(node.index)
-        if (k is not None and calls[k].out_capable and node.dtype == inputs[i].dtype
-                and last_input_read[i] <= k and node.index not in direct):
+        pos = position.get(node.index)
+        if (pos is not None and calls[pos].out_capable and node.dtype == inputs[i].dtype
+                and last_input_read[i] <= pos and node.index not in direct):
             direct[node.index] = i
 
     names: dict[int, str] = {n.index: _INPUT_NAMES[i] for i, n in enumerate(inputs)}
