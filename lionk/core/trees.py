@@ -1,121 +1,120 @@
-"""Pytree utilities: flatten a nested structure of arrays into leaves and rebuild it.
+"""Trees of arrays: one convention for all of lionk, on `optree`_.
 
-A tree is one array, or nested ``dict`` / ``list`` / ``tuple`` (named tuples included) of trees;
-``None`` is an empty subtree. When JAX is already imported, ``jax.tree_util`` is used instead, so
-every registered JAX pytree node (flax structs, optax states, ...) works too; both agree on the
-plain containers (dict keys are sorted, as JAX does).
+A tree is one array, or nested containers of trees: ``dict`` (and ``OrderedDict``,
+``defaultdict``), ``list``, ``tuple``, ``namedtuple``, dataclass-free containers registered with
+optree, and — when JAX is imported — any node registered with ``jax.tree_util`` (flax structs,
+optax states, ...). ``None`` is an empty subtree. :func:`lionk.step`, :class:`lionk.LionK`, its
+``state_dict`` and the checkpoints all flatten through :func:`flatten`, so leaf order never
+depends on what else the process has imported:
 
-Every leaf carries a path string such as ``['layer1']['w']`` used in error messages.
+* ``dict`` and ``defaultdict``: keys sorted (ints before strings when both appear);
+* ``OrderedDict``: insertion order (as JAX does; ``model.state_dict()`` is one);
+* sequences and namedtuples: their own order.
+
+These are also JAX's rules for the same containers, so a tree flattens to the same leaves with
+or without JAX. Containers come back as the type that went in (an ``OrderedDict`` stays one, a
+``defaultdict`` keeps its factory).
+
+Every leaf carries a path string such as ``['layer1']['w']`` or ``[0].x``, used in error
+messages and as the key of each momentum in state dicts and checkpoints.
+
+.. _optree: https://github.com/metaopt/optree
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TreeDef", "flatten", "unflatten", "tree_map", "leaf_paths"]
+import optree
+
+__all__ = ["TreeDef", "flatten", "unflatten", "tree_map", "leaf_paths", "NAMESPACE"]
+
+TreeDef = optree.PyTreeSpec
+"""The structure of a tree without its leaves (``num_leaves``, ``unflatten(leaves)``); two trees
+match when their TreeDefs are equal."""
+
+NAMESPACE = "lionk"
+"""optree namespace of the node types lionk registers (JAX pytree nodes found in a tree)."""
+
+_SCALARS = (int, float, complex, bool, str, bytes)
+_JAX_NODES: set[type] = set()
 
 
-@dataclass(frozen=True)
-class _Node:
-    kind: str  # "leaf", "none", "dict", "list", "tuple", "namedtuple"
-    meta: Any = None  # dict keys, or namedtuple type
-    children: tuple[_Node, ...] = ()
+class _JaxEntry(optree.PyTreeEntry):
+    """A child of a JAX-registered node; its entry is the child's ``jax.tree_util.keystr``."""
 
-    @property
-    def num_leaves(self) -> int:
-        if self.kind == "leaf":
-            return 1
-        return sum(c.num_leaves for c in self.children)
+    def __call__(self, obj: Any) -> Any:  # pragma: no cover - accessors are only codified
+        raise NotImplementedError("children of JAX nodes are reached through jax.tree_util")
+
+    def codify(self, /, node: str = "") -> str:
+        return f"{node}{self.entry}"
 
 
-@dataclass(frozen=True)
-class TreeDef:
-    """The structure of a tree, without its leaves. Two trees match when their TreeDefs are equal."""
-
-    node: Any  # a _Node, or a jax PyTreeDef
-    num_leaves: int
-
-    def unflatten(self, leaves: Sequence[Any]) -> Any:
-        leaves = list(leaves)
-        if len(leaves) != self.num_leaves:
-            raise ValueError(f"expected {self.num_leaves} leaves, received {len(leaves)}")
-        if isinstance(self.node, _Node):
-            it = iter(leaves)
-            return _build(self.node, it)
-        return sys.modules["jax"].tree_util.tree_unflatten(self.node, leaves)
-
-    def __str__(self) -> str:
-        return str(self.node)
+def _jax_flatten(node: Any) -> tuple[list[Any], Any, list[str]]:
+    jtu = sys.modules["jax"].tree_util
+    with_path, treedef = jtu.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+    return [c for _, c in with_path], treedef, [jtu.keystr(p) for p, _ in with_path]
 
 
-def _use_jax() -> bool:
-    return "jax" in sys.modules
+def _jax_unflatten(treedef: Any, children: Any) -> Any:
+    return treedef.unflatten(list(children))
+
+
+def _register_jax_nodes(leaves: Sequence[Any]) -> bool:
+    """Register with optree (namespace ``lionk``) the types among ``leaves`` that JAX treats as
+    pytree nodes; True when one was new (the tree must then be flattened again)."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return False
+    jtu = jax.tree_util
+    new = False
+    for leaf in leaves:
+        tp = type(leaf)
+        if tp in _JAX_NODES or isinstance(leaf, _SCALARS) or hasattr(leaf, "__array_namespace__") \
+                or hasattr(leaf, "__array__") or hasattr(leaf, "shape"):
+            continue
+        if jtu.treedef_is_leaf(jtu.tree_structure(leaf)):
+            continue
+        optree.register_pytree_node(tp, _jax_flatten, _jax_unflatten, path_entry_type=_JaxEntry,
+                                    namespace=NAMESPACE)
+        _JAX_NODES.add(tp)
+        new = True
+    return new
 
 
 def flatten(tree: Any) -> tuple[list[Any], TreeDef, list[str]]:
-    """``(leaves, treedef, paths)`` of a tree; ``paths[i]`` names leaf ``i`` like ``['a'][0]``."""
-    if _use_jax():
-        jtu = sys.modules["jax"].tree_util
-        with_path, treedef = jtu.tree_flatten_with_path(tree)
-        jleaves = [leaf for _, leaf in with_path]
-        jpaths = [jtu.keystr(path) for path, _ in with_path]
-        return jleaves, TreeDef(treedef, len(jleaves)), jpaths
-    leaves: list[Any] = []
-    paths: list[str] = []
-    node = _flatten(tree, "", leaves, paths)
-    return leaves, TreeDef(node, len(leaves)), paths
+    """``(leaves, treedef, paths)`` of a tree; ``paths[i]`` names leaf ``i`` like ``['a'][0].x``."""
+    accessors, leaves, treedef = optree.tree_flatten_with_accessor(tree, namespace=NAMESPACE)
+    if _register_jax_nodes(leaves):
+        accessors, leaves, treedef = optree.tree_flatten_with_accessor(tree, namespace=NAMESPACE)
+    return leaves, treedef, [a.codify("") for a in accessors]
 
 
-_LEAF = _Node("leaf")  # shared: a model has hundreds of leaves, and the nodes are immutable
-_NONE = _Node("none")
-
-
-def _flatten(tree: Any, path: str, leaves: list[Any], paths: list[str]) -> _Node:
-    if tree is None:
-        return _NONE
-    if isinstance(tree, dict):
-        keys = tuple(sorted(tree))
-        kids = tuple(_flatten(tree[k], f"{path}[{k!r}]", leaves, paths) for k in keys)
-        return _Node("dict", keys, kids)
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        kids = tuple(
-            _flatten(v, f"{path}.{f}", leaves, paths) for f, v in zip(tree._fields, tree)
-        )
-        return _Node("namedtuple", type(tree), kids)
-    if isinstance(tree, (list, tuple)):
-        kind = "list" if isinstance(tree, list) else "tuple"
-        kids = tuple(_flatten(v, f"{path}[{i}]", leaves, paths) for i, v in enumerate(tree))
-        return _Node(kind, len(tree), kids)
-    leaves.append(tree)
-    paths.append(path)
-    return _LEAF
-
-
-def _build(node: _Node, it: Any) -> Any:
-    if node.kind == "leaf":
-        return next(it)
-    if node.kind == "none":
-        return None
-    kids = [_build(c, it) for c in node.children]
-    if node.kind == "dict":
-        return dict(zip(node.meta, kids))
-    if node.kind == "namedtuple":
-        return node.meta(*kids)
-    return kids if node.kind == "list" else tuple(kids)
+def structure(tree: Any) -> TreeDef:
+    """The TreeDef of ``tree`` (cheaper than :func:`flatten` when the leaves are not needed)."""
+    return flatten(tree)[1]
 
 
 def unflatten(treedef: TreeDef, leaves: Sequence[Any]) -> Any:
-    """Rebuild a tree of structure ``treedef`` from ``leaves``."""
+    """Rebuild a tree of structure ``treedef`` from ``leaves`` (containers of the types that went
+    in). Raises ValueError when the number of leaves differs."""
+    leaves = list(leaves)
+    if len(leaves) != treedef.num_leaves:
+        raise ValueError(f"expected {treedef.num_leaves} leaves, received {len(leaves)}")
     return treedef.unflatten(leaves)
 
 
 def tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
     """Apply ``fn`` leaf by leaf to ``tree`` and trees of the same structure ``rest``."""
     leaves, treedef, _ = flatten(tree)
-    others = [flatten(r)[0] for r in rest]
+    others = []
+    for r in rest:
+        r_leaves, r_def, _ = flatten(r)
+        if r_def != treedef:
+            raise ValueError(f"tree_map: expected trees of structure {treedef}; received {r_def}")
+        others.append(r_leaves)
     return treedef.unflatten([fn(*args) for args in zip(leaves, *others)])
 
 
