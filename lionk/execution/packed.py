@@ -46,8 +46,10 @@ def run_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h:
         flat = [torch.cat([arrs[i].reshape(-1) for i in idx]) for arrs in (xs, gs, ms)]
         (new_x,), (new_m,) = update_leaves([flat[0]], [flat[1]], [flat[2]], h, kappa)
         results.append((idx, new_x, new_m))
-    # Nothing above wrote anything; from here on, only computed values are copied in.
-    for idx, new_x, new_m in results:
-        sizes = [int(xs[i].numel()) for i in idx]
-        for dsts, flat in (([xs[i] for i in idx], new_x), ([ms[i] for i in idx], new_m)):
-            torch._foreach_copy_(dsts, [v.view(d.shape) for v, d in zip(flat.split(sizes), dsts)])
+    # Nothing above wrote anything; from here on, only computed values are copied in (outside
+    # autograd, as write_inplace does: params may be leaves that require grad).
+    with torch.no_grad():
+        for idx, new_x, new_m in results:
+            sizes = [int(xs[i].numel()) for i in idx]
+            for dsts, flat in (([xs[i] for i in idx], new_x), ([ms[i] for i in idx], new_m)):
+                torch._foreach_copy_(dsts, [v.view(d.shape) for v, d in zip(flat.split(sizes), dsts)])
