@@ -74,7 +74,7 @@ def real(name: str, value: Any) -> Any:
         if shape != ():
             raise ValueError(f"{name}: expected a scalar or a 0-d array; received shape {shape}")
         kind = dtype_name(value.dtype)
-        if kind == "bool" or kind.startswith("complex"):
+        if not kind.startswith(("float", "bfloat", "int", "uint")):
             raise TypeError(f"{name}: expected a real number; received a 0-d {kind} array {value!r}")
         if is_concrete(value):
             return to_float(value)  # a concrete 0-d array: exact path, like a Python float
@@ -176,7 +176,9 @@ def counter(name: str, value: Any, *, minimum: int = 0) -> Any:
             return value
         out = int(value)
     else:
-        raise TypeError(f"{name}: expected an int >= {minimum}; received {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{name}: expected an int >= {minimum}; received {value!r} ({type(value).__name__})"
+        )
     if out < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}; received {value!r}")
     return out
@@ -287,7 +289,7 @@ def no_internal_overlap(name: str, x: Any) -> None:
     """ValueError naming ``name`` when elements of ``x`` share memory (a stride-0 dimension, as
     from ``expand()`` or ``broadcast_to``): an in-place optimizer cannot update such a param."""
     if has_internal_overlap(x):
-        strides = x.stride() if callable(getattr(x, "stride", None)) else getattr(x, "strides", None)
+        strides: Any = x.stride() if callable(getattr(x, "stride", None)) else x.strides
         raise ValueError(
             f"{name}: expected an array whose elements do not share memory (an in-place update "
             f"writes each element once); received shape {tuple(x.shape)} with strides "
