@@ -32,6 +32,8 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "jax-cpu-jit-sse42": ("cpu", "bitwise", "SSE4_2 ISA has no FMA (run in a subprocess)"),
     # execution paths (lionk.execution.paths): the same step run another way
     "numpy-chunked": ("cpu", "bitwise", "LionK's chunked path: same operations on pieces"),
+    "torch-cpu-packed": ("cpu", "bitwise", "the packed path: one flat array per dtype, the same "
+                         "operations; a norm κ runs eagerly"),
     "torch-cpu-compiled": ("cpu", "ulp", "torch.compile (inductor may contract FMA)"),
     "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
     "jax-cpu-jit-fused": ("cpu", "bitwise", "lionk.jit_step(fused=True): the fused kernel as an "
@@ -107,6 +109,8 @@ def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: fl
     path = execution
     if path == "chunked" and not chunkable(xs, gs, ms, kap):
         path = "eager"  # a norm κ needs the whole array: not chunkable by design
+    if path == "packed" and not kap.separable:
+        path = "eager"  # the packed path concatenates leaves: elementwise κ only
     if path == "compiled" and not kap.separable and not type(xs[0]).__module__.startswith("torch"):
         path = "eager"  # the fused NumPy/CuPy kernel is elementwise: a norm κ runs eagerly
     # tiny pieces and two threads, so that piece and thread boundaries fall inside the leaves
@@ -207,7 +211,8 @@ def _make(name: str) -> Backend:
             put=lambda a: torch.from_numpy(np.array(a, copy=True)).to(dev),
             get=lambda a: a.detach().cpu().numpy(),
             dtypes=("float32", "float64"),
-            execution="compiled" if name.endswith("compiled") else None,
+            execution=("compiled" if name.endswith("compiled") else
+                       "packed" if name.endswith("packed") else None),
         )
     if name.startswith("jax"):
         if not _has("jax"):

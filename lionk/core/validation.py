@@ -50,7 +50,7 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 arithmetic, and NumPy's ``longdouble`` (float128) is platform-dependent and exact nowhere."""
 
 NAN_POLICIES = ("propagate", "raise", "skip")
-EXECUTIONS = ("auto", "eager", "chunked", "compiled")
+EXECUTIONS = ("auto", "eager", "chunked", "compiled", "packed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +150,8 @@ def nan_policy(value: Any, *, name: str = "nan_policy") -> str:
 
 
 def execution(value: Any, *, name: str = "execution") -> str:
-    """How an in-place step runs: ``"auto"``, ``"eager"``, ``"chunked"`` or ``"compiled"``."""
+    """How an in-place step runs: ``"auto"``, ``"eager"``, ``"chunked"``, ``"compiled"`` or
+    ``"packed"``."""
     return choice(name, value, EXECUTIONS)
 
 
