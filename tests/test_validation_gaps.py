@@ -468,7 +468,7 @@ def test_no_repeated_checks_in_lionk() -> None:
     root = pathlib.Path(lionk.__file__).parent
     pats = [re.compile(r"\*\s*\w*(wd|weight_decay|lam)\w*\s*<\s*1\.0"),
             re.compile(r"\(\s*\"propagate\",\s*\"raise\",\s*\"skip\"\s*\)"),
-            re.compile(r"\(\s*\"auto\",\s*\"eager\",\s*\"chunked\",\s*\"compiled\"\s*\)"),
+            re.compile(r"\(\s*\"auto\",\s*\"eager\",\s*\"chunked\""),
             re.compile(r"torch\.float16,\s*torch\.bfloat16,\s*torch\.float32")]
     offenders = []
     for path in root.rglob("*.py"):

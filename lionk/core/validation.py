@@ -65,6 +65,8 @@ def real(name: str, value: Any) -> Any:
     ``bool`` (and boolean arrays), complex numbers and arrays, strings and every other type; with
     a ValueError: an array with a shape.
     """
+    if type(value) is float or type(value) is int:  # the common case, first
+        return float(value)
     if isinstance(value, (bool, str, bytes)) or value is None:
         raise TypeError(f"{name}: expected a real number; received {value!r}")
     if isinstance(value, numbers.Real) and not is_array(value):
@@ -162,6 +164,8 @@ def counter(name: str, value: Any, *, minimum: int = 0) -> Any:
     a traced one is returned unchecked. ``bool``, floats and strings raise TypeError; a value
     below ``minimum`` raises ValueError. Returns a Python int when the value is known.
     """
+    if type(value) is int and value >= minimum:  # the common case, first
+        return value
     if isinstance(value, bool):
         raise TypeError(f"{name}: expected an int >= {minimum}; received {value!r}")
     if isinstance(value, numbers.Integral) and not is_array(value):
