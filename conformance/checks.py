@@ -3,7 +3,9 @@ r"""The conformance checks: tiers, Lyapunov monotonicity, negative controls, pha
 Tiers (reproducibility.md):
 
 * **bitwise** — free-running trajectories of (params, momentum) equal to numpy's by bit pattern
-  at every step (NaN equal to NaN).
+  at every step; every NaN equals every NaN (payload and sign bit are not compared: IEEE 754
+  leaves them unspecified, and one array can hold two NaN patterns, ``0x7fc00000`` from a NaN
+  input and ``0xffc00000`` from ``inf − inf`` on x86), +0 and −0 differ.
 * **ulp** (teacher-forced) — at every step the backend is fed numpy's state and gradient and each
   output must lie within ``K_ULP`` units of ``eps·scale`` of numpy's output, where ``scale`` is the
   sum of the magnitudes of the terms that produced it (``|(1−lr·wd)·x| + lr·|∇K(c)|`` for params,
@@ -124,6 +126,10 @@ def trajectory(backend: Backend, problem: Problem, kap: kappa_mod.Kappa, dtype: 
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
+    """The bit patterns of ``a`` as integers, every NaN replaced by the one canonical quiet NaN
+    (the bitwise tier does not cover NaN payloads or the sign of a NaN; it covers every other
+    bit, so +0 and −0 differ)."""
+    a = np.where(np.isnan(a), np.array(np.nan, a.dtype), a)
     return a.view(np.uint64 if a.dtype == np.float64 else np.uint32)
 
 

@@ -156,8 +156,8 @@ def test_coefficient_by_hand() -> None:
     c = 0.2·0.5 / (0.2·5·0.5 + 0.25) = 0.1/0.75 = 2/15."""
     assert lionk.lyapunov.coefficient(lr=0.1, betas=(0.5, 0.75), weight_decay=5.0) == pytest.approx(
         2 / 15, rel=4 * EPS64)
-    assert lionk.lyapunov.coefficient(lr=0.01, betas=(0.9, 0.99), weight_decay=0.0) == pytest.approx(
-        0.01 * 0.9 / 0.01, rel=4 * EPS64)  # λ = 0: ε' = ε, c = ε·b1/(1 − b2)
+    with pytest.raises(ValueError, match="weight_decay"):  # λ = 0: H (with its 1/λ) is undefined
+        lionk.lyapunov.coefficient(lr=0.01, betas=(0.9, 0.99), weight_decay=0.0)
     with pytest.raises(ValueError):
         lionk.lyapunov.coefficient(lr=0.5, betas=(0.9, 0.99), weight_decay=2.0)
 

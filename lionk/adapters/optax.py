@@ -30,7 +30,6 @@ on first attribute access).
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, NamedTuple
 
@@ -40,6 +39,7 @@ import numpy as np
 import optax
 
 from ..core import kappa as _kappa
+from ..core import validation as _check
 from ..core.array_api import dtype_name
 from ..core.step import (
     Hyper,
@@ -115,13 +115,11 @@ def _spec(name: str, value: Any, *, schedule_ok: bool) -> _Spec:
 def _check_static(name: str, v: float, *, positive: bool = False, beta: bool = False) -> None:
     """Checks of a known value, with lion_k's argument names (the core says lr, betas[0], ...)."""
     if beta:
-        if not 0.0 <= v < 1.0:
-            raise ValueError(f"{name}: expected a value in [0, 1); received {v!r}")
+        _check.beta(name, v)
     elif positive:
-        if not (math.isfinite(v) and v > 0.0):
-            raise ValueError(f"{name}: expected a finite number > 0; received {v!r}")
-    elif not (math.isfinite(v) and v >= 0.0):
-        raise ValueError(f"{name}: expected a finite number >= 0; received {v!r}")
+        _check.learning_rate(v, name=name)
+    else:
+        _check.weight_decay(v, name=name)
 
 
 def _check_array(name: str, spec: _Spec, *, beta: bool = False) -> None:
@@ -238,12 +236,8 @@ def lion_k(
             _check_static(name, s.value, positive=name == "learning_rate", beta=beta)
         else:
             _check_array(name, s, beta=beta)
-    if lr_s.kind == "static" and wd_s.kind == "static" and not lr_s.value * wd_s.value < 1.0:
-        raise ValueError(
-            "learning_rate*weight_decay: expected < 1 (the decay factor 1 - lr*wd must be > 0); "
-            f"received learning_rate={lr_s.value!r}, weight_decay={wd_s.value!r}, "
-            f"product {lr_s.value * wd_s.value!r}"
-        )
+    if lr_s.kind != "schedule" and wd_s.kind != "schedule":  # known values (0-d arrays too)
+        _check.decay_product(lr_s.value, wd_s.value, names=("learning_rate", "weight_decay"))
     kap = _kappa.resolve(kappa)
     mu_dt = None
     if mu_dtype is not None:

@@ -44,15 +44,15 @@ import torch
 from torch.optim import Optimizer
 
 from ..core import kappa as _kappa
+from ..core import validation as _check
 from ..core.array_api import write_inplace
-from ..core.step import NAN_POLICIES, Hyper, LionKWarning, make_hyper, update_leaves
-from ..execution.paths import EXECUTIONS, run_inplace
+from ..core.step import Hyper, LionKWarning, make_hyper, update_leaves
+from ..execution.paths import run_inplace
 
 __all__ = ["LionK"]
 
 # The dtypes LionK computes in (float8 types are "floating point" to torch but have no arithmetic).
-_FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_FLOATING_NAMES = "float16, bfloat16, float32, float64"
+_FLOATING_NAMES = ", ".join(_check.FLOAT_DTYPES)
 # The hyper-parameters every LionK param group carries (a saved group without them is not ours).
 _GROUP_KEYS = ("lr", "betas", "weight_decay", "kappa", "maximize", "nan_policy", "state_dtype")
 
@@ -100,7 +100,7 @@ def _state_dtype(value: Any, where: str) -> torch.dtype | None:
             f"{name}: expected None, a torch floating dtype or its name ({_FLOATING_NAMES}); "
             f"received {value!r} ({type(value).__name__})"
         )
-    if value not in _FLOATING:
+    if not _check.supported_float(value):
         raise ValueError(
             f"{name}: expected a real floating dtype ({_FLOATING_NAMES}); received {value}"
         )
@@ -111,33 +111,7 @@ def _resolve_kappa(value: Any, where: str, current: Any = None) -> _kappa.Kappa:
     """A :class:`lionk.kappa.Kappa` from a name, a Kappa, or a ``{"name", "params"}`` spec
     (what :meth:`LionK.state_dict` writes for a Kappa object). ``current`` is reused when the
     spec describes it (so an unregistered user κ survives a checkpoint round trip)."""
-    name = f"{where}kappa"
-    if isinstance(value, _kappa.Kappa):
-        return value
-    if isinstance(value, str):
-        try:
-            return _kappa.resolve(value)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _prefixed(name, exc) from None
-    if isinstance(value, Mapping) and set(value) == {"name", "params"} \
-            and isinstance(value["params"], Mapping):
-        kname, params = value["name"], dict(value["params"])
-        if isinstance(current, _kappa.Kappa) and current.name == kname \
-                and dict(current.params) == params:
-            return current
-        try:
-            return _kappa.get(kname, **params)
-        except (KeyError, TypeError, ValueError) as exc:
-            msg = exc.args[0] if exc.args else str(exc)
-            raise type(exc)(
-                f"{name}: cannot rebuild kappa {kname!r} with parameters {params!r} ({msg}); "
-                "register it with lionk.kappa.register, or construct the optimizer with that "
-                "Kappa object before loading"
-            ) from None
-    raise TypeError(
-        f"{name}: expected a kappa name (str), a lionk.kappa.Kappa or a "
-        f"{{'name': ..., 'params': {{...}}}} dict; received {value!r}"
-    )
+    return _check.kappa_from_spec(value, name=f"{where}kappa", current=current)
 
 
 class _GroupConfig(NamedTuple):
@@ -158,14 +132,10 @@ def _check_options(group: Mapping[str, Any], where: str, *, allow_zero_lr: bool,
     maximize = group["maximize"]
     if not isinstance(maximize, bool):
         raise TypeError(f"{pre}maximize: expected a bool; received {maximize!r}")
-    nan_policy = group["nan_policy"]
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"{pre}nan_policy: expected one of {NAN_POLICIES}; received {nan_policy!r}")
+    nan_policy = _check.nan_policy(group["nan_policy"], name=f"{pre}nan_policy")
     sdt = _state_dtype(group["state_dtype"], pre)
     if "skipped" in group:
-        s = group["skipped"]
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise ValueError(f"{pre}skipped: expected an int >= 0; received {s!r}")
+        _check.counter(f"{pre}skipped", group["skipped"])
     return _GroupConfig(hyper, kap, maximize, nan_policy, sdt)
 
 
@@ -176,7 +146,7 @@ def _check_real_floating(t: torch.Tensor, name: str) -> None:
             "LionK does not support complex parameters (Lion-κ's ∇K is defined on real vectors); "
             "optimise the real and imaginary parts as separate real parameters"
         )
-    if t.dtype not in _FLOATING:
+    if not _check.supported_float(t.dtype):
         raise TypeError(
             f"{name}: expected a real floating tensor ({_FLOATING_NAMES}); received {t.dtype}"
         )
@@ -284,8 +254,7 @@ class LionK(Optimizer):
         process_group: Any = None,
         vote_packing: str = "int8",
     ) -> None:
-        if execution not in EXECUTIONS:
-            raise ValueError(f"execution: expected one of {EXECUTIONS}; received {execution!r}")
+        _check.execution(execution)
         from ..distributed import COMMUNICATIONS, VOTE_PACKINGS
 
         if communication not in COMMUNICATIONS:
@@ -400,6 +369,7 @@ class LionK(Optimizer):
                 )
             _check_dense(p, nm)
             _check_real_floating(p, nm)
+            _check.no_internal_overlap(nm, p)
             if not (p.is_leaf or p.retains_grad):
                 raise ValueError(
                     f"{nm}: expected a leaf tensor (an nn.Parameter or a tensor created with "
@@ -622,6 +592,7 @@ class LionK(Optimizer):
                 continue
             nm = f"{where}['params'][{i}]"
             _check_real_floating(p, nm)
+            _check.no_internal_overlap(nm, p)
             _check_dense(g, f"{nm}.grad")
             if g.shape != p.shape:
                 raise ValueError(

@@ -20,6 +20,7 @@ import warnings
 from typing import Any
 
 from ..core import kappa as _kappa
+from ..core import validation as _check
 from ..core.array_api import array_namespace, float64_or_widest
 from ..core.trees import flatten
 
@@ -42,6 +43,25 @@ def _wide_leaves(tree: Any) -> list[Any]:
     return out
 
 
+def _check_same_tree(fn: str, a: Any, b: Any, names: tuple[str, str]) -> None:
+    """ValueError unless trees ``a`` and ``b`` have one structure and leaf shapes (a mismatch
+    would otherwise be broadcast or truncated silently)."""
+    a_leaves, a_def, paths = flatten(a)
+    b_leaves, b_def, _ = flatten(b)
+    if a_def != b_def:
+        raise ValueError(
+            f"{fn}: {names[1]}: expected the tree structure of {names[0]} ({a_def}); "
+            f"received {b_def}"
+        )
+    for p, x, y in zip(paths, a_leaves, b_leaves):
+        sx, sy = tuple(getattr(x, "shape", ())), tuple(getattr(y, "shape", ()))
+        if sx != sy:
+            raise ValueError(
+                f"{fn}: {names[1]}{p}: expected shape {sx} (the shape of {names[0]}{p}); "
+                f"received {sy}"
+            )
+
+
 def _dot(xs: list[Any], ys: list[Any]) -> float:
     total = 0.0
     for x, y in zip(xs, ys):
@@ -50,20 +70,34 @@ def _dot(xs: list[Any], ys: list[Any]) -> float:
     return total
 
 
-def _positive_wd(weight_decay: float, fn: str) -> float:
-    wd = float(weight_decay)
-    if not (math.isfinite(wd) and wd > 0):
-        raise ValueError(f"{fn}: weight_decay must be > 0 (λ defines the constraint); received {weight_decay!r}")
-    return wd
+def _known(name: str, value: Any) -> float:
+    v = _check.real(name, value)
+    if not isinstance(v, float):
+        raise TypeError(f"{name}: expected a known real number (diagnostics read values); "
+                        f"received the traced value {value!r}")
+    return v
+
+
+def _positive_wd(weight_decay: Any, fn: str) -> float:
+    try:
+        return _known("weight_decay", _check.weight_decay(weight_decay, positive=True))
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{fn}: {exc} (λ > 0 defines the constraint)") from None
 
 
 def coefficient(*, lr: float, betas: tuple[float, float], weight_decay: float) -> float:
-    """The constant c of H: ``ε'·b1 / (ε'·λ·(1 − b1) + 1 − b2)`` with ``ε' = ε/(1 − ελ)``."""
-    lr = float(lr)
-    b1, b2 = (float(b) for b in betas)
-    wd = float(weight_decay)
-    if not lr * wd < 1.0:
-        raise ValueError(f"coefficient: lr*weight_decay must be < 1; received {lr * wd!r}")
+    """The constant c of H: ``ε'·b1 / (ε'·λ·(1 − b1) + 1 − b2)`` with ``ε' = ε/(1 − ελ)``.
+
+    Requires the conditions of the guarantee that H certifies: ``lr >= 0``, betas in [0, 1),
+    ``weight_decay > 0`` and ``lr * weight_decay < 1`` (ValueError naming the argument).
+    """
+    wd = _positive_wd(weight_decay, "coefficient")
+    try:
+        lr = _known("lr", _check.learning_rate(lr, allow_zero=True))
+        b1, b2 = (_known(n, b) for n, b in zip(("betas[0]", "betas[1]"), _check.betas(betas)))
+        _check.decay_product(lr, wd)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"coefficient: {exc}") from None
     eps_p = lr / (1.0 - lr * wd)
     return eps_p * b1 / (eps_p * wd * (1.0 - b1) + 1.0 - b2)
 
@@ -98,6 +132,7 @@ def discrete(
     kap = _kappa.resolve(kappa)
     c = coefficient(lr=lr, betas=betas, weight_decay=wd) if coefficient_value is None else float(coefficient_value)
     momentum = state.momentum if hasattr(state, "momentum") else state
+    _check_same_tree("discrete", params, momentum, ("params", "momentum"))
     xs = _wide_leaves(params)
     ms = _wide_leaves(momentum)
     zs = [x * wd for x in xs]
@@ -112,6 +147,7 @@ def discrete(
 
 def bound(params_before: Any, params_after: Any, L: float) -> float:
     """``(L/2)·‖x' − x‖²`` summed over the tree: the allowed increase of H for L-smooth f."""
+    _check_same_tree("bound", params_before, params_after, ("params_before", "params_after"))
     a = _wide_leaves(params_before)
     b = _wide_leaves(params_after)
     total = 0.0
@@ -154,6 +190,7 @@ def continuous(
     """
     wd = _positive_wd(weight_decay, "continuous")
     kap = _kappa.resolve(kappa)
+    _check_same_tree("continuous", params, momentum, ("params", "momentum"))
     xs = _wide_leaves(params)
     ms = [-m for m in _wide_leaves(momentum)]
     zs = [x * wd for x in xs]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..core import kappa as _kappa
+from ..core import validation as _check
 from ..core.array_api import (
     array_namespace,
     device,
@@ -92,12 +93,10 @@ class OptimizeResult(dict):
 
 
 def _real(name: str, value: Any) -> float:
-    if isinstance(value, (bool, str, bytes)):
-        raise TypeError(f"{name}: expected a real number; received {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a real number; received {value!r}") from None
+    v = _check.real(name, value)
+    if not isinstance(v, float):
+        raise TypeError(f"{name}: expected a real number; received the traced value {value!r}")
+    return v
 
 
 def _resolve_lambda(radius: Any, weight_decay: Any, kap: _kappa.Kappa) -> float:
@@ -113,17 +112,14 @@ def _resolve_lambda(radius: Any, weight_decay: Any, kap: _kappa.Kappa) -> float:
             "‖x‖_dual ≤ r) or weight_decay=λ; received neither"
         )
     if radius is not None:
-        r = _real("radius", radius)
-        if not (math.isfinite(r) and r > 0):
-            raise ValueError(f"radius: expected a finite number > 0; received {radius!r}")
-        return 1.0 / r
-    lam = _real("weight_decay", weight_decay)
-    if not (math.isfinite(lam) and lam > 0):
+        return 1.0 / _check.weight_decay(_real("radius", radius), name="radius", positive=True)
+    try:
+        return float(_check.weight_decay(_real("weight_decay", weight_decay), positive=True))
+    except ValueError as exc:
         raise ValueError(
-            "weight_decay: expected a finite number > 0 (λ = 0 defines no problem that "
-            f"lionk.minimize can certify; use a large radius instead); received {weight_decay!r}"
-        )
-    return lam
+            f"{exc} (λ = 0 defines no problem that lionk.minimize can certify; use a large "
+            "radius instead)"
+        ) from None
 
 
 def default_lr(radius: float, maxiter: int) -> float:
@@ -172,9 +168,7 @@ def _schedule_table(schedule: Any, lr: Any, lam: float, maxiter: int,
                 )
             lr0 = default_lr(1.0 / lam, maxiter)
         else:
-            lr0 = _real("lr", lr)
-            if not (math.isfinite(lr0) and lr0 > 0):
-                raise ValueError(f"lr: expected a finite number > 0; received {lr!r}")
+            lr0 = _check.learning_rate(_real("lr", lr))
         if schedule == "cosine":
             table = [lr0 * 0.5 * (1.0 + math.cos(math.pi * k / maxiter)) for k in range(maxiter + 1)]
         elif schedule == "linear":
@@ -188,11 +182,13 @@ def _schedule_table(schedule: Any, lr: Any, lam: float, maxiter: int,
             raise ValueError(
                 f"schedule: expected lr_{k} = schedule({k}) finite and {bound}; received {v!r}"
             )
-        if not v * lam < 1.0:
+        try:
+            _check.decay_product(v, lam)
+        except ValueError:
             raise ValueError(
                 f"lr: expected lr·weight_decay < 1, i.e. lr < radius = {1.0 / lam!r}; "
                 f"received lr_{k} = {v!r} (lr·weight_decay = {v * lam!r})"
-            )
+            ) from None
     return table
 
 
@@ -552,11 +548,7 @@ def minimize(
         raise TypeError(f"fun: expected a callable f(x) -> float; received {type(fun).__name__}")
     kap = _kappa.resolve(kappa)
     lam = _resolve_lambda(radius, weight_decay, kap)
-    if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)):
-        raise TypeError(f"maxiter: expected an int >= 1; received {maxiter!r}")
-    maxiter = int(maxiter)
-    if maxiter < 1:
-        raise ValueError(f"maxiter: expected an int >= 1; received {maxiter!r}")
+    maxiter = _check.counter("maxiter", maxiter, minimum=1)
     tol_f = _real("tol", tol)
     if not (math.isfinite(tol_f) and tol_f >= 0):
         raise ValueError(f"tol: expected a finite number >= 0; received {tol!r}")

@@ -36,6 +36,7 @@ __all__ = [
     "is_array",
     "is_concrete",
     "is_writeable",
+    "has_internal_overlap",
     "is_floating",
     "dtype_name",
     "resolve_dtype",
@@ -164,6 +165,19 @@ def is_writeable(x: Array) -> bool:
     if flags is not None and hasattr(flags, "writeable"):
         return bool(flags.writeable)
     return True
+
+
+def has_internal_overlap(x: Array) -> bool:
+    """True when elements of ``x`` share memory: a dimension of size > 1 with stride 0 (torch's
+    ``expand``, NumPy's ``broadcast_to`` or ``as_strided``). Writing in place to such an array
+    is ill-defined (torch refuses it, NumPy keeps the last write)."""
+    if is_torch_array(x):
+        strides: Any = x.stride()
+    else:
+        strides = getattr(x, "strides", None)
+    if not isinstance(strides, tuple):
+        return False
+    return any(st == 0 and n > 1 for n, st in zip(tuple(x.shape), strides))
 
 
 def is_floating(xp: Namespace, x: Array) -> bool:

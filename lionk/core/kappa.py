@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .array_api import Array, array_namespace, device, native_exact_sign
+from .array_api import Array, array_namespace, device, is_array, native_exact_sign
 
 __all__ = [
     "Kappa",
@@ -534,12 +534,11 @@ class _Lp(_NormKappa):
 
 
 def _finite(name: str, value: Any, kappa: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"kappa {kappa!r}: {name} must be a real number; received {value!r}"
-        ) from None
+    from . import validation
+
+    v = validation.real(f"kappa {kappa!r}: {name}", value)  # a bool or a str is refused
+    if not isinstance(v, float):
+        raise TypeError(f"kappa {kappa!r}: {name} must be a known real number; received {value!r}")
     if not math.isfinite(v):
         raise ValueError(f"kappa {kappa!r}: {name} must be finite; received {name}={value!r}")
     return v
@@ -627,6 +626,11 @@ def register(name: str, kappa: Kappa | _Factory, *, overwrite: bool = False) -> 
         raise ValueError(f"register: {name!r} is a built-in kappa and cannot be replaced")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"register: kappa {name!r} is already registered (pass overwrite=True)")
+    if not (isinstance(kappa, Kappa) or callable(kappa)):
+        raise TypeError(
+            f"register: expected a Kappa or a factory (**params) -> Kappa for {name!r}; "
+            f"received {type(kappa).__name__} {kappa!r}"
+        )
     instance = kappa if isinstance(kappa, Kappa) else kappa()
     if not isinstance(instance, Kappa):
         raise TypeError(
@@ -645,6 +649,29 @@ def unregister(name: str) -> None:
     del _REGISTRY[name]
 
 
+def _returned_array(label: str, method: str, out: Any, y: Any) -> Any:
+    """What ``method`` returned at ``y``, required to be an array (not a list or a number)."""
+    if not is_array(out):
+        raise KappaValidationError(
+            f"{label}: {method} must return an array of the input's shape; at y={y!r} it "
+            f"returned {type(out).__name__} {out!r}"
+        )
+    return np.asarray(out)
+
+
+def _returned_scalar(label: str, method: str, out: Any, y: Any) -> float:
+    """What ``method`` returned at ``y``, required to be a scalar or a 0-d array (K(y) is one
+    number for the whole array)."""
+    if isinstance(out, bool) or not (isinstance(out, (int, float)) or is_array(out)) \
+            or tuple(np.shape(out)) != ():
+        shape = tuple(np.shape(out)) if is_array(out) else type(out).__name__
+        raise KappaValidationError(
+            f"{label}: {method} must return a scalar (a 0-d array: K sums over the whole array); "
+            f"at y={y!r} it returned {shape}"
+        )
+    return float(out)
+
+
 def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
     """Check monotonicity of ∇K and the Fenchel–Young relations on random float64 points.
 
@@ -657,8 +684,8 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
         scale = float(10.0 ** rng.uniform(-2, 2))
         a = rng.standard_normal(n) * scale
         b = rng.standard_normal(n) * scale
-        ga = np.asarray(kappa.grad(a))
-        gb = np.asarray(kappa.grad(b))
+        ga = _returned_array(label, "grad", kappa.grad(a), a)
+        gb = _returned_array(label, "grad", kappa.grad(b), b)
         if ga.shape != a.shape or ga.dtype != a.dtype:
             raise KappaValidationError(
                 f"{label}: grad must keep shape and dtype; at y={a!r} it returned shape "
@@ -678,7 +705,7 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
                 f"{label} failed monotonicity: <grad(a) - grad(b), a - b> = {mono:.6g} < 0 "
                 f"at a={a!r}, b={b!r}"
             )
-        ka = float(kappa.value(a))
+        ka = _returned_scalar(label, "value", kappa.value(a), a)
         # grad(y) lies on the boundary of dom K* for a norm κ; rounding may put it an ulp
         # outside, where the strict conjugate is +inf: evaluate K* on the domain within eps.
         d_ga = float(kappa.domain_distance(ga))

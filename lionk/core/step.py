@@ -8,12 +8,12 @@ update formulas are written.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from . import kappa as _kappa
+from . import validation as _check
 from .array_api import (
     Array,
     array_namespace,
@@ -24,8 +24,6 @@ from .array_api import (
     is_concrete,
     is_floating,
     is_numpy_namespace,
-    resolve_dtype,
-    to_float,
 )
 from .trees import TreeDef, flatten
 
@@ -43,7 +41,7 @@ __all__ = [
     "NAN_POLICIES",
 ]
 
-NAN_POLICIES = ("propagate", "raise", "skip")
+NAN_POLICIES = _check.NAN_POLICIES
 
 
 class LionKWarning(UserWarning):
@@ -80,57 +78,23 @@ class Hyper(NamedTuple):
     decay: Any  # 1 - lr*wd
 
 
-def _as_scalar(name: str, value: Any) -> Any:
-    """A hyper-parameter as a Python float when its value is known, else the traced 0-d array."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name}: expected a real number; received {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if is_array(value):
-        if tuple(value.shape) != ():
-            raise ValueError(f"{name}: expected a scalar or a 0-d array; received shape {tuple(value.shape)}")
-        if is_concrete(value):
-            return to_float(value)  # a concrete 0-d array: exact path, like a Python float
-        return value
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a real number; received {value!r}") from None
-
-
 def make_hyper(lr: Any, betas: Any, weight_decay: Any, *, stacklevel: int = 1,
                allow_zero_lr: bool = False) -> Hyper:
     """Validate the hyper-parameters and compute the step's coefficients.
 
     Coefficients are Python floats computed in double precision (``1 - b1``, ``1 - lr*wd``, ...),
     so every backend rounds each of them once to the array dtype. Values that are traced (0-d
-    arrays under ``jax.jit``) cannot be checked and leave the exact path.
+    arrays under ``jax.jit``) cannot be checked and leave the exact path. The checks are those
+    of :mod:`lionk.core.validation`, shared by every front-end.
 
     ``allow_zero_lr`` accepts ``lr == 0`` (what learning-rate schedulers produce at the ends of a
     warm-up or a cosine); the update then leaves x as it is (``1.0*x - 0.0*u``) and only the
     momentum moves. The functional API keeps ``lr > 0``.
     """
-    lr = _as_scalar("lr", lr)
-    try:
-        b1, b2 = betas
-    except (TypeError, ValueError):
-        raise TypeError(f"betas: expected a pair (b1, b2); received {betas!r}") from None
-    b1 = _as_scalar("betas[0]", b1)
-    b2 = _as_scalar("betas[1]", b2)
-    wd = _as_scalar("weight_decay", weight_decay)
-    if isinstance(lr, float) and not (math.isfinite(lr) and (lr > 0 or (allow_zero_lr and lr == 0))):
-        bound = ">= 0" if allow_zero_lr else "> 0"
-        raise ValueError(f"lr: expected a finite number {bound}; received {lr!r}")
-    for nm, b in (("betas[0]", b1), ("betas[1]", b2)):
-        if isinstance(b, float) and not (0.0 <= b < 1.0):
-            raise ValueError(f"{nm}: expected a value in [0, 1); received {b!r}")
-    if isinstance(wd, float) and not (math.isfinite(wd) and wd >= 0):
-        raise ValueError(f"weight_decay: expected a finite number >= 0; received {wd!r}")
-    if isinstance(lr, float) and isinstance(wd, float) and not lr * wd < 1.0:
-        raise ValueError(
-            f"lr*weight_decay: expected < 1 (the decay factor 1 - lr*weight_decay must be > 0); "
-            f"received lr={lr!r}, weight_decay={wd!r}, lr*weight_decay={lr * wd!r}"
-        )
+    lr = _check.learning_rate(lr, allow_zero=allow_zero_lr)
+    b1, b2 = _check.betas(betas)
+    wd = _check.weight_decay(weight_decay)
+    _check.decay_product(lr, wd)
     if isinstance(b1, float) and isinstance(b2, float) and b1 > b2:
         warnings.warn(
             f"betas: b1={b1!r} > b2={b2!r}; lionk runs it, but the Lyapunov guarantee of "
@@ -287,23 +251,29 @@ def _same_device(a: Array, b: Array) -> bool:
 _FLOATING: dict[Any, bool] = {}  # (namespace, dtype) -> is a real floating dtype
 
 
+def _supported(xp: Any, a: Array) -> bool:
+    """A real floating dtype lionk computes in (``validation.FLOAT_DTYPES``: float8 and
+    longdouble are floating but refused)."""
+    return is_floating(xp, a) and _check.supported_float(a.dtype)
+
+
 def _floating(xp: Any, a: Array) -> bool:
-    """``is_floating`` remembered per (namespace, dtype): a model checks hundreds of leaves."""
+    """:func:`_supported` remembered per (namespace, dtype): a model checks hundreds of leaves."""
     try:
         key = (id(xp), a.dtype)
         ok = _FLOATING.get(key)
         if ok is None:
-            ok = _FLOATING[key] = is_floating(xp, a)
+            ok = _FLOATING[key] = _supported(xp, a)
         return ok
     except TypeError:  # an unhashable dtype
-        return is_floating(xp, a)
+        return _supported(xp, a)
 
 
 def _check_floating(xp: Any, name: str, a: Array) -> None:
     if not _floating(xp, a):
-        raise TypeError(
-            f"{name}: expected a real floating dtype (float16, bfloat16, float32, float64); "
-            f"received {dtype_name(a.dtype)}"
+        _check.check_float_dtype(name, a.dtype)
+        raise TypeError(  # pragma: no cover - a supported name that is not floating
+            f"{name}: expected a real floating dtype; received {dtype_name(a.dtype)}"
         )
 
 
@@ -392,13 +362,14 @@ def prepare(
         raise TypeError(
             f"state: expected a lionk.State (from lionk.init); received {type(state).__name__}"
         )
+    _check.counter("state.count", state.count)
+    _check.counter("state.skipped", getattr(state, "skipped", 0))
     xp, treedef, paths, xs, gs, ms = check_trees(params, grads, state.momentum)
     return Prepared(xp, treedef, paths, xs, gs, ms, h, kap)
 
 
 def check_nan_policy(nan_policy: Any) -> None:
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}; received {nan_policy!r}")
+    _check.nan_policy(nan_policy)
 
 
 def gradients_finite(prep: Prepared, nan_policy: str) -> Any:
@@ -463,7 +434,7 @@ def init(params: Any, *, state_dtype: Any = None) -> State:
     for x, p in zip(xs, paths):
         xp = array_namespace(x)
         _check_floating(xp, f"params{p}", x)
-        dt = x.dtype if state_dtype is None else resolve_dtype(xp, state_dtype)
+        dt = x.dtype if state_dtype is None else _check.namespace_dtype(xp, state_dtype)
         # zeros_like keeps the device (and JAX's committed/uncommitted placement, so a jitted
         # step compiles once) and numpy's memory layout
         ms.append(xp.zeros_like(x, dtype=dt))

@@ -40,13 +40,14 @@ from typing import Any
 
 import numpy as np
 
+from ..core import validation as _check
 from ..core.array_api import Array, write_inplace
 from ..core.step import Hyper, update_leaves
 from .packed import PACKED_MAX_ELEMENTS, packable, run_packed
 
 __all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable"]
 
-EXECUTIONS = ("auto", "eager", "chunked", "compiled", "packed")
+EXECUTIONS = _check.EXECUTIONS
 # NumPy chunks (elements). Measured on a 2-core EPYC (2 MiB L2 per core), 2^24 float32, sign:
 # the recorded program (lionk._tape) ran 2.6-4.4x the floor at 32K, 1.7-3.5x at 64K, no better
 # at 128K; per-call Python costs dominate below 16K. The default is the largest chunk whose
@@ -152,8 +153,7 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
     all cores; torch: 64K elements, one Python thread, torch's
     own intra-op threads).
     """
-    if execution not in EXECUTIONS:
-        raise ValueError(f"execution: expected one of {EXECUTIONS}; received {execution!r}")
+    _check.execution(execution)
     path = _auto_path(xs, gs, ms, kappa) if execution == "auto" else execution
     if path == "chunked" and not chunkable(xs, gs, ms, kappa):
         raise ValueError(
