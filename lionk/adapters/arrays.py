@@ -148,7 +148,7 @@ class LionK:
                 "betas": tuple(self.betas),
                 "weight_decay": self.weight_decay,
                 "nan_policy": self.nan_policy,
-                "kappa": {"name": self.kappa.name, "params": dict(self.kappa.params)},
+                "kappa": self.kappa.to_spec(),
             },
         }
 
@@ -191,11 +191,8 @@ class LionK:
         if hp is not None:
             make_hyper(hp["lr"], hp["betas"], hp["weight_decay"])
             kap = hp.get("kappa")
-            kappa = self.kappa
-            if kap is not None and (kap["name"], dict(kap["params"])) != (
-                self.kappa.name, dict(self.kappa.params)
-            ):
-                kappa = _kappa.get(kap["name"], **kap["params"])
+            kappa = self.kappa if kap is None else _kappa.from_spec(
+                kap, like=self.kappa, where="state_dict['hyperparams']['kappa']")
             if hp.get("nan_policy", self.nan_policy) not in NAN_POLICIES:
                 raise ValueError(
                     f"state_dict['hyperparams']['nan_policy']: expected one of {NAN_POLICIES}; "

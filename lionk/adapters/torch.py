@@ -111,33 +111,8 @@ def _resolve_kappa(value: Any, where: str, current: Any = None) -> _kappa.Kappa:
     """A :class:`lionk.kappa.Kappa` from a name, a Kappa, or a ``{"name", "params"}`` spec
     (what :meth:`LionK.state_dict` writes for a Kappa object). ``current`` is reused when the
     spec describes it (so an unregistered user κ survives a checkpoint round trip)."""
-    name = f"{where}kappa"
-    if isinstance(value, _kappa.Kappa):
-        return value
-    if isinstance(value, str):
-        try:
-            return _kappa.resolve(value)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _prefixed(name, exc) from None
-    if isinstance(value, Mapping) and set(value) == {"name", "params"} \
-            and isinstance(value["params"], Mapping):
-        kname, params = value["name"], dict(value["params"])
-        if isinstance(current, _kappa.Kappa) and current.name == kname \
-                and dict(current.params) == params:
-            return current
-        try:
-            return _kappa.get(kname, **params)
-        except (KeyError, TypeError, ValueError) as exc:
-            msg = exc.args[0] if exc.args else str(exc)
-            raise type(exc)(
-                f"{name}: cannot rebuild kappa {kname!r} with parameters {params!r} ({msg}); "
-                "register it with lionk.kappa.register, or construct the optimizer with that "
-                "Kappa object before loading"
-            ) from None
-    raise TypeError(
-        f"{name}: expected a kappa name (str), a lionk.kappa.Kappa or a "
-        f"{{'name': ..., 'params': {{...}}}} dict; received {value!r}"
-    )
+    return _kappa.from_spec(value, like=current if isinstance(current, _kappa.Kappa) else None,
+                            where=f"{where}kappa")
 
 
 class _GroupConfig(NamedTuple):
@@ -438,8 +413,8 @@ class LionK(Optimizer):
             raise ValueError(
                 f"{where}: kappa: communication={self.communication!r} exchanges each rank's "
                 f"direction as a vote (-1, 0, +1 per coordinate), which needs a kappa whose "
-                f"gradient takes only those values; expected one of {TERNARY_KAPPAS}; received "
-                f"{kap.name!r}"
+                f"gradient takes only those values (its fact Kappa.ternary; built-ins: "
+                f"{', '.join(TERNARY_KAPPAS)}); received {kap.name!r} (ternary=False)"
             )
 
     # --- the step ----------------------------------------------------------------------------
@@ -714,7 +689,7 @@ class LionK(Optimizer):
         for g in sd["param_groups"]:
             k = g.get("kappa")
             if isinstance(k, _kappa.Kappa):
-                g["kappa"] = {"name": k.name, "params": dict(k.params)}
+                g["kappa"] = k.to_spec()
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
