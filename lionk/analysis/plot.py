@@ -24,11 +24,12 @@ __all__ = ["history"]
 
 
 def _constraint_of(result: Any) -> _kappa.Constraint | None:
-    """The κ's constraint: the result's ``constraint`` (what :func:`lionk.minimize` stores), else
-    the facts of the κ registered under the result's ``kappa`` name; None when neither."""
-    c = result.get("constraint")
-    if isinstance(c, _kappa.Constraint):
-        return c
+    """The κ's constraint: the result's ``constraint`` (what :func:`lionk.minimize` stores; None
+    for a κ that states none), else, for a result without that key, the facts of the κ
+    registered under the result's ``kappa`` name; None when neither."""
+    if "constraint" in result:
+        c = result["constraint"]
+        return c if isinstance(c, _kappa.Constraint) else None
     name = result.get("kappa")
     if isinstance(name, str) and name in _kappa.available():
         try:

@@ -1065,13 +1065,22 @@ def _check_facts(label: str, kappa: Kappa, a: np.ndarray, b: np.ndarray, ga: np.
                     f"grad(y)={g!r} at y={y!r}"
                 )
     if kappa.lipschitz is not None:
-        lhs = float(np.linalg.norm(ga - gb))
-        rhs = kappa.lipschitz * float(np.linalg.norm(a - b))
-        if not lhs <= rhs * (1.0 + 1e-9) + 1e-12:
-            raise KappaValidationError(
-                f"{label} states lipschitz={kappa.lipschitz!r}, but ‖grad(a) - grad(b)‖₂ = "
-                f"{lhs:.6g} > {rhs:.6g} = lipschitz·‖a - b‖₂ at a={a!r}, b={b!r}"
-            )
+        # the random pair, and pairs 2e-12 apart across 0 and each stated discontinuity (where
+        # a κ that jumps cannot be Lipschitz)
+        unit = a * (1.0 / max(float(np.max(np.abs(a))), 1e-300))
+        pairs = [(a, b, ga, gb), (unit * 1e-12, unit * -1e-12, None, None)]
+        pairs += [(np.full_like(a, d + 1e-12), np.full_like(a, d - 1e-12), None, None)
+                  for d in kappa.discontinuities]
+        for p, q, gp, gq in pairs:
+            gp = _grad_checked(label, kappa, p) if gp is None else gp
+            gq = _grad_checked(label, kappa, q) if gq is None else gq
+            lhs = float(np.linalg.norm(gp - gq))
+            rhs = kappa.lipschitz * float(np.linalg.norm(p - q))
+            if not lhs <= rhs * (1.0 + 1e-9) + 1e-12:
+                raise KappaValidationError(
+                    f"{label} states lipschitz={kappa.lipschitz!r}, but ‖grad(a) - grad(b)‖₂ = "
+                    f"{lhs:.6g} > {rhs:.6g} = lipschitz·‖a - b‖₂ at a={p!r}, b={q!r}"
+                )
     c = kappa.constraint
     if c is None:
         return
