@@ -231,7 +231,7 @@ def _name_cell(row: Row) -> str:
 def _facts_row(row: Row) -> str:
     f = row.facts
     c = f.get("constraint")
-    norm = "none stated" if c is None else f"`{c['norm']}` ({c['label']})"
+    norm = "none stated" if c is None else f"{c['label']} (`{c['norm']}`)"
     radius = "-" if c is None or not c["bounded"] else f"{c['scale']:g}/λ"
     bounded = "-" if c is None else _yes(c["bounded"])
     disc = ", ".join(f"{d:g}" for d in f.get("discontinuities", [])) or "none"
