@@ -54,18 +54,10 @@ DEFAULT = Hyper()
 TOY = Hyper(lr=0.01, betas=(0.9, 0.99), weight_decay=1.0)
 PHASE1 = Hyper(lr=0.05, betas=(0.9, 0.99), weight_decay=1.0)
 
-# Known discontinuities of ∇K (where a rounding difference in c may flip the update), as data.
-DISCONTINUITIES = {
-    "sign": lambda k: [0.0],
-    "deadzone": lambda k: [-k.e, k.e],
-}
-# Lipschitz constants of ∇K (continuous κ): an error in c moves ∇K(c) by at most Lip·|Δc|.
-LIPSCHITZ = {
-    "huber": lambda k: 1.0 / k.delta,
-    "relativistic": lambda k: 1.0 / k.delta,
-    "relativistic-l2": lambda k: 1.0 / k.delta,
-    "quadratic": lambda k: 1.0,
-}
+# What the ulp tier needs to know about ∇K comes from the κ's own facts (lionk.kappa.Kappa), so a
+# user κ is checked like a built-in: ``discontinuities`` (values of c_i where ∇K jumps: a rounding
+# difference in c may flip the update there) and ``lipschitz`` (an error in c moves ∇K(c) by at
+# most lipschitz·|Δc|; None: not stated, no such term).
 
 
 @dataclass
@@ -178,8 +170,8 @@ def check_ulp(backend: Backend, ref_backend: Backend, kap: kappa_mod.Kappa, dtyp
     eps = eps_of(dtype)
     b1, b2 = hyper.betas
     decay = 1.0 - hyper.lr * hyper.weight_decay
-    disc = DISCONTINUITIES.get(kap.name, lambda k: [])(kap)
-    lip = LIPSCHITZ.get(kap.name, lambda k: 0.0)(kap)
+    disc = list(kap.discontinuities)
+    lip = kap.lipschitz if kap.lipschitz is not None else 0.0
     worst_x = worst_m = 0.0
     ties = checked = 0
     for t in range(steps):

@@ -4,8 +4,9 @@ What comes from the registry, at build time:
 
 * the names: every name of ``lionk.kappa.available()``; a name whose ``Kappa.name`` differs
   (``l1``, ``lion``) is an alias of that κ;
-* each κ's parameters and their defaults (``get(name).params``) and its ``exact`` and
-  ``separable`` flags.
+* each κ's parameters and their defaults (``get(name).params``), its ``exact`` and
+  ``separable`` flags, and its facts (``Kappa.facts()``: constraint, ternary, discontinuities,
+  Lipschitz constant, tier).
 
 What comes from ``CATALOGUE`` below (mathematics the code cannot state about itself): K, ∇K,
 K*, the problem Lion-κ solves for x, the domain distance, the tier and the valid range of each
@@ -138,6 +139,7 @@ class Row:
     exact: bool
     separable: bool
     entry: Entry
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 def rows(catalogue: dict[str, Entry] | None = None) -> list[Row]:
@@ -189,7 +191,7 @@ def rows(catalogue: dict[str, Entry] | None = None) -> list[Row]:
             problems.append(f"{name}: the catalogue documents parameters {unknown}, but "
                             f"get({name!r}).params is {k.params!r}")
         out.append(Row(name, tuple(sorted(aliases.get(name, []))), dict(k.params), k.exact,
-                       k.separable, entry))
+                       k.separable, entry, k.facts()))
     if problems:
         raise CatalogueError("κ catalogue out of date:\n- " + "\n- ".join(problems))
     return out
@@ -226,6 +228,18 @@ def _name_cell(row: Row) -> str:
     return cell
 
 
+def _facts_row(row: Row) -> str:
+    f = row.facts
+    c = f.get("constraint")
+    norm = "none stated" if c is None else f"{c['label']} (`{c['norm']}`)"
+    radius = "-" if c is None or not c["bounded"] else f"{c['scale']:g}/λ"
+    bounded = "-" if c is None else _yes(c["bounded"])
+    disc = ", ".join(f"{d:g}" for d in f.get("discontinuities", [])) or "none"
+    lip = "-" if f.get("lipschitz") is None else f"{f['lipschitz']:g}"
+    return (f"| `{row.name}` | {norm} | {radius} | {bounded} | {_yes(f.get('ternary', False))} | "
+            f"{disc} | {lip} | `{f.get('tier', '?')}` |")
+
+
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
@@ -253,6 +267,17 @@ def markdown(catalogue: dict[str, Entry] | None = None) -> str:
         tier = f"{e.tier} ({e.tier_why})"
         out.append(f"| `{r.name}` | {_params_cell(r)} | {e.distance} | {_scope_cell(r)} | "
                    f"{_yes(r.exact)} | {_yes(r.separable)} | {tier} |")
+    out += [
+        "",
+        "Each κ's facts (`Kappa.facts()`, at its default parameters), which `minimize`, `plot`, "
+        "the sign vote and the conformance suite read from the κ:",
+        "",
+        "| name | constraint norm | radius | bounded | ternary | discontinuities of ∇K | "
+        "Lipschitz constant of ∇K | `tier` |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rs:
+        out.append(_facts_row(r))
     out += [
         "",
         "*This catalogue is generated from the registry when the site is built: the names come "

@@ -83,8 +83,9 @@ def test_kappa_md_keeps_a_table_row_for_every_registered_kappa() -> None:
     text = (DOCS / "kappa.md").read_text(encoding="utf-8")
     region = text.split("<!-- generated:kappa-catalogue -->")[1].split(
         "<!-- /generated:kappa-catalogue -->")[0]
-    for name in gen.CATALOGUE:
-        assert region.count(f"| `{name}`") == 2, name
+    for name in gen.CATALOGUE:  # three tables: formulas, parameters, facts
+        assert region.count(f"| `{name}`") == 3, name
+    assert gen.markdown().count("| `sign` |") == 2  # the generated parameters and facts rows
 
 
 def test_catalogue_reads_names_parameters_and_flags_from_the_registry() -> None:

@@ -152,7 +152,7 @@ def _box_conjugate(z):
 
 
 @pytest.mark.parametrize(("label", "grad", "value", "fragment"), [
-    ("value returns a vector", np.sign, np.abs, "value must return a scalar"),
+    ("value returns a vector", np.sign, np.abs, "value must return a 0-d array"),
     ("grad returns a list", lambda y: list(np.sign(y)), lambda y: np.sum(np.abs(y)),
      "grad must return an array"),
 ])

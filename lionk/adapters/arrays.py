@@ -140,7 +140,7 @@ class LionK:
         if prep.xs:
             self.last_execution = run_inplace(
                 prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa, execution=self.execution,
-                chunk_size=self.chunk_size, threads=self.threads,
+                chunk_size=self.chunk_size, threads=self.threads, paths=prep.paths,
             )
         self._state = State(st.count + 1, st.momentum, st.skipped)
 

@@ -408,8 +408,8 @@ class LionK(Optimizer):
             raise ValueError(
                 f"{where}: kappa: communication={self.communication!r} exchanges each rank's "
                 f"direction as a vote (-1, 0, +1 per coordinate), which needs a kappa whose "
-                f"gradient takes only those values; expected one of {TERNARY_KAPPAS}; received "
-                f"{kap.name!r}"
+                f"gradient takes only those values (its fact Kappa.ternary; built-ins: "
+                f"{', '.join(TERNARY_KAPPAS)}); received {kap.name!r} (ternary=False)"
             )
 
     # --- the step ----------------------------------------------------------------------------
@@ -685,7 +685,7 @@ class LionK(Optimizer):
         for g in sd["param_groups"]:
             k = g.get("kappa")
             if isinstance(k, _kappa.Kappa):
-                g["kappa"] = {"name": k.name, "params": dict(k.params)}
+                g["kappa"] = k.to_spec()
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

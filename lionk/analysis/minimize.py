@@ -59,7 +59,7 @@ class OptimizeResult(dict):
 
     Keys: ``x``, ``fun``, ``F``, ``success``, ``status``, ``message``, ``nit``, ``nfev``,
     ``njev``, ``kkt_residual``, ``gap``, ``H``, ``constraint_violation``, ``radius``,
-    ``weight_decay``, ``lr``, ``kappa``, ``history`` (see :func:`minimize`).
+    ``weight_decay``, ``lr``, ``kappa``, ``constraint``, ``history`` (see :func:`minimize`).
     """
 
     def __getattr__(self, name: str) -> Any:
@@ -112,7 +112,9 @@ def _resolve_lambda(radius: Any, weight_decay: Any, kap: _kappa.Kappa) -> float:
             "‖x‖_dual ≤ r) or weight_decay=λ; received neither"
         )
     if radius is not None:
-        return 1.0 / _check.weight_decay(_real("radius", radius), name="radius", positive=True)
+        r = _check.weight_decay(_real("radius", radius), name="radius", positive=True)
+        # the κ's radius rule (radius = scale/λ; scale 1 for every built-in), 1/r when unstated
+        return kap.constraint.weight_decay_for(r) if kap.constraint is not None else 1.0 / r
     try:
         return float(_check.weight_decay(_real("weight_decay", weight_decay), positive=True))
     except ValueError as exc:
@@ -161,7 +163,7 @@ def _schedule_table(schedule: Any, lr: Any, lam: float, maxiter: int,
                 f"received {schedule!r}"
             )
         if lr is None:
-            if isinstance(kap, _kappa._Quadratic):
+            if kap.constraint is not None and not kap.constraint.bounded:  # e.g. quadratic
                 raise ValueError(
                     "lr: kappa='quadratic' moves x by lr times the momentum of ∇f, so a stable lr "
                     "depends on the smoothness L of f (lr < 1/L); pass lr; received None"
@@ -348,16 +350,7 @@ def _wide(x: Any) -> Any:
 
 def _constraint_norm(kap: _kappa.Kappa, xw: Any) -> float:
     """‖x‖ in the norm whose ball of radius 1/λ is the feasible set (nan when unknown)."""
-    xp = array_namespace(xw)
-    if math.prod(int(s) for s in xw.shape) == 0:
-        return 0.0
-    if isinstance(kap, _kappa._Sign):  # sign, huber, deadzone, relativistic: the box
-        return float(xp.max(xp.abs(xw)))
-    if isinstance(kap, (_kappa._L2, _kappa._Quadratic)):
-        return math.sqrt(float(xp.sum(xw * xw)))
-    if isinstance(kap, _kappa._Lp):
-        return float(xp.sum(xp.abs(xw) ** kap.q)) ** (1.0 / kap.q)
-    return math.nan
+    return math.nan if kap.constraint is None else kap.constraint.evaluate(xw)
 
 
 class _Diagnostics:
@@ -495,8 +488,9 @@ def minimize(
             (``torch.func.grad_and_value``) or a JAX x0 (``jax.value_and_grad``, under
             ``jax.jit`` when fun can be traced); NumPy and CuPy need a jac (TypeError).
         kappa: a κ name or a :class:`lionk.kappa.Kappa` (see the table).
-        radius: r > 0, sets λ = 1/r. Give ``radius`` or ``weight_decay`` (λ > 0), not both;
-            one of them is required (λ defines the problem).
+        radius: r > 0, sets λ by the κ's radius rule, ``λ = constraint.scale / r``
+            (``λ = 1/r`` for every built-in and for a κ that states no constraint). Give
+            ``radius`` or ``weight_decay`` (λ > 0), not both; one of them is required.
         weight_decay: λ > 0, the radius being 1/λ.
         lr: the initial learning rate lr_0 (ε). Default: :func:`default_lr`,
             ``radius · min(0.1, 50/maxiter)`` (each step moves x the fraction lr·λ of the way
@@ -537,12 +531,14 @@ def minimize(
         f(x), ``F`` = F(x), ``success``, ``status`` (0 converged, 1 maxiter reached, 2 stopped by
         the callback, 3 non-finite f or ∇f), ``message``, ``nit`` (steps taken), ``nfev``,
         ``njev``, ``kkt_residual``, ``gap``, ``H``, ``constraint_violation``
-        (:func:`lionk.lyapunov.constraint_violation`), ``radius``, ``weight_decay``, ``lr``
-        (lr_0), ``kappa`` and ``history``: a dict of float64 NumPy arrays of length nit + 1,
+        (:func:`lionk.lyapunov.constraint_violation`), ``radius`` (the κ's
+        ``constraint.radius(λ)``), ``weight_decay``, ``lr``
+        (lr_0), ``kappa`` (the name), ``constraint`` (the κ's :class:`lionk.kappa.Constraint`
+        fact, None when it states none) and ``history``: a dict of float64 NumPy arrays of length nit + 1,
         entry k for the iterate x_k: ``f``, ``F``, ``H``, ``violation``, ``kkt``, ``gap``,
         ``step_norm`` (‖x_k − x_{k−1}‖₂, nan at k = 0), ``lr`` (lr_k) and ``x_norm`` (‖x_k‖ in
-        the constraint's norm: ∞ for the box κ, 2 for l2 / relativistic-l2 / quadratic, q for lp;
-        nan for a user κ).
+        the constraint's norm, ``constraint.evaluate(x_k)``: ∞ for the box κ, 2 for l2 /
+        relativistic-l2 / quadratic, q for lp; nan for a κ that states no constraint).
     """
     if not callable(fun):
         raise TypeError(f"fun: expected a callable f(x) -> float; received {type(fun).__name__}")
@@ -650,9 +646,10 @@ def minimize(
         gap=d["gap"],
         H=d["H"],
         constraint_violation=d["violation"],
-        radius=1.0 / lam,
+        radius=kap.constraint.radius(lam) if kap.constraint is not None else 1.0 / lam,
         weight_decay=lam,
         lr=lrs[0],
         kappa=kap.name,
+        constraint=kap.constraint,
         history=history,
     )

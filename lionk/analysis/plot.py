@@ -6,9 +6,10 @@
    and meets F at the end (H − F is c·Fenchel–Young gap ≥ 0, c ∝ lr_k);
 2. on a log scale, the constraint violation dist(λx_k, dom K*)/λ and the KKT residual
    (zeros are not drawn on a log scale: a feasible run shows no violation curve);
-3. ‖x_k‖ in the constraint's norm with the radius as a horizontal line (the line is omitted for
-   κ without a constraint, ``quadratic``, and the panel is empty for a user κ whose norm lionk
-   does not know).
+3. ‖x_k‖ in the constraint's norm with the radius as a horizontal line. Both come from the κ's
+   facts (:class:`lionk.kappa.Constraint`: the norm's label, and whether there is a ball): the
+   line is omitted for a κ without a ball (``quadratic``), and the panel is empty for a user κ
+   that states no constraint.
 """
 
 from __future__ import annotations
@@ -17,12 +18,25 @@ from typing import Any
 
 import numpy as np
 
+from ..core import kappa as _kappa
+
 __all__ = ["history"]
 
-_NORM_LABEL = {
-    "sign": "‖x‖_∞", "huber": "‖x‖_∞", "deadzone": "‖x‖_∞", "relativistic": "‖x‖_∞",
-    "l2": "‖x‖₂", "relativistic-l2": "‖x‖₂", "quadratic": "‖x‖₂", "lp": "‖x‖_q",
-}
+
+def _constraint_of(result: Any) -> _kappa.Constraint | None:
+    """The κ's constraint: the result's ``constraint`` (what :func:`lionk.minimize` stores; None
+    for a κ that states none), else, for a result without that key, the facts of the κ
+    registered under the result's ``kappa`` name; None when neither."""
+    if "constraint" in result:
+        c = result["constraint"]
+        return c if isinstance(c, _kappa.Constraint) else None
+    name = result.get("kappa")
+    if isinstance(name, str) and name in _kappa.available():
+        try:
+            return _kappa.get(name).constraint
+        except (TypeError, ValueError):  # a factory that needs parameters
+            return None
+    return None
 
 
 def history(result: Any, ax: Any = None) -> Any:
@@ -74,12 +88,12 @@ def history(result: Any, ax: Any = None) -> Any:
     if a1.get_legend_handles_labels()[0]:
         a1.legend(loc="upper right")
 
-    kappa = result.get("kappa", "")
+    constraint = _constraint_of(result)
     xn = np.asarray(hist["x_norm"], dtype=float)
     if np.any(np.isfinite(xn)):
-        a2.plot(k, xn, label=_NORM_LABEL.get(kappa, "‖x‖"))
+        a2.plot(k, xn, label=constraint.label if constraint is not None else "‖x‖")
     radius = result.get("radius")
-    if radius is not None and kappa in _NORM_LABEL and kappa != "quadratic":
+    if radius is not None and constraint is not None and constraint.bounded:
         a2.axhline(radius, color="k", linestyle=":", label=f"radius {radius:g}")
     a2.set_xlabel("iteration k")
     a2.set_ylabel("‖x_k‖")

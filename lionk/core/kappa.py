@@ -13,7 +13,16 @@ A :class:`Kappa` bundles
   whose unit ball the domain is: ``max_i (|z_i| - 1)_+`` for a box, ``(‖z‖_2 - 1)_+`` for the ℓ2
   ball, ``(‖z‖_q - 1)_+`` for the ℓq ball;
 * the flags ``exact`` (∇K uses only correctly rounded elementwise operations, so trajectories can
-  be bitwise identical across backends) and ``separable`` (K is a sum over elements).
+  be bitwise identical across backends) and ``separable`` (K is a sum over elements);
+* its *facts*, which the rest of lionk reads instead of tables of names (so a user κ that states
+  them works wherever a built-in does): ``constraint`` (a :class:`Constraint`: the norm whose ball
+  λx is kept in and the radius rule ``radius = scale/λ``; read by ``lionk.minimize(radius=...)``
+  and ``lionk.plot``), ``ternary`` (∇K takes only the values −1, 0, +1: its directions can be
+  exchanged as votes, ``communication="sign-vote"``), ``discontinuities`` (the values of an
+  element of ``c`` where ∇K jumps, and ``lipschitz``, a bound on how fast it moves elsewhere:
+  the conformance suite's tie accounting), ``tier`` (``"bitwise"``, ``"ulp"`` or ``"semantic"``,
+  reproducibility.md) and a spec (:meth:`Kappa.to_spec` / :func:`from_spec`) for state dicts and
+  checkpoints.
 
 Every method takes the array-API namespace from its argument. Built-ins (theory.md §6):
 
@@ -37,16 +46,26 @@ norm: one ball per array) or ``scope="global"`` (one norm over all arrays of a t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .array_api import Array, array_namespace, device, is_array, native_exact_sign
+from .array_api import (
+    Array,
+    array_namespace,
+    device,
+    float64_or_widest,
+    is_array,
+    native_exact_sign,
+)
 
 __all__ = [
     "Kappa",
+    "Constraint",
     "KappaValidationError",
+    "TIERS",
     "get",
     "available",
     "register",
@@ -54,6 +73,7 @@ __all__ = [
     "resolve",
     "exact_sign",
     "validate",
+    "from_spec",
 ]
 
 _INF = math.inf
@@ -116,24 +136,184 @@ def _where_in_domain(dist: Array, finite: Array) -> Array:
 
 
 # ---------------------------------------------------------------------------------------------
-# The Kappa type.
+# The Kappa type and its facts.
+
+#: The reproducibility tiers a κ can promise (reproducibility.md): ``"bitwise"`` (∇K uses only
+#: correctly rounded elementwise operations: trajectories can be bit-identical across backends),
+#: ``"ulp"`` (sqrt, pow or reductions: within a few ulps, teacher-forced), ``"semantic"`` (an
+#: approximation whose rounding is not bounded per step, e.g. an iterative polar factor: only the
+#: objective and the constraint are comparable).
+TIERS = ("bitwise", "ulp", "semantic")
+
+_NORMS: dict[str, tuple[float, str]] = {
+    "linf": (_INF, "‖x‖_∞"),
+    "l2": (2.0, "‖x‖₂"),
+    "l1": (1.0, "‖x‖₁"),
+}
+
+
+@dataclass(frozen=True)
+class Constraint:
+    r"""The set a κ keeps the parameters in: the ball ``‖x‖ ≤ radius`` with ``radius = scale/λ``.
+
+    With weight decay λ > 0 Lion-κ solves ``min f(x) + (1/λ) K*(λx)``. When dom K* is the ball
+    ``{z : ‖z‖ ≤ scale}`` of a norm (every norm κ: ``K = scale·‖·‖_dual``), that is
+    ``min f(x) s.t. ‖x‖ ≤ scale/λ`` (plus the finite part of K*, e.g. Huber's
+    ``(δλ/2)‖x‖₂²``), and the iterates enter the ball at rate ``1 − lr·λ`` (theory.md §2–3).
+
+    Attributes:
+        norm: the norm's name: ``"linf"``, ``"l2"``, ``"l1"``, ``"lq"`` (give ``order``), or any
+            other name (give ``measure`` so that lionk can evaluate it, e.g. ``"spectral"``).
+        order: p of an ℓp norm (``math.inf`` for ``"linf"``; set from ``norm`` for the three
+            names above). lionk evaluates ℓp norms itself. None for another norm.
+        scale: the radius rule: ``radius = scale / weight_decay`` (1 for every built-in; ``s``
+            for ``s·K``). ``lionk.minimize(radius=r)`` sets ``weight_decay = scale / r``.
+        bounded: False when K* is finite everywhere (no ball, a penalty: ``quadratic``'s
+            ``(λ/2)‖x‖₂²``); ``norm`` is then the one the penalty measures, and there is no
+            radius to draw.
+        scope: ``"tensor"`` (one ball per array of a tree) or ``"global"`` (one ball for all the
+            arrays together); the same for the ℓ∞ ball.
+        label: how plots name the norm (default from ``norm``: ``"‖x‖_∞"``, ``"‖x‖₂"``, ...).
+        problem: the implied problem for x, in words (e.g. ``"‖x‖_∞ ≤ 1/λ"``).
+        measure: ``measure(array) -> float``, the norm of one array, for a norm that is not ℓp.
+    """
+
+    norm: str
+    order: float | None = None
+    scale: float = 1.0
+    bounded: bool = True
+    scope: str = "tensor"
+    label: str = ""
+    problem: str = ""
+    measure: Callable[[Array], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.norm, str) or not self.norm:
+            raise TypeError(f"Constraint: norm must be a non-empty str; received {self.norm!r}")
+        known = _NORMS.get(self.norm)
+        order = self.order
+        if order is None and known is not None:
+            order = known[0]
+        if order is not None:
+            order = float(order)
+            if not order >= 1.0:
+                raise ValueError(f"Constraint: order must be >= 1 (a norm); received {order!r}")
+        scale = _positive("scale", self.scale, f"Constraint({self.norm!r})")
+        if self.scope not in ("tensor", "global"):
+            raise ValueError(
+                f"Constraint: scope must be 'tensor' or 'global'; received {self.scope!r}"
+            )
+        if self.measure is not None and not callable(self.measure):
+            raise TypeError(f"Constraint: measure must be callable; received {self.measure!r}")
+        label = self.label
+        if not label:
+            if known is not None:
+                label = known[1]
+            elif order is not None:
+                label = f"‖x‖_{order:g}"
+            else:
+                label = f"‖x‖ ({self.norm})"
+        object.__setattr__(self, "order", order)
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "bounded", bool(self.bounded))
+        object.__setattr__(self, "label", label)
+
+    def radius(self, weight_decay: float) -> float:
+        """The radius of the ball for weight decay λ: ``scale / λ`` (``inf`` for λ = 0)."""
+        lam = float(weight_decay)
+        return _INF if lam == 0 else self.scale / lam
+
+    def weight_decay_for(self, radius: float) -> float:
+        """The weight decay λ that gives the ball of ``radius``: ``scale / radius``."""
+        return self.scale / float(radius)
+
+    def evaluate(self, x: Array | Sequence[Array]) -> float:
+        """``‖x‖`` in this norm, as a Python float; ``x`` one array or the leaves of a tree
+        (``scope="tensor"``: the largest per-array norm; ``"global"``: the norm of all the
+        arrays laid end to end). NaN when the norm is unknown (no ``order`` nor ``measure``)."""
+        leaves = [x] if is_array(x) else list(x)
+        if self.measure is not None:
+            per = [float(self.measure(a)) for a in leaves]
+        elif self.order is not None:
+            per = [_pnorm(a, self.order) for a in leaves]
+        else:
+            return math.nan
+        if not per:
+            return 0.0
+        if self.scope == "global" and self.order is not None and math.isfinite(self.order):
+            p = self.order
+            return math.fsum(v ** p for v in per) ** (1.0 / p)
+        return max(per)
+
+
+def _pnorm(a: Array, order: float) -> float:
+    """‖a‖_order as a Python float, computed in float64 where the library has it."""
+    if _size(a) == 0:
+        return 0.0
+    xp = array_namespace(a)
+    w = xp.abs(float64_or_widest(xp, a))
+    if order == _INF:
+        return float(xp.max(w))
+    if order == 1.0:
+        return float(xp.sum(w))
+    if order == 2.0:
+        return math.sqrt(float(xp.sum(w * w)))
+    return float(xp.sum(xp.pow(w, order))) ** (1.0 / order)
+
+
+def _freeze(v: Any) -> Any:
+    """A hashable stand-in for a parameter value (lists → tuples, dicts → sorted items)."""
+    if isinstance(v, Mapping):
+        return tuple(sorted((str(k), _freeze(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    try:
+        hash(v)
+    except TypeError:
+        return ("id", id(v))
+    return v
 
 
 class Kappa:
-    """A convex function K for Lion-κ, with ∇K, K, K* and the distance to dom K*.
+    """A convex function K for Lion-κ, with ∇K, K, K* and the distance to dom K*, and its facts.
 
     Construct one from callables to register your own::
 
         Kappa("cubic", grad=..., value=..., conjugate=..., domain_distance=...,
-              exact=False, separable=True)
+              exact=False, separable=True,
+              constraint=Constraint("linf"), ternary=False, discontinuities=(),
+              lipschitz=None, tier=None)
 
     or subclass it and override the methods. ``grad`` must be odd (∇K(−y) = −∇K(y)) for the
     step's convention to agree with the paper's (theory.md §1).
+
+    Facts (attributes; all optional for a user κ, read by the rest of lionk):
+
+    * ``constraint`` — a :class:`Constraint` (norm, radius rule ``scale/λ``, bounded or a
+      penalty) or None when not stated (then ``minimize`` takes ``radius = 1/λ`` and plots draw
+      no norm);
+    * ``ternary`` — ∇K takes only −1, 0, +1 (NaN for NaN): its directions are votes
+      (``lionk.torch.LionK(communication="sign-vote")``);
+    * ``discontinuities`` — the values of an element ``c_i`` where an elementwise ∇K jumps
+      (``(0.0,)`` for sign), and ``lipschitz`` — L with ``‖∇K(a) − ∇K(b)‖₂ ≤ L‖a − b‖₂`` (None:
+      not Lipschitz or not known); the conformance suite's tie accounting and error scale;
+    * ``tier`` — one of :data:`TIERS`; ``exact`` is ``tier == "bitwise"``.
+
+    Identity: two κ are equal (and hash alike) only if they compute the same thing, because the
+    execution caches (recorded programs, kernels, compiled functions) are keyed by the κ.
+    Built-ins compare by class, name and ``params`` (their params determine them); a
+    ``Kappa(...)`` built from callables by name, params and the ``grad`` callable itself; a
+    subclass by identity, unless its class body sets ``params_complete = True`` (a promise that
+    ``params`` holds everything its output depends on).
 
     The ``tree_*`` methods evaluate K over a whole tree of arrays (a list of leaves). For a
     separable or per-tensor κ, values and conjugates add up over the leaves and the domain
     distance is the largest per-leaf distance; a ``scope="global"`` norm κ overrides them.
     """
+
+    #: Set to True in a subclass's body when ``params`` determines everything the κ computes:
+    #: equal name and params then mean equal κ (shared caches). Not inherited.
+    params_complete: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -143,18 +323,52 @@ class Kappa:
         value: Callable[[Array], Array] | None = None,
         conjugate: Callable[[Array], Array] | None = None,
         domain_distance: Callable[[Array], Array] | None = None,
-        exact: bool = False,
+        exact: bool | None = None,
         separable: bool = False,
         params: dict[str, Any] | None = None,
+        tier: str | None = None,
+        constraint: Constraint | None = None,
+        ternary: bool = False,
+        discontinuities: Sequence[float] = (),
+        lipschitz: float | None = None,
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Kappa: name must be a non-empty str; received {name!r}")
+        for label, fn in (("grad", grad), ("value", value), ("conjugate", conjugate),
+                          ("domain_distance", domain_distance)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"kappa {name!r}: {label} must be callable; received {fn!r}")
+        if params is not None and not isinstance(params, Mapping):
+            raise TypeError(f"kappa {name!r}: params must be a dict; received {params!r}")
         self.name = name
-        self.exact = bool(exact)
         self.separable = bool(separable)
         self.params = dict(params or {})
         self._grad_fn = grad
         self._value_fn = value
         self._conjugate_fn = conjugate
         self._distance_fn = domain_distance
+        self.tier = _check_tier(name, tier, exact)
+        if constraint is not None and not isinstance(constraint, Constraint):
+            raise TypeError(
+                f"kappa {name!r}: constraint must be a lionk.kappa.Constraint or None; "
+                f"received {constraint!r}"
+            )
+        self.constraint = constraint
+        self.ternary = bool(ternary)
+        self.discontinuities = tuple(
+            _finite("discontinuities[]", d, name) for d in discontinuities
+        )
+        self.lipschitz = None if lipschitz is None else _nonnegative("lipschitz", lipschitz, name)
+
+    @property
+    def exact(self) -> bool:
+        """``tier == "bitwise"``: ∇K uses only correctly rounded elementwise operations."""
+        return self.tier == "bitwise"
+
+    @exact.setter
+    def exact(self, value: bool) -> None:
+        tier = getattr(self, "tier", "ulp")  # a subclass may set exact before __init__
+        self.tier = "bitwise" if value else ("ulp" if tier == "bitwise" else tier)
 
     # --- per-array interface --------------------------------------------------------------
     def grad(self, y: Array) -> Array:
@@ -206,21 +420,72 @@ class Kappa:
     def tree_domain_distance(self, leaves: Sequence[Array]) -> float:
         return max((float(self.domain_distance(z)) for z in leaves), default=0.0)
 
+    # --- facts --------------------------------------------------------------------------------
+    def facts(self) -> dict[str, Any]:
+        """The κ's facts as plain data (for reports): tier, separable, ternary,
+        discontinuities, lipschitz and the constraint (norm, order, scale, bounded, scope,
+        label, problem; None when not stated)."""
+        c = self.constraint
+        return {
+            "name": self.name,
+            "tier": self.tier,
+            "separable": self.separable,
+            "ternary": self.ternary,
+            "discontinuities": list(self.discontinuities),
+            "lipschitz": self.lipschitz,
+            "constraint": None if c is None else {
+                "norm": c.norm, "order": c.order, "scale": c.scale, "bounded": c.bounded,
+                "scope": c.scope, "label": c.label, "problem": c.problem,
+            },
+        }
+
+    def to_spec(self) -> dict[str, Any]:
+        """``{"name": ..., "params": {...}}``: plain data that :func:`from_spec` turns back into
+        this κ through the registry (state dicts and checkpoints store it)."""
+        return {"name": self.name, "params": dict(self.params)}
+
+    @classmethod
+    def from_spec(cls, spec: Any, *, like: Kappa | None = None, where: str = "kappa") -> Kappa:
+        """The κ a :meth:`to_spec` dict (or a name) describes; see :func:`from_spec`."""
+        return from_spec(spec, like=like, where=where)
+
+    # --- identity -----------------------------------------------------------------------------
+    def _identity(self) -> tuple[Any, ...] | None:
+        cls = type(self)
+        if cls.__dict__.get("params_complete", False):
+            return (cls, self.name, _freeze(self.params))
+        if cls is Kappa:
+            return (cls, self.name, _freeze(self.params), id(self._grad_fn))
+        return None  # a subclass whose output may depend on more than params: by identity
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"Kappa({self.name!r}{', ' + args if args else ''})"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            type(self) is type(other)
-            and isinstance(other, Kappa)
-            and self.name == other.name
-            and self.params == other.params
-            and self._grad_fn is other._grad_fn
-        )
+        if self is other:
+            return True
+        if not isinstance(other, Kappa) or type(self) is not type(other):
+            return False
+        key = self._identity()
+        return key is not None and key == other._identity()
 
     def __hash__(self) -> int:
-        return hash((type(self), self.name, tuple(sorted(self.params.items()))))
+        key = self._identity()
+        return object.__hash__(self) if key is None else hash(key)
+
+
+def _check_tier(name: str, tier: Any, exact: Any) -> str:
+    if tier is None:
+        return "bitwise" if exact else "ulp"
+    if tier not in TIERS:
+        raise ValueError(f"kappa {name!r}: tier must be one of {TIERS}; received {tier!r}")
+    if exact is not None and bool(exact) != (tier == "bitwise"):
+        raise ValueError(
+            f"kappa {name!r}: exact={exact!r} contradicts tier={tier!r} (exact means the "
+            "'bitwise' tier)"
+        )
+    return str(tier)
 
 
 def _sum_floats(values: Any) -> float:
@@ -237,8 +502,12 @@ def _sum_floats(values: Any) -> float:
 class _Sign(Kappa):
     """K = ‖y‖₁, ∇K = sign (sign(0) = 0), K* = indicator of the ℓ∞ unit ball."""
 
+    params_complete = True
+
     def __init__(self) -> None:
-        super().__init__("sign", exact=True, separable=True)
+        super().__init__("sign", separable=True, tier="bitwise", ternary=True,
+                         discontinuities=(0.0,),
+                         constraint=Constraint("linf", problem="‖x‖_∞ ≤ 1/λ"))
 
     def grad(self, y: Array) -> Array:
         return exact_sign(y)
@@ -261,9 +530,13 @@ class _Sign(Kappa):
 class _Huber(_Sign):
     """K = Σ h_δ(y_i), ∇K = clip(y·(1/δ), −1, 1), K* = (δ/2)‖z‖² on the box."""
 
+    params_complete = True
+
     def __init__(self, delta: float = 1.0) -> None:
         delta = _positive("delta", delta, "huber")
-        Kappa.__init__(self, "huber", exact=True, separable=True, params={"delta": delta})
+        Kappa.__init__(self, "huber", separable=True, params={"delta": delta}, tier="bitwise",
+                       lipschitz=1.0 / delta,
+                       constraint=Constraint("linf", problem="‖x‖_∞ ≤ 1/λ, plus (δλ/2)‖x‖₂²"))
         self.delta = delta
         self.inv_delta = 1.0 / delta  # a Python float: multiply, never divide by a scalar
 
@@ -287,9 +560,13 @@ class _Huber(_Sign):
 class _Deadzone(_Sign):
     """K = Σ max(|y_i| − e, 0), ∇K = sign(y)·1{|y| > e}, K* = e‖z‖₁ on the box."""
 
+    params_complete = True
+
     def __init__(self, e: float = 0.1) -> None:
         e = _positive("e", e, "deadzone")
-        Kappa.__init__(self, "deadzone", exact=True, separable=True, params={"e": e})
+        Kappa.__init__(self, "deadzone", separable=True, params={"e": e}, tier="bitwise",
+                       ternary=True, discontinuities=(-e, e),
+                       constraint=Constraint("linf", problem="‖x‖_∞ ≤ 1/λ, plus e‖x‖₁"))
         self.e = e
 
     def grad(self, y: Array) -> Array:
@@ -308,9 +585,14 @@ class _Deadzone(_Sign):
 class _Relativistic(_Sign):
     """K = Σ √(y_i² + δ²) − δ, ∇K = y/√(y² + δ²), K* = Σ δ − δ√(1 − z_i²) on the box."""
 
+    params_complete = True
+
     def __init__(self, delta: float = 1.0) -> None:
         delta = _positive("delta", delta, "relativistic")
-        Kappa.__init__(self, "relativistic", exact=False, separable=True, params={"delta": delta})
+        Kappa.__init__(self, "relativistic", separable=True, params={"delta": delta},
+                       tier="ulp", lipschitz=1.0 / delta,
+                       constraint=Constraint("linf", problem="‖x‖_∞ ≤ 1/λ, with a barrier at "
+                                             "the faces of the box"))
         self.delta = delta
         self.delta2 = delta * delta
 
@@ -331,8 +613,12 @@ class _Relativistic(_Sign):
 class _Quadratic(Kappa):
     """K = ½‖y‖², ∇K = y, K* = ½‖z‖² (dom K* is everything)."""
 
+    params_complete = True
+
     def __init__(self) -> None:
-        super().__init__("quadratic", exact=True, separable=True)
+        super().__init__("quadratic", separable=True, tier="bitwise", lipschitz=1.0,
+                         constraint=Constraint("l2", bounded=False,
+                                               problem="no constraint: the penalty (λ/2)‖x‖₂²"))
 
     def grad(self, y: Array) -> Array:
         return y
@@ -355,6 +641,14 @@ class _Quadratic(Kappa):
 # Norm-type built-ins: a per-array partial reduction, combined per tensor or over the tree.
 
 
+def _ball(norm: str, scope: str, problem: str, **kw: Any) -> Constraint:
+    """The constraint of a norm κ: one ball per array (``scope="tensor"``) or one over all."""
+    if scope in ("tensor", "global"):
+        where = "for every array x_j of the tree" if scope == "tensor" else "over the whole tree"
+        return Constraint(norm, scope=scope, problem=f"{problem} ({where})", **kw)
+    return Constraint(norm, problem=problem, **kw)  # an invalid scope: _NormKappa raises
+
+
 class _NormKappa(Kappa):
     """A κ built on one reduction ``total = Σ_i r(y_i)`` (per tensor or over the whole tree).
 
@@ -363,12 +657,16 @@ class _NormKappa(Kappa):
     ``dist_given`` (the domain is the unit ball of the dual norm).
     """
 
-    def __init__(self, name: str, scope: str, params: dict[str, Any]) -> None:
+    params_complete = True
+
+    def __init__(self, name: str, scope: str, params: dict[str, Any], *,
+                 constraint: Constraint, lipschitz: float | None = None) -> None:
         if scope not in ("tensor", "global"):
             raise ValueError(
                 f"kappa {name!r}: scope must be 'tensor' or 'global'; received {scope!r}"
             )
-        super().__init__(name, exact=False, separable=False, params={**params, "scope": scope})
+        super().__init__(name, separable=False, params={**params, "scope": scope}, tier="ulp",
+                         constraint=constraint, lipschitz=lipschitz)
         self.scope = scope
 
     # to be provided by subclasses
@@ -439,8 +737,10 @@ class _NormKappa(Kappa):
 class _L2(_NormKappa):
     """K = ‖y‖₂, ∇K = y/‖y‖₂ (0 at 0), K* = indicator of the ℓ2 unit ball."""
 
+    params_complete = True
+
     def __init__(self, scope: str = "tensor") -> None:
-        super().__init__("l2", scope, {})
+        super().__init__("l2", scope, {}, constraint=_ball("l2", scope, "‖x‖₂ ≤ 1/λ"))
 
     def partial(self, y: Array) -> Array:
         xp = array_namespace(y)
@@ -449,8 +749,10 @@ class _L2(_NormKappa):
     def grad_given(self, y: Array, total: Array) -> Array:
         xp = array_namespace(y)
         norm = xp.sqrt(total)
-        safe = xp.where(norm > 0, norm, _const(xp, 1.0, norm))
-        return xp.where(norm > 0, y / safe, _const(xp, 0.0, y))
+        # ``norm == 0`` (not ``norm > 0``): a NaN norm (a NaN in y) gives y / NaN = NaN, so
+        # nan_policy="propagate" carries the NaN into x as documented
+        safe = xp.where(norm == 0, _const(xp, 1.0, norm), norm)
+        return xp.where(norm == 0, _const(xp, 0.0, y), y / safe)
 
     def value_given(self, total: Array) -> Array:
         return array_namespace(total).sqrt(total)
@@ -468,9 +770,14 @@ class _L2(_NormKappa):
 class _RelativisticL2(_L2):
     """K = √(‖y‖² + δ²) − δ, ∇K = y/√(‖y‖² + δ²), K* = δ − δ√(1 − ‖z‖²) on the ℓ2 ball."""
 
+    params_complete = True
+
     def __init__(self, delta: float = 1.0, scope: str = "tensor") -> None:
         delta = _positive("delta", delta, "relativistic-l2")
-        _NormKappa.__init__(self, "relativistic-l2", scope, {"delta": delta})
+        _NormKappa.__init__(self, "relativistic-l2", scope, {"delta": delta},
+                            constraint=_ball("l2", scope, "‖x‖₂ ≤ 1/λ, with a barrier at the "
+                                             "sphere"),
+                            lipschitz=1.0 / delta)
         self.delta = delta
         self.delta2 = delta * delta
 
@@ -494,13 +801,18 @@ class _RelativisticL2(_L2):
 class _Lp(_NormKappa):
     """K = ‖y‖_p (1 < p < ∞), ∇K = sign(y)·(|y|/‖y‖_p)^(p−1), K* = indicator of the ℓq ball."""
 
+    params_complete = True
+
     def __init__(self, p: float = 3.0, scope: str = "tensor") -> None:
         p = _finite("p", p, "lp")
         if not p > 1.0:
             raise ValueError(f"kappa 'lp': p must be > 1 and finite; received p={p!r}")
-        super().__init__("lp", scope, {"p": p})
+        q = p / (p - 1.0)
+        super().__init__("lp", scope, {"p": p},
+                         constraint=_ball("lq", scope, f"‖x‖_q ≤ 1/λ, q = p/(p − 1) = {q:g}",
+                                          order=q, label=f"‖x‖_q (q = {q:g})"))
         self.p = p
-        self.q = p / (p - 1.0)
+        self.q = q
         self.inv_p = 1.0 / p
         self.inv_q = 1.0 / self.q
 
@@ -511,9 +823,10 @@ class _Lp(_NormKappa):
     def grad_given(self, y: Array, total: Array) -> Array:
         xp = array_namespace(y)
         norm = xp.pow(total, self.inv_p)
-        safe = xp.where(norm > 0, norm, _const(xp, 1.0, norm))
+        # ``norm == 0``, not ``norm > 0``: a NaN norm propagates (see _L2.grad_given)
+        safe = xp.where(norm == 0, _const(xp, 1.0, norm), norm)
         r = xp.pow(xp.abs(y) / safe, self.p - 1.0)
-        return xp.where(norm > 0, exact_sign(y) * r, _const(xp, 0.0, y))
+        return xp.where(norm == 0, _const(xp, 0.0, y), exact_sign(y) * r)
 
     def value_given(self, total: Array) -> Array:
         return array_namespace(total).pow(total, self.inv_p)
@@ -541,6 +854,13 @@ def _finite(name: str, value: Any, kappa: str) -> float:
         raise TypeError(f"kappa {kappa!r}: {name} must be a known real number; received {value!r}")
     if not math.isfinite(v):
         raise ValueError(f"kappa {kappa!r}: {name} must be finite; received {name}={value!r}")
+    return v
+
+
+def _nonnegative(name: str, value: Any, kappa: str) -> float:
+    v = _finite(name, value, kappa)
+    if not v >= 0:
+        raise ValueError(f"kappa {kappa!r}: {name} must be >= 0; received {name}={value!r}")
     return v
 
 
@@ -609,16 +929,21 @@ def resolve(kappa: str | Kappa) -> Kappa:
 def register(name: str, kappa: Kappa | _Factory, *, overwrite: bool = False) -> None:
     """Register a user κ (a :class:`Kappa`, or a factory ``(**params) -> Kappa``) as ``name``.
 
-    Before accepting it, the κ is checked in float64 on seeded random points:
+    Before accepting it, the κ is checked by :func:`validate` on seeded random points:
 
-    * ``grad`` keeps shape and dtype;
+    * ``grad`` returns an array of its argument's shape and dtype, for 0-d, 1-d, 2-d and 3-d
+      arrays in float64 and float32 (a ``grad`` that flattens or promotes is refused here, not
+      at the first step); ``value``, ``conjugate`` and ``domain_distance`` return 0-d arrays;
     * ∇K is odd (∇K(−y) = −∇K(y)): K symmetric, as the step's convention and the Lyapunov
       function assume (theory.md §1, §4);
     * ∇K is monotone: ⟨∇K(a) − ∇K(b), a − b⟩ ≥ 0;
-    * Fenchel–Young: K(y) + K*(z) ≥ yᵀz, with equality at z = ∇K(y).
+    * Fenchel–Young: K(y) + K*(z) ≥ yᵀz, with equality at z = ∇K(y);
+    * the facts it states: ``ternary`` (∇K only −1, 0, +1), ``lipschitz``, and ``constraint``
+      (half its ball lies in dom K*, twice its ball does not; unbounded: dom K* is everything).
 
     A failing candidate is rejected with :class:`KappaValidationError` naming the property and
-    the point; nothing is registered.
+    the point; nothing is registered. ``kappa`` that is neither a Kappa nor callable is a
+    TypeError.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"register: name must be a non-empty str; received {name!r}")
@@ -626,10 +951,10 @@ def register(name: str, kappa: Kappa | _Factory, *, overwrite: bool = False) -> 
         raise ValueError(f"register: {name!r} is a built-in kappa and cannot be replaced")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"register: kappa {name!r} is already registered (pass overwrite=True)")
-    if not (isinstance(kappa, Kappa) or callable(kappa)):
+    if not isinstance(kappa, Kappa) and not callable(kappa):
         raise TypeError(
-            f"register: expected a Kappa or a factory (**params) -> Kappa for {name!r}; "
-            f"received {type(kappa).__name__} {kappa!r}"
+            f"register: expected a lionk.kappa.Kappa or a factory (**params) -> Kappa for "
+            f"{name!r}; received {kappa!r} ({type(kappa).__name__})"
         )
     instance = kappa if isinstance(kappa, Kappa) else kappa()
     if not isinstance(instance, Kappa):
@@ -649,49 +974,172 @@ def unregister(name: str) -> None:
     del _REGISTRY[name]
 
 
-def _returned_array(label: str, method: str, out: Any, y: Any) -> Any:
-    """What ``method`` returned at ``y``, required to be an array (not a list or a number)."""
+def from_spec(spec: Any, *, like: Kappa | None = None, where: str = "kappa") -> Kappa:
+    """The κ that ``spec`` describes: the inverse of :meth:`Kappa.to_spec`.
+
+    ``spec`` is a ``{"name": ..., "params": {...}}`` dict (what state dicts and checkpoints
+    store), a registered name, or a :class:`Kappa` (returned as is). ``like``: a κ returned
+    as is when ``spec`` describes it (so an unregistered κ object survives a round trip through
+    its own optimizer). Errors name ``where``: KeyError for a name that is not registered,
+    TypeError for a malformed spec or unknown parameters, ValueError for invalid values.
+    """
+    if isinstance(spec, Kappa):
+        return spec
+    if isinstance(spec, str):
+        try:
+            return resolve(spec)
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = exc.args[0] if exc.args else str(exc)
+            raise type(exc)(f"{where}: {msg}") from None
+    if not (isinstance(spec, Mapping) and set(spec) == {"name", "params"}
+            and isinstance(spec["name"], str) and isinstance(spec["params"], Mapping)):
+        raise TypeError(
+            f"{where}: expected a kappa name (str), a lionk.kappa.Kappa or a "
+            f"{{'name': str, 'params': {{...}}}} dict; received {spec!r}"
+        )
+    name, params = spec["name"], dict(spec["params"])
+    if isinstance(like, Kappa) and like.to_spec() == {"name": name, "params": params}:
+        return like
+    try:
+        return get(name, **params)
+    except (KeyError, TypeError, ValueError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        raise type(exc)(
+            f"{where}: cannot rebuild kappa {name!r} with parameters {params!r} ({msg}); "
+            "register it with lionk.kappa.register, or construct the optimizer with that "
+            "Kappa object before loading"
+        ) from None
+
+
+# Arrays on which validate checks that grad keeps shape and dtype, besides the 1-D float64
+# vectors of the mathematical checks: 0-d, column and row vectors, matrices, 3-d; two dtypes.
+_SHAPE_PROBES: tuple[tuple[int, ...], ...] = ((3,), (1,), (), (3, 1), (1, 3), (2, 3), (2, 2, 3))
+_DTYPE_PROBES = (np.float64, np.float32)
+
+
+def _grad_checked(label: str, kappa: Kappa, y: np.ndarray) -> np.ndarray:
+    """``kappa.grad(y)`` as a NumPy array, refused unless it is an array of y's shape and dtype."""
+    where = f"an array of shape {y.shape} and dtype {y.dtype}"
+    try:
+        out = kappa.grad(y)
+    except NotImplementedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure on a valid input is a refusal
+        raise KappaValidationError(
+            f"{label}: grad raised {type(exc).__name__}: {exc} on {where}"
+        ) from exc
     if not is_array(out):
         raise KappaValidationError(
-            f"{label}: {method} must return an array of the input's shape; at y={y!r} it "
-            f"returned {type(out).__name__} {out!r}"
+            f"{label}: grad must return an array of its argument's library; on {where} it "
+            f"returned {type(out).__name__}"
+        )
+    if tuple(out.shape) != y.shape or out.dtype != y.dtype:
+        raise KappaValidationError(
+            f"{label}: grad must keep shape and dtype; on {where} it returned shape "
+            f"{tuple(out.shape)} dtype {out.dtype} (expected {y.shape} {y.dtype})"
         )
     return np.asarray(out)
 
 
-def _returned_scalar(label: str, method: str, out: Any, y: Any) -> float:
-    """What ``method`` returned at ``y``, required to be a scalar or a 0-d array (K(y) is one
-    number for the whole array)."""
-    if isinstance(out, bool) or not (isinstance(out, (int, float)) or is_array(out)) \
-            or tuple(np.shape(out)) != ():
-        shape = tuple(np.shape(out)) if is_array(out) else type(out).__name__
+def _scalar_checked(label: str, what: str, out: Any, y: np.ndarray) -> float:
+    if not is_array(out) and not isinstance(out, (int, float)):
         raise KappaValidationError(
-            f"{label}: {method} must return a scalar (a 0-d array: K sums over the whole array); "
-            f"at y={y!r} it returned {shape}"
+            f"{label}: {what} must return a 0-d array; at y={y!r} it returned "
+            f"{type(out).__name__}"
+        )
+    shape = tuple(getattr(out, "shape", ()))
+    if shape != ():
+        raise KappaValidationError(
+            f"{label}: {what} must return a 0-d array (a number); at y={y!r} it returned "
+            f"shape {shape}"
         )
     return float(out)
 
 
-def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
-    """Check monotonicity of ∇K and the Fenchel–Young relations on random float64 points.
+def _check_facts(label: str, kappa: Kappa, a: np.ndarray, b: np.ndarray, ga: np.ndarray,
+                 gb: np.ndarray) -> None:
+    """The facts ``kappa`` states, checked at the points a, b (∇K(a) = ga, ∇K(b) = gb)."""
+    if kappa.ternary:
+        for y, g in ((a, ga), (b, gb)):
+            if not bool(np.all(np.isin(g, (-1.0, 0.0, 1.0)))):
+                raise KappaValidationError(
+                    f"{label} states ternary=True, but grad takes values other than -1, 0, +1: "
+                    f"grad(y)={g!r} at y={y!r}"
+                )
+    if kappa.lipschitz is not None:
+        # the random pair, and pairs 2e-12 apart across 0 and each stated discontinuity (where
+        # a κ that jumps cannot be Lipschitz)
+        unit = a * (1.0 / max(float(np.max(np.abs(a))), 1e-300))
+        pairs = [(a, b, ga, gb), (unit * 1e-12, unit * -1e-12, None, None)]
+        pairs += [(np.full_like(a, d + 1e-12), np.full_like(a, d - 1e-12), None, None)
+                  for d in kappa.discontinuities]
+        for p, q, gp, gq in pairs:
+            gp = _grad_checked(label, kappa, p) if gp is None else gp
+            gq = _grad_checked(label, kappa, q) if gq is None else gq
+            lhs = float(np.linalg.norm(gp - gq))
+            rhs = kappa.lipschitz * float(np.linalg.norm(p - q))
+            if not lhs <= rhs * (1.0 + 1e-9) + 1e-12:
+                raise KappaValidationError(
+                    f"{label} states lipschitz={kappa.lipschitz!r}, but ‖grad(a) - grad(b)‖₂ = "
+                    f"{lhs:.6g} > {rhs:.6g} = lipschitz·‖a - b‖₂ at a={p!r}, b={q!r}"
+                )
+    c = kappa.constraint
+    if c is None:
+        return
+    if not c.bounded:
+        far = a * (1e6 / max(float(np.max(np.abs(a))), 1e-300))
+        d = float(kappa.domain_distance(far))
+        if d != 0.0:
+            raise KappaValidationError(
+                f"{label} states an unbounded constraint (dom K* is everything), but "
+                f"domain_distance(z) = {d:.6g} at z={far!r}"
+            )
+        return
+    n = c.evaluate(a)
+    if not (math.isfinite(n) and n > 0):
+        return  # a norm lionk cannot evaluate: nothing to compare
+    for factor, inside in ((0.5, True), (2.0, False)):
+        z = a * (factor * c.scale / n)
+        d = float(kappa.domain_distance(z))
+        if inside != (d == 0.0):
+            where = "inside" if inside else "outside"
+            raise KappaValidationError(
+                f"{label} states the constraint {c.label} <= {c.scale:g}/λ, but dom K* "
+                f"disagrees: z with {c.label} = {factor * c.scale:g} should lie {where} dom K* "
+                f"(domain_distance(z) = {d:.6g}) at z={z!r}"
+            )
 
-    Raises :class:`KappaValidationError` naming the failed property and the point.
+
+def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
+    """The checks of :func:`register`, without registering.
+
+    On seeded random float64 vectors: ∇K odd and monotone, the Fenchel–Young relations, 0-d
+    results of ``value``/``conjugate``/``domain_distance``, and the stated facts (``ternary``,
+    ``lipschitz``, ``constraint``); then ``grad`` keeps the shape and dtype of 0-d to 3-d
+    arrays in float64 and float32. Raises :class:`KappaValidationError` naming the failed
+    property and the point; TypeError when ``kappa`` is not a :class:`Kappa`.
     """
+    if not isinstance(kappa, Kappa):
+        raise TypeError(f"validate: expected a lionk.kappa.Kappa; received {kappa!r}")
     rng = np.random.default_rng(seed)
     label = f"kappa {kappa.name!r}"
+    if kappa.tier not in TIERS:
+        raise KappaValidationError(
+            f"{label}: tier must be one of {TIERS}; received {kappa.tier!r}"
+        )
+    shape_rng = np.random.default_rng([seed, 1])  # the trials below keep their points
+    for shape in _SHAPE_PROBES:
+        for dt in _DTYPE_PROBES:
+            y = (shape_rng.standard_normal(shape) * 3.0).astype(dt)
+            _grad_checked(label, kappa, np.asarray(y, dtype=dt))
     for t in range(trials):
         n = int(rng.integers(1, 9))
         scale = float(10.0 ** rng.uniform(-2, 2))
         a = rng.standard_normal(n) * scale
         b = rng.standard_normal(n) * scale
-        ga = _returned_array(label, "grad", kappa.grad(a), a)
-        gb = _returned_array(label, "grad", kappa.grad(b), b)
-        if ga.shape != a.shape or ga.dtype != a.dtype:
-            raise KappaValidationError(
-                f"{label}: grad must keep shape and dtype; at y={a!r} it returned shape "
-                f"{ga.shape} dtype {ga.dtype} (expected {a.shape} {a.dtype})"
-            )
-        gneg = np.asarray(kappa.grad(-a))
+        ga = _grad_checked(label, kappa, a)
+        gb = _grad_checked(label, kappa, b)
+        gneg = _grad_checked(label, kappa, -a)
         odd_err = float(np.max(np.abs(gneg + ga)))
         if not odd_err <= 1e-12 * (1.0 + float(np.max(np.abs(ga)))):
             raise KappaValidationError(
@@ -705,12 +1153,13 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
                 f"{label} failed monotonicity: <grad(a) - grad(b), a - b> = {mono:.6g} < 0 "
                 f"at a={a!r}, b={b!r}"
             )
-        ka = _returned_scalar(label, "value", kappa.value(a), a)
+        ka = _scalar_checked(label, "value", kappa.value(a), a)
         # grad(y) lies on the boundary of dom K* for a norm κ; rounding may put it an ulp
         # outside, where the strict conjugate is +inf: evaluate K* on the domain within eps.
-        d_ga = float(kappa.domain_distance(ga))
+        d_ga = _scalar_checked(label, "domain_distance", kappa.domain_distance(ga), ga)
         near = d_ga <= 1e-12 * (1.0 + float(np.max(np.abs(ga))))
-        kca = float(kappa.conjugate_on_domain(ga) if near else kappa.conjugate(ga))
+        kca = _scalar_checked(label, "conjugate", kappa.conjugate_on_domain(ga) if near
+                              else kappa.conjugate(ga), ga)
         ya = float(np.dot(a, ga))
         if not (math.isfinite(ka) and math.isfinite(kca)):
             raise KappaValidationError(
@@ -727,7 +1176,7 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
         # inequality at an unrelated z: a random point and a scaled gradient
         # (3·grad(y) and y itself probe a conjugate that is too small outside the domain)
         for z in (b * (1.0 / max(scale, 1.0)), 0.5 * gb, gb, 3.0 * ga, a):
-            kcz = float(kappa.conjugate(z))
+            kcz = _scalar_checked(label, "conjugate", kappa.conjugate(z), z)
             lhs = ka + kcz
             rhs = float(np.dot(a, z))
             if not lhs >= rhs - 1e-9 * (1.0 + abs(ka) + abs(rhs)):
@@ -735,6 +1184,7 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
                     f"{label} failed the Fenchel-Young inequality: K(y) + K*(z) = {lhs:.6g} < "
                     f"y.z = {rhs:.6g} at y={a!r}, z={z!r}"
                 )
+        _check_facts(label, kappa, a, b, ga, gb)
         if t == 0:
             d = d_ga
             if not d <= 1e-9 * (1.0 + float(np.max(np.abs(ga)))):

@@ -38,6 +38,7 @@ __all__ = [
     "apply_direction",
     "make_hyper",
     "coefficients",
+    "check_directions",
     "NAN_POLICIES",
 ]
 
@@ -164,6 +165,44 @@ def apply_direction(
     return [ensure_array(a) for a in new_xs], [ensure_array(a) for a in new_ms]
 
 
+def check_directions(kappa: _kappa.Kappa, cs: Sequence[Array], us: Sequence[Any],
+                     paths: Sequence[str] | None = None) -> None:
+    """Refuse a κ output that is not one array of ``c``'s shape and dtype per leaf.
+
+    ``kappa.tree_grad(cs)`` must return, for every leaf, an array of the same shape and dtype as
+    that leaf's ``c``; anything else (a flattened or broadcast array, a promoted dtype, a Python
+    list, a missing leaf) would be written into the parameters or fail in the middle of a
+    write. Raises ValueError (TypeError for a non-array) naming the κ and the leaf path
+    (``paths``; the leaf's index when not given). Called by :func:`update_leaves` before it
+    returns anything, so no execution path writes a step whose κ output is malformed.
+    """
+    if not isinstance(us, (list, tuple)) or len(us) != len(cs):
+        n = len(us) if isinstance(us, (list, tuple)) else type(us).__name__
+        raise ValueError(
+            f"kappa {kappa.name!r}: tree_grad must return one array per leaf ({len(cs)}); "
+            f"received {n}"
+        )
+    for i, (c, u) in enumerate(zip(cs, us)):
+        if u is c or (type(u) is type(c) and u.shape == c.shape and u.dtype == c.dtype):
+            continue  # the common case, cheap: a model has hundreds of leaves
+        where = f"params{paths[i]}" if paths is not None else f"leaf {i}"
+        if not is_array(u):
+            raise TypeError(
+                f"kappa {kappa.name!r} at {where}: grad must return an array; received "
+                f"{type(u).__name__}"
+            )
+        if tuple(u.shape) != tuple(c.shape):
+            raise ValueError(
+                f"kappa {kappa.name!r} at {where}: grad must keep the shape of its argument; "
+                f"expected shape {tuple(c.shape)}, received {tuple(u.shape)}"
+            )
+        if u.dtype != c.dtype:
+            raise ValueError(
+                f"kappa {kappa.name!r} at {where}: grad must keep the dtype of its argument; "
+                f"expected {dtype_name(c.dtype)}, received {dtype_name(u.dtype)}"
+            )
+
+
 def update_leaves(
     xs: Sequence[Array],
     gs: Sequence[Array],
@@ -172,6 +211,7 @@ def update_leaves(
     kappa: _kappa.Kappa,
     *,
     aggregate_direction: Callable[[list[Array]], Sequence[Array]] | None = None,
+    paths: Sequence[str] | None = None,
 ) -> tuple[list[Array], list[Array]]:
     r"""One Lion-κ step over the leaves of a tree, in the published expression order.
 
@@ -189,8 +229,15 @@ def update_leaves(
     ``aggregate_direction`` (distributed Lion only): a function of the list of local directions
     ``u`` returning the directions to apply (same shapes and dtypes), e.g. the majority vote of
     the workers' ``sign(c)``. ``None`` (every single-process path) applies ``u`` itself.
+
+    Each ``u`` is checked to be an array of its ``c``'s shape and dtype
+    (:func:`check_directions`; errors name the κ and the leaf, by ``paths`` when given) before
+    anything is computed from it: nothing is returned, so nothing can be written, for a
+    malformed κ output.
     """
-    us = kappa.tree_grad(interpolate(gs, ms, h))
+    cs = interpolate(gs, ms, h)
+    us = kappa.tree_grad(cs)
+    check_directions(kappa, cs, us, paths)
     if aggregate_direction is not None:
         us = list(aggregate_direction(list(us)))
     return apply_direction(xs, gs, ms, us, h)
@@ -487,6 +534,7 @@ def step(
     """
     prep = prepare(params, grads, state, lr=lr, betas=betas, weight_decay=weight_decay,
                    kappa=kappa, nan_policy=nan_policy)
+    paths = prep.paths
     if not prep.xs:
         return params, State(state.count + 1, state.momentum, state.skipped)
     xp = prep.xp
@@ -499,14 +547,16 @@ def step(
                 state.count, prep.treedef.unflatten(mcopies), state.skipped + 1
             )
         if ok is not True:  # traced: select with where, no Python branch
-            new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
+            new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa,
+                                           paths=paths)
             new_xs = [xp.where(ok, a, b) for a, b in zip(new_xs, prep.xs)]
             new_ms = [xp.where(ok, a, b) for a, b in zip(new_ms, prep.ms)]
             inc = xp.astype(ok, xp.int32)
             return prep.treedef.unflatten(new_xs), State(
                 state.count + inc, prep.treedef.unflatten(new_ms), state.skipped + (1 - inc)
             )
-    new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
+    new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa,
+                                   paths=paths)
     return prep.treedef.unflatten(new_xs), State(
         state.count + 1, prep.treedef.unflatten(new_ms), state.skipped
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .array_api import dtype_name, has_internal_overlap, is_array, is_concrete, to_float
@@ -221,46 +220,20 @@ def check_float_dtype(name: str, dtype: Any) -> None:
 
 
 def kappa_to_spec(kappa: _kappa.Kappa) -> dict[str, Any]:
-    """``{"name": ..., "params": {...}}``: a κ as plain data (what state dicts store)."""
-    return {"name": kappa.name, "params": dict(kappa.params)}
+    """``{"name": ..., "params": {...}}``: a κ as plain data (what state dicts store); the κ's
+    own :meth:`~lionk.kappa.Kappa.to_spec`."""
+    return kappa.to_spec()
 
 
 def kappa_from_spec(value: Any, *, name: str = "kappa", current: Any = None) -> _kappa.Kappa:
     """A :class:`~lionk.kappa.Kappa` from a Kappa, a registered name, or a
-    ``{"name": ..., "params": {...}}`` spec (:func:`kappa_to_spec`).
-
-    ``current`` (the κ in use) is returned when the spec describes it, so that an unregistered
-    user κ survives a state-dict round trip. Errors name ``name``.
-    """
+    ``{"name": ..., "params": {...}}`` spec: :func:`lionk.kappa.from_spec`, errors naming
+    ``name``; ``current`` (the κ in use) is returned when the spec describes it, so that an
+    unregistered user κ survives a state-dict round trip."""
     from . import kappa as _kappa
 
-    if isinstance(value, _kappa.Kappa):
-        return value
-    if isinstance(value, str):
-        try:
-            return _kappa.resolve(value)
-        except (KeyError, TypeError, ValueError) as exc:
-            msg = exc.args[0] if exc.args else str(exc)
-            raise type(exc)(f"{name}: {msg}") from None
-    if isinstance(value, Mapping) and set(value) == {"name", "params"} \
-            and isinstance(value["name"], str) and isinstance(value["params"], Mapping):
-        kname, params = value["name"], dict(value["params"])
-        if isinstance(current, _kappa.Kappa) and current.name == kname \
-                and dict(current.params) == params:
-            return current
-        try:
-            return _kappa.get(kname, **params)
-        except (KeyError, TypeError, ValueError) as exc:
-            msg = exc.args[0] if exc.args else str(exc)
-            raise type(exc)(
-                f"{name}: cannot rebuild kappa {kname!r} with parameters {params!r} ({msg}); "
-                "register it with lionk.kappa.register, or construct the optimizer with that "
-                "Kappa object before loading"
-            ) from None
-    raise TypeError(
-        f"{name}: expected a kappa name (str), a lionk.kappa.Kappa or a "
-        f"{{'name': ..., 'params': {{...}}}} dict; received {value!r}"
-    )
+    like = current if isinstance(current, _kappa.Kappa) else None
+    return _kappa.from_spec(value, like=like, where=name)
 
 
 def namespace_dtype(xp: Any, value: Any, *, name: str = "state_dtype") -> Any:

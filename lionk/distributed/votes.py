@@ -2,8 +2,10 @@ r"""Distributed Lion-κ: the vote exchange of ``lionk.torch.LionK(communication=
 
 Distributed Lion (Liu et al., arXiv 2404.00438; theory.md §8): every data-parallel worker keeps
 its own momentum and computes, from its own gradient, the direction ``u = ∇K(c)`` with
-``c = b1·m + (1 − b1)·g``. For κ = sign (Lion) and κ = deadzone, ``u`` is *ternary*
-(−1, 0 or +1 per coordinate), so the workers exchange votes instead of float gradients:
+``c = b1·m + (1 − b1)·g``. For a *ternary* κ (its fact ``Kappa.ternary``: ∇K takes only the
+values −1, 0 or +1 per coordinate; built-ins: sign (Lion) and deadzone; a user κ that states
+``ternary=True``, checked by ``lionk.kappa.register``), the workers exchange votes instead of
+float gradients:
 
 * ``"sign-vote"``: ``Δ = sign(Σ_i u_i)`` — the majority vote, a tie gives 0;
 * ``"sign-mean"``: ``Δ = (Σ_i u_i)·(1/W)`` — the mean vote, in [−1, 1].
@@ -47,6 +49,8 @@ import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from ..core import kappa as _kappa
+
 __all__ = [
     "COMMUNICATIONS",
     "VOTE_PACKINGS",
@@ -62,9 +66,11 @@ __all__ = [
 
 COMMUNICATIONS = (None, "sign-vote", "sign-mean")
 VOTE_PACKINGS = ("int8", "2bit")
-# κ whose ∇K takes only the values −1, 0, +1 (and NaN for a NaN input): their directions are
-# votes. sign (alias l1, lion) is Distributed Lion; deadzone abstains where |c| <= e.
-TERNARY_KAPPAS = ("sign", "deadzone")
+# The built-in κ whose ∇K takes only the values −1, 0, +1 (and NaN for a NaN input), from their
+# ``ternary`` fact: sign (alias l1, lion) is Distributed Lion; deadzone abstains where |c| <= e.
+# What decides is the κ's own fact (:func:`is_ternary`), so a user κ stating it votes too.
+TERNARY_KAPPAS = tuple(n for n in ("sign", "deadzone", "huber", "quadratic", "relativistic",
+                                   "l2", "lp", "relativistic-l2") if _kappa.get(n).ternary)
 
 
 class CommunicationError(RuntimeError):
@@ -73,8 +79,8 @@ class CommunicationError(RuntimeError):
 
 
 def is_ternary(kappa: Any) -> bool:
-    """True for a κ whose ∇K is a vote (−1, 0 or +1 per coordinate)."""
-    return getattr(kappa, "name", None) in TERNARY_KAPPAS
+    """True for a κ whose ∇K is a vote (−1, 0 or +1 per coordinate): its ``ternary`` fact."""
+    return isinstance(kappa, _kappa.Kappa) and bool(kappa.ternary)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -142,7 +142,7 @@ TORCH_CHUNK = 1 << 16  # torch's per-operation dispatch cost wants larger pieces
 
 def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                 kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
-                threads: int | None = None) -> str:
+                threads: int | None = None, paths: Sequence[str] | None = None) -> str:
     """Compute the step and write it into ``xs`` and ``ms``; returns the path that ran.
 
     ``"auto"``: NumPy → chunked (elementwise κ, contiguous) else eager; torch → compiled from
@@ -152,6 +152,8 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
     backend (NumPy: sized from a scratch budget of 1% of the parameters, 8K-64K elements, over
     all cores; torch: 64K elements, one Python thread, torch's
     own intra-op threads).
+
+    ``paths`` (the leaves' paths) name the leaf in the error for a malformed κ output.
     """
     _check.execution(execution)
     path = _auto_path(xs, gs, ms, kappa) if execution == "auto" else execution
@@ -206,7 +208,7 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
         run_packed(xs, gs, ms, h, kappa)
         return path
     if path == "eager":
-        new_xs, new_ms = update_leaves(xs, gs, ms, h, kappa)
+        new_xs, new_ms = update_leaves(xs, gs, ms, h, kappa, paths=paths)
         for dst, src in zip(xs, new_xs):
             write_inplace(dst, src)
         for dst, src in zip(ms, new_ms):
