@@ -17,12 +17,14 @@ from . import kappa as _kappa
 from .array_api import (
     Array,
     array_namespace,
+    check_no_aliasing,
     device,
     dtype_name,
     ensure_array,
     is_array,
     is_concrete,
     is_floating,
+    is_jax_array,
     is_numpy_namespace,
     resolve_dtype,
     to_float,
@@ -226,10 +228,36 @@ def update_leaves(
     ``u`` returning the directions to apply (same shapes and dtypes), e.g. the majority vote of
     the workers' ``sign(c)``. ``None`` (every single-process path) applies ``u`` itself.
     """
-    us = kappa.tree_grad(interpolate(gs, ms, h))
+    cs = interpolate(gs, ms, h)
+    us = kappa.tree_grad(cs)
+    check_directions(kappa, cs, us)
     if aggregate_direction is not None:
         us = list(aggregate_direction(list(us)))
     return apply_direction(xs, gs, ms, us, h)
+
+
+class KappaOutputError(ValueError):
+    """A κ's grad returned something other than an array of its input's shape (``leaf``: the
+    position of the offending leaf; callers add its path)."""
+
+    def __init__(self, message: str, leaf: int) -> None:
+        super().__init__(message)
+        self.leaf = leaf
+
+
+def check_directions(kappa: Any, cs: Sequence[Array], us: Sequence[Array]) -> None:
+    """Raise :class:`KappaOutputError` unless ``∇K`` gave one array of each input's shape (a
+    wrong shape would broadcast silently, or fail later with a message naming neither)."""
+    if len(us) != len(cs):
+        raise KappaOutputError(
+            f"kappa {kappa.name!r}: tree_grad returned {len(us)} arrays for {len(cs)} leaves", 0)
+    for i, (c, u) in enumerate(zip(cs, us)):
+        shape = getattr(u, "shape", None)
+        if shape is None or tuple(shape) != tuple(c.shape):
+            got = f"shape {tuple(shape)}" if shape is not None else type(u).__name__
+            raise KappaOutputError(
+                f"kappa {kappa.name!r}: grad returned {got} for an input of shape "
+                f"{tuple(c.shape)}; expected an array of the input's shape", i)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,6 +421,10 @@ def prepare(
             f"state: expected a lionk.State (from lionk.init); received {type(state).__name__}"
         )
     xp, treedef, paths, xs, gs, ms = check_trees(params, grads, state.momentum)
+    if xs and not is_jax_array(xs[0]):  # JAX arrays are immutable: they cannot alias
+        check_no_aliasing([([f"params{p}" for p in paths], xs, True),
+                           ([f"grads{p}" for p in paths], gs, False),
+                           ([f"state.momentum{p}" for p in paths], ms, True)])
     return Prepared(xp, treedef, paths, xs, gs, ms, h, kap)
 
 
@@ -442,6 +474,14 @@ def first_nonfinite(xp: Any, arrays: Sequence[Array], paths: Sequence[str]) -> s
 
 # ---------------------------------------------------------------------------------------------
 # Public functional API.
+
+
+def _update_named(prep: Prepared) -> tuple[list[Array], list[Array]]:
+    """:func:`update_leaves` on a prepared step; a κ output error names the leaf's path."""
+    try:
+        return update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
+    except KappaOutputError as exc:
+        raise ValueError(f"params{prep.paths[exc.leaf]}: {exc}") from None
 
 
 def init(params: Any, *, state_dtype: Any = None) -> State:
@@ -528,14 +568,14 @@ def step(
                 state.count, prep.treedef.unflatten(mcopies), state.skipped + 1
             )
         if ok is not True:  # traced: select with where, no Python branch
-            new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
+            new_xs, new_ms = _update_named(prep)
             new_xs = [xp.where(ok, a, b) for a, b in zip(new_xs, prep.xs)]
             new_ms = [xp.where(ok, a, b) for a, b in zip(new_ms, prep.ms)]
             inc = xp.astype(ok, xp.int32)
             return prep.treedef.unflatten(new_xs), State(
                 state.count + inc, prep.treedef.unflatten(new_ms), state.skipped + (1 - inc)
             )
-    new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa)
+    new_xs, new_ms = _update_named(prep)
     return prep.treedef.unflatten(new_xs), State(
         state.count + 1, prep.treedef.unflatten(new_ms), state.skipped
     )
