@@ -473,6 +473,12 @@ class LionK(Optimizer):
                     "parameter group)"
                 )
             mine[id(p)] = i
+        # distinct tensors may still share memory (views of one storage): refused as well
+        existing = [(f"param_groups[{gj}]['params'][{k}]", p)
+                    for gj, g in enumerate(self.param_groups) for k, p in enumerate(g["params"])]
+        check_no_aliasing([([nm for nm, _ in existing], [p for _, p in existing], True),
+                           ([f"{where}['params'][{i}]" for i in range(len(tensors))], tensors,
+                            True)])
         group: dict[str, Any] = dict(param_group)
         for key, v in self.defaults.items():
             group.setdefault(key, v)

@@ -224,10 +224,13 @@ def inf() -> float:
 # memory) gives results that depend on the order of the writes, so it is refused.
 
 
-def memory_span(a: Any) -> tuple[Any, int, int] | None:
+def memory_span(a: Any, *, donated: bool = False) -> tuple[Any, int, int] | None:
     """``(memory space, first byte, one past the last byte)`` of the elements of ``a``, or None
     for arrays that own no mutable memory here (JAX arrays are immutable; empty arrays, NumPy
-    scalars and tensors without storage hold nothing)."""
+    scalars and tensors without storage hold nothing). With ``donated`` a JAX array is its own
+    buffer (``jax.jit(..., donate_argnums=...)`` hands it to XLA, which may write into it)."""
+    if is_jax_array(a):
+        return ("jax", id(a), id(a) + 1) if donated else None
     if type(a) is np.ndarray or (isinstance(a, np.ndarray) and not isinstance(a, np.generic)):
         if a.size == 0:
             return None
@@ -290,7 +293,7 @@ def _share(a: Any, b: Any) -> bool:
         return True
 
 
-def find_overlap(arrays: Any, writable: Any) -> tuple[int, int] | None:
+def find_overlap(arrays: Any, writable: Any, *, donated: bool = False) -> tuple[int, int] | None:
     """The first pair ``(i, j)``, ``i < j``, of ``arrays`` that share memory and of which at
     least one is ``writable[k]``; None when there is none. Read-only arrays may share memory
     with each other (e.g. one gradient used for two leaves).
@@ -302,7 +305,7 @@ def find_overlap(arrays: Any, writable: Any) -> tuple[int, int] | None:
     """
     spans = []
     for i, a in enumerate(arrays):
-        s = memory_span(a)
+        s = memory_span(a, donated=donated)
         if s is not None:
             spans.append((s[0] if isinstance(s[0], str) else str(s[0]), s[1], s[2], i))
     spans.sort()
@@ -319,10 +322,11 @@ def find_overlap(arrays: Any, writable: Any) -> tuple[int, int] | None:
     return found
 
 
-def check_no_aliasing(groups: Any) -> None:
+def check_no_aliasing(groups: Any, *, donated: bool = False) -> None:
     """Raise ValueError naming both arrays when two arrays of ``groups`` share memory and one of
     them is written by the step. ``groups``: ``(labels, arrays, writable)`` triples, e.g.
-    ``(["params['a']", ...], xs, True)``, ``(gradient labels, gs, False)``."""
+    ``(["params['a']", ...], xs, True)``, ``(gradient labels, gs, False)``. ``donated``: the
+    writable JAX arrays are donated buffers (``lionk.jit_step``)."""
     labels: list[str] = []
     arrays: list[Any] = []
     writable: list[bool] = []
@@ -333,14 +337,16 @@ def check_no_aliasing(groups: Any) -> None:
             writable.append(bool(w))
     if len(arrays) < 2:
         return
-    pair = find_overlap(arrays, writable)
+    pair = find_overlap(arrays, writable, donated=donated)
     if pair is None:
         return
     i, j = pair
     same = arrays[i] is arrays[j]
     how = "is the same array as" if same else "shares memory with"
+    why = ("jit_step donates the params' and momentum's buffers to XLA; pass a copy, or "
+           "donate=False" if donated else "the in-place step would read values it has already "
+           "overwritten; pass separate arrays, e.g. a copy")
     raise ValueError(
         f"{labels[j]}: expected an array that shares no memory with the others the step reads "
-        f"and writes; received one that {how} {labels[i]} (the in-place step would read values "
-        "it has already overwritten; pass separate arrays, e.g. a copy)"
+        f"and writes; received one that {how} {labels[i]} ({why})"
     )
