@@ -376,3 +376,18 @@ def test_torch_ctrl_c_while_writing_completes_every_group(monkeypatch):
     ref_opt = torch_opt(ref, "eager", ["sign", "sign"])
     ref_opt.step()
     assert_torch_unchanged(torch_snapshot(ref_opt), torch_snapshot(opt))
+
+
+def test_torch_compile_groups_run_as_one_call_that_writes_nothing_when_a_group_fails():
+    """The torch.compile path: group 1's κ raises while traced; group 0, compiled in the same
+    call, is not written (main: group 0 compiled, written and counted first)."""
+    kap, _ = counting_kappa(None, name="ok-compiled")
+    bad, _ = counting_kappa(1, name="bad-compiled")
+    ps = torch_model()
+    opt = torch_opt(ps, "compiled", [kap, bad])
+    before = torch_snapshot(opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(Injected):
+            opt.step()
+    assert_torch_unchanged(before, torch_snapshot(opt))

@@ -243,7 +243,7 @@ def memory_span(a: Any, *, donated: bool = False) -> tuple[Any, int, int] | None
         if a.numel() == 0 or a.device.type == "meta" or a.layout != sys.modules["torch"].strided:
             return None
         if type(a).__name__ == "DTensor":  # FSDP2: each rank holds its own shard
-            a = a.to_local()
+            a = a.to_local()  # type: ignore[attr-defined]
         lo = int(a.data_ptr())
         extent = sum((int(n) - 1) * int(s) for n, s in zip(a.shape, a.stride()))
         space = "host" if a.device.type == "cpu" else str(a.device)
@@ -261,7 +261,7 @@ def memory_span(a: Any, *, donated: bool = False) -> tuple[Any, int, int] | None
     return None
 
 
-_byte_bounds = getattr(getattr(np.lib, "array_utils", None), "byte_bounds", None) or getattr(
+_byte_bounds: Any = getattr(getattr(np.lib, "array_utils", None), "byte_bounds", None) or getattr(
     np, "byte_bounds", None)  # NumPy 2 moved it
 
 
@@ -271,7 +271,7 @@ def _as_numpy_view(a: Any) -> np.ndarray | None:
         return a
     if is_torch_array(a) and a.device.type == "cpu":
         torch = sys.modules["torch"]
-        t = a.to_local() if type(a).__name__ == "DTensor" else a
+        t = a.to_local() if type(a).__name__ == "DTensor" else a  # type: ignore[attr-defined]
         same_size = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
         try:
             return t.detach().view(same_size[t.element_size()]).numpy()
@@ -288,7 +288,7 @@ def _share(a: Any, b: Any) -> bool:
     if na is None or nb is None:
         return True
     try:
-        return bool(np.shares_memory(na, nb, max_work=10**6))
+        return bool(np.shares_memory(na, nb, max_work=10**6))  # type: ignore[arg-type]
     except getattr(np, "exceptions", np).TooHardError:
         return True
 

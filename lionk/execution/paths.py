@@ -273,7 +273,7 @@ def check_results(xs: Sequence[Array], ms: Sequence[Array], new_xs: Sequence[Arr
                 )
 
 
-def _fp_settings() -> tuple[dict[str, str], Any]:
+def _fp_settings() -> tuple[Any, Any]:
     return np.geterr(), np.geterrcall()
 
 
@@ -495,7 +495,7 @@ def _span_scratch(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo:
 
 def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
               chunk_size: int, programs: list[Any], scratch: dict[int, list[Array]],
-              err: dict[str, str], call: Any) -> None:
+              err: Any, call: Any) -> None:
     """Run the recorded step in place on elements ``[lo, hi)`` of the leaves laid end to end,
     chunk by chunk (NumPy's floating-point settings ``err``/``call`` in this thread)."""
     with np.errstate(call=call, **err):
@@ -513,7 +513,7 @@ def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int
 
 
 def _dry_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
-              chunk_size: int, programs: list[Any], err: dict[str, str], call: Any,
+              chunk_size: int, programs: list[Any], err: Any, call: Any,
               names: Sequence[str] | None) -> None:
     """The recorded step on copies of elements ``[lo, hi)``, under the caller's floating-point
     settings: raises (naming the leaf) where the step would trap; writes nothing."""
@@ -535,7 +535,7 @@ def _dry_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int
 
 def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Array, Array]],
                   sizes: list[int], lo: int, hi: int, chunk_size: int, h: Hyper, kappa: Any,
-                  err: dict[str, str], call: Any, names: Sequence[str] | None) -> None:
+                  err: Any, call: Any, names: Sequence[str] | None) -> None:
     """The step on elements ``[lo, hi)``, chunk by chunk, results into ``outs`` (not in place)."""
     with np.errstate(call=call, **err):
         for leaf, a, b in _pieces(sizes, lo, hi):
