@@ -211,7 +211,7 @@ def make_case(spec, dtype, sizes, seed, alias, bad, which):
     """Params, grads, and whether the step must fail (an aliasing that writes, a bad grad)."""
     rng = np.random.default_rng(seed)
     n = len(sizes)
-    base = rng.standard_normal(2 * sum(sizes) + 4).astype(dtype)
+    base = rng.standard_normal(3 * sum(sizes) + 4).astype(dtype)
     offsets = np.cumsum([0, *sizes])
     xs = [base[offsets[i]:offsets[i + 1]] for i in range(n)]
     gs = [rng.standard_normal(s).astype(dtype) for s in sizes]

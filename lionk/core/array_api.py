@@ -303,6 +303,9 @@ def find_overlap(arrays: Any, writable: Any, *, donated: bool = False) -> tuple[
     array-api-strict), by byte range elsewhere (GPU). JAX arrays never alias: they are
     immutable (a donated buffer is a new array to JAX).
     """
+    if len({id(a) for a in arrays}) == len(arrays) and all(
+            type(a) is np.ndarray and a.flags.owndata for a in arrays):
+        return None  # distinct NumPy arrays that each own their memory cannot overlap
     spans = []
     for i, a in enumerate(arrays):
         s = memory_span(a, donated=donated)

@@ -231,6 +231,7 @@ def update_leaves(
     cs = interpolate(gs, ms, h)
     us = kappa.tree_grad(cs)
     check_directions(kappa, cs, us)
+    del cs  # c is not needed any more: free it before x' and m' are computed
     if aggregate_direction is not None:
         us = list(aggregate_direction(list(us)))
     return apply_direction(xs, gs, ms, us, h)
