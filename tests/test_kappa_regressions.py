@@ -257,7 +257,9 @@ def test_register_refuses_what_is_not_a_kappa_by_name() -> None:
 
 @pytest.mark.parametrize("value", [True, "1", b"1", np.bool_(True), np.array([1.0, 2.0])])
 def test_kappa_parameters_must_be_real_numbers(value) -> None:
-    with pytest.raises(TypeError, match="kappa 'huber': delta: expected a real number"):
+    # a value of the wrong type is a TypeError; an array with a shape, a ValueError
+    exc = ValueError if getattr(value, "shape", ()) != () else TypeError
+    with pytest.raises(exc, match="kappa 'huber': delta: expected a"):
         lionk.kappa.get("huber", delta=value)
     # 0-d arrays and NumPy floats are numbers
     assert lionk.kappa.get("huber", delta=np.float64(0.5)).params == {"delta": 0.5}
@@ -341,7 +343,7 @@ def test_lionk_chunked_writes_nothing_for_a_promoting_kappa(execution: str) -> N
     x = {"a": np.linspace(-1.0, 1.0, 1 << 14), "b": np.linspace(1.0, 2.0, 1 << 14)}
     before = {k: v.copy() for k, v in x.items()}
     opt = lionk.LionK(x, lr=0.1, kappa=Promote(), execution=execution, threads=1)
-    with pytest.raises(ValueError, match="kappa 'promote' at leaf 0: grad must keep the dtype"):
+    with pytest.raises(ValueError, match="kappa 'promote' at .*: grad must keep the dtype"):
         opt.step({k: np.ones_like(v) for k, v in x.items()})
     for k in x:
         assert_bitwise_equal(x[k], before[k], f"params[{k!r}]")
@@ -355,6 +357,6 @@ def test_torch_step_refuses_a_kappa_output_of_another_shape() -> None:
     w = torch.zeros((3, 1), dtype=torch.float64, requires_grad=True)
     opt = lionk.torch.LionK([w], lr=0.1, kappa=Flat(), execution="eager")
     w.grad = torch.ones_like(w)
-    with pytest.raises(ValueError, match="kappa 'flat' at leaf 0: grad must keep the shape"):
+    with pytest.raises(ValueError, match="kappa 'flat' at .*: grad must keep the shape"):
         opt.step()
     assert torch.equal(w.detach(), torch.zeros((3, 1), dtype=torch.float64))

@@ -783,7 +783,7 @@ def _bad_state_dicts():
         "group_size": (group_size, ValueError,
                        r"state_dict\['param_groups'\]\[0\]\['params'\]: expected 2 entries .*received 3"),
         "lion_pytorch_format": (lion_pytorch_format, ValueError,
-                                r"missing keys \['kappa', 'maximize', 'nan_policy', 'state_dtype'\]"),
+                                r"missing keys \['kappa'\]"),
         "array_format": (array_format, ValueError,
                          r"expected keys \['param_groups', 'state'\].*lionk.LionK state dict for arrays"),
         "bad_lr": (bad_lr, ValueError,

@@ -79,7 +79,7 @@ def test_mixed_int_and_str_keys_are_a_valid_tree() -> None:
     assert paths == ["[0]", "[1]", "['a']"]  # ints before strings, each sorted
     assert unflatten(treedef, leaves) == tree or all(
         np.array_equal(unflatten(treedef, leaves)[k], tree[k]) for k in tree)
-    new, _ = lionk.step(tree, tree, lionk.init(tree), lr=0.1)
+    new, _ = lionk.step(tree, {k: v.copy() for k, v in tree.items()}, lionk.init(tree), lr=0.1)
     assert set(new) == {0, 1, "a"}
 
 

@@ -11,6 +11,7 @@ from ..core import kappa as _kappa
 from ..core import validation as _check
 from ..core.array_api import (
     array_namespace,
+    check_no_aliasing,
     dtype_name,
     is_array,
     is_concrete,
@@ -28,7 +29,7 @@ from ..core.step import (
     prepare,
 )
 from ..core.trees import flatten
-from ..execution.paths import run_inplace
+from ..execution.paths import commit_all, interrupts_deferred, prepare_inplace
 
 __all__ = ["LionK"]
 
@@ -38,7 +39,11 @@ class LionK:
 
     ``opt.step(grads)`` computes the same update as :func:`lionk.step` (the same code) and writes
     the new values into the arrays given at construction and into the momentum arrays. Every leaf
-    is validated first: a step that raises leaves params and state exactly as they were.
+    is validated first and the whole update computed before the first write, on every execution
+    path: a step that raises (bad input, a κ error, a NumPy floating-point trap under
+    ``np.seterr``, ...) leaves params, momentum and counters exactly as they were. Arrays that
+    share memory (the same array twice, overlapping views, a gradient aliasing a param or a
+    momentum) are refused with a ValueError naming both leaves.
 
     Hyper-parameters are attributes (``opt.lr = 1e-3`` between steps is fine: they are validated
     at every step). JAX arrays are immutable: use :func:`lionk.step` for them.
@@ -94,6 +99,7 @@ class LionK:
                     "use lionk.step for read-only arrays"
                 )
             _check.no_internal_overlap(f"params{path}", leaf)
+        check_no_aliasing([([f"params{p}" for p in paths], leaves, True)])
         check_nan_policy(nan_policy)
         make_hyper(lr, betas, weight_decay, stacklevel=2)  # validate now, not at the first step
         self.kappa = kappa
@@ -136,13 +142,19 @@ class LionK:
             if gradients_finite(prep, self.nan_policy) is False:
                 self._state = State(st.count, st.momentum, st.skipped + 1)
                 return
-        # Nothing above wrote anything; from here on, only the step written into validated arrays.
+        # Nothing above wrote anything. Compute (everything that can fail: the κ, result
+        # shapes, floating-point traps), then write and count, Ctrl-C held back meanwhile.
+        pending = None
         if prep.xs:
-            self.last_execution = run_inplace(
+            pending = prepare_inplace(
                 prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa, execution=self.execution,
-                chunk_size=self.chunk_size, threads=self.threads, paths=prep.paths,
+                chunk_size=self.chunk_size, threads=self.threads,
+                names=[f"params{p}" for p in prep.paths],
             )
-        self._state = State(st.count + 1, st.momentum, st.skipped)
+        with interrupts_deferred():
+            if pending is not None:
+                self.last_execution = commit_all([pending])[0]
+            self._state = State(st.count + 1, st.momentum, st.skipped)
 
     # --- checkpoints -----------------------------------------------------------------------------
     STATE_DICT_FORMAT = "lionk.LionK"

@@ -37,6 +37,27 @@ def _platform(tree: Any) -> str:
     return jax.default_backend()
 
 
+def _check_donation(params: Any, grads: Any, momentum: Any) -> None:
+    """A donated buffer (a param or a momentum) passed twice, or also as a gradient, would be
+    refused by XLA after dispatch with a message naming no leaf: ValueError naming both first.
+    One identity test per leaf; the paths are computed only when two leaves are one array."""
+    import jax
+
+    leaves = [*jax.tree_util.tree_leaves(params), *jax.tree_util.tree_leaves(momentum),
+              *jax.tree_util.tree_leaves(grads)]
+    if len({id(a) for a in leaves}) == len(leaves):
+        return
+    from ..core.array_api import check_no_aliasing
+    from ..core.trees import flatten
+
+    groups = []
+    for label, tree, written in (("params", params, True), ("grads", grads, False),
+                                 ("state.momentum", momentum, True)):
+        xs, _, paths = flatten(tree)
+        groups.append(([f"{label}{p}" for p in paths], xs, written))
+    check_no_aliasing(groups, donated=True)
+
+
 def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_decay: Any = 0.0,
              kappa: Any = "sign", donate: bool = True, split: bool = False,
              fused: bool = False) -> Any:
@@ -130,6 +151,8 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
             return fn
 
         def run(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
+            if donate:
+                _check_donation(params, grads, state.momentum)
             p, m = compiled(_platform(params))(params, grads, state.momentum)
             return p, State(state.count + 1, m, state.skipped)
 
@@ -138,6 +161,8 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
     jm = jax.jit(new_momentum, donate_argnums=(2,) if donate else ())
 
     def run_split(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
+        if donate:
+            _check_donation(params, grads, state.momentum)
         new_p = jp(params, grads, state.momentum)
         # params were donated: pass the new ones (shape and dtype match; unused by this call)
         new_m = jm(new_p, grads, state.momentum)

@@ -45,16 +45,32 @@ from torch.optim import Optimizer
 
 from ..core import kappa as _kappa
 from ..core import validation as _check
-from ..core.array_api import write_inplace
+from ..core.array_api import check_no_aliasing, write_inplace
 from ..core.step import Hyper, LionKWarning, make_hyper, update_leaves
-from ..execution.paths import run_inplace
+from ..execution.paths import (
+    Pending,
+    check_results,
+    chunkable,
+    commit_all,
+    interrupts_deferred,
+    prepare_inplace,
+)
 
 __all__ = ["LionK"]
 
 # The dtypes LionK computes in (float8 types are "floating point" to torch but have no arithmetic).
 _FLOATING_NAMES = ", ".join(_check.FLOAT_DTYPES)
 # The hyper-parameters every LionK param group carries (a saved group without them is not ours).
-_GROUP_KEYS = ("lr", "betas", "weight_decay", "kappa", "maximize", "nan_policy", "state_dtype")
+_GROUP_KEYS = ("lr", "betas", "weight_decay", "kappa")
+# Options added after the first release: a saved group without them (an older lionk, or a
+# state dict edited as torch's test_can_load_older_state_dict does) takes these defaults, as
+# torch's optimizers do in __setstate__ with setdefault.
+_GROUP_DEFAULTS: dict[str, Any] = {"maximize": False, "nan_policy": "propagate",
+                                   "state_dtype": None, "skipped": 0}
+# Optimizer-wide options kept as attributes (pickled by __getstate__), with the defaults that an
+# object pickled by an older lionk gets.
+_ATTRIBUTE_DEFAULTS: dict[str, Any] = {"execution": "auto", "communication": None,
+                                       "process_group": None, "vote_packing": "int8"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,10 +92,27 @@ def _hyper(lr: Any, betas: Any, weight_decay: Any, where: str, *, allow_zero_lr:
     with ``allow_zero_lr`` it is accepted and the shared update leaves the params unchanged.
     """
     try:
+        lr = _one_element("lr", lr)
+        if isinstance(betas, (tuple, list)):
+            betas = tuple(_one_element(f"betas[{i}]", b) for i, b in enumerate(betas))
+        weight_decay = _one_element("weight_decay", weight_decay)
         return make_hyper(lr, betas, weight_decay, stacklevel=stacklevel + 1,
                           allow_zero_lr=allow_zero_lr)
     except (TypeError, ValueError) as exc:
         raise _prefixed(where, exc) from None
+
+
+def _one_element(name: str, value: Any) -> Any:
+    """A one-element tensor (shape (), (1,), (1, 1), ...) as a 0-d tensor, as torch's optimizers
+    accept it (a scheduler may update it in place); more than one element is refused."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0:
+        if value.numel() != 1:
+            raise ValueError(
+                f"{name}: expected a number or a one-element tensor (Tensor {name} must be "
+                f"1-element); received a tensor of shape {tuple(value.shape)}"
+            )
+        return value.reshape(())
+    return value
 
 
 def _state_dtype(value: Any, where: str) -> torch.dtype | None:
@@ -311,6 +344,27 @@ class LionK(Optimizer):
             )
         super().__init__(params, defaults)
 
+    # --- pickling and copying ----------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """torch's state (``defaults``, ``state``, ``param_groups``) and LionK's optimizer-wide
+        options, so that ``copy.deepcopy(opt)`` and ``pickle`` give an optimizer that steps."""
+        state = super().__getstate__()
+        for key in _ATTRIBUTE_DEFAULTS:
+            state[key] = getattr(self, key, _ATTRIBUTE_DEFAULTS[key])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled LionK; what an older version did not save takes its default (as
+        torch's optimizers do with ``setdefault``). Also called by ``load_state_dict``."""
+        super().__setstate__(state)
+        for key, value in _ATTRIBUTE_DEFAULTS.items():
+            self.__dict__.setdefault(key, value)
+        self.__dict__.setdefault("last_execution", [])
+        self.__dict__.setdefault("last_communication", None)
+        for group in self.param_groups:
+            for key, value in _GROUP_DEFAULTS.items():
+                group.setdefault(key, value)
+
     # --- param groups ------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group. Everything is validated before the group is added: tensors
@@ -341,7 +395,8 @@ class LionK(Optimizer):
         if any(named) and not all(named):
             raise ValueError(
                 f"{where}['params']: expected all entries as tensors or all as (name, tensor) "
-                "pairs; received a mix"
+                "pairs; received a mix (torch: all optimizer params should be with/without "
+                "names)"
             )
         names: list[Any] = []
         tensors: list[Any] = []
@@ -383,9 +438,16 @@ class LionK(Optimizer):
             if id(p) in seen:
                 raise ValueError(
                     f"{nm}: expected each tensor in one param group only; received a tensor "
-                    f"already in {seen[id(p)]}"
+                    f"already in {seen[id(p)]} (torch: some parameters appear in more than one "
+                    "parameter group)"
                 )
             mine[id(p)] = i
+        # distinct tensors may still share memory (views of one storage): refused as well
+        existing = [(f"param_groups[{gj}]['params'][{k}]", p)
+                    for gj, g in enumerate(self.param_groups) for k, p in enumerate(g["params"])]
+        check_no_aliasing([([nm for nm, _ in existing], [p for _, p in existing], True),
+                           ([f"{where}['params'][{i}]" for i in range(len(tensors))], tensors,
+                            True)])
         group: dict[str, Any] = dict(param_group)
         for key, v in self.defaults.items():
             group.setdefault(key, v)
@@ -430,37 +492,56 @@ class LionK(Optimizer):
                 loss = closure()
         with torch.no_grad():
             plans = [self._plan(gi, group) for gi, group in enumerate(self.param_groups)]
+            self._check_aliasing(plans)
             if self.communication is not None:
                 self._step_communicating(plans)
                 return loss
-            if self.execution == "eager":
-                # every group's update computed before anything is written
-                results = [None if (plan.skip or not plan.params) else
-                           update_leaves(plan.params, plan.grads, plan.moms, plan.config.hyper,
-                                         plan.config.kappa) for plan in plans]
-            # Nothing above wrote anything; from here on, only the validated updates are written.
-            self.last_execution = []
+            # Compute every group's update (everything that can fail: κ, result shapes, ...),
+            # then write them all and count, Ctrl-C held back while writing.
+            pendings: list[Pending | None] = []
             for gi, plan in enumerate(plans):
-                if plan.skip:
-                    plan.group["skipped"] = int(plan.group.get("skipped", 0)) + 1
-                    self.last_execution.append(None)
+                if plan.skip or not plan.params:
+                    pendings.append(None)
                     continue
-                if not plan.params:
-                    self.last_execution.append(None)
-                    continue
-                if self.execution == "eager":
-                    new_xs, new_ms = results[gi]  # type: ignore[misc]
-                    for dst, src in zip((*plan.params, *plan.moms), (*new_xs, *new_ms)):
-                        write_inplace(dst, src)
-                    self.last_execution.append("eager")
-                else:
-                    # DTensor params (FSDP2): the update runs on the DTensors, eagerly
-                    path = "eager" if any(_is_dtensor(x) for x in plan.params) else self.execution
-                    self.last_execution.append(run_inplace(
-                        plan.params, plan.grads, plan.moms, plan.config.hyper,
-                        plan.config.kappa, execution=path))
-                self._count_step(plan)
+                pendings.append(prepare_inplace(
+                    plan.params, plan.grads, plan.moms, plan.config.hyper, plan.config.kappa,
+                    execution=self._group_execution(plan),
+                    names=[f"param_groups[{gi}]['params'][{i}]" for i in plan.positions]))
+            with interrupts_deferred():
+                ran = iter(commit_all([p for p in pendings if p is not None]))
+                self.last_execution = []
+                for plan, pending in zip(plans, pendings):
+                    if plan.skip:
+                        plan.group["skipped"] = int(plan.group.get("skipped", 0)) + 1
+                        self.last_execution.append(None)
+                    elif pending is None:
+                        self.last_execution.append(None)
+                    else:
+                        self.last_execution.append(next(ran))
+                        self._count_step(plan)
         return loss
+
+    def _group_execution(self, plan: _Plan) -> str:
+        """The path of one group: DTensor params (FSDP2) run eagerly (the update runs on the
+        DTensors); ``"chunked"`` runs the groups it cannot (a norm κ, non-contiguous params)
+        eagerly, as ``"auto"`` does."""
+        if self.execution == "eager" or any(_is_dtensor(x) for x in plan.params):
+            return "eager"
+        if self.execution == "chunked" and not chunkable(plan.params, plan.grads, plan.moms,
+                                                         plan.config.kappa):
+            return "eager"
+        return self.execution
+
+    def _check_aliasing(self, plans: list[_Plan]) -> None:
+        """ValueError naming both tensors when a param, gradient or momentum of the step shares
+        memory with a param or momentum of it (overlapping views, a ``.grad`` that is a param)."""
+        groups: list[tuple[list[str], list[Any], bool]] = []
+        for gi, plan in enumerate(plans):
+            names = [f"param_groups[{gi}]['params'][{i}]" for i in plan.positions]
+            groups.append((names, plan.params, True))
+            groups.append(([f"{n}.grad" for n in names], [p.grad for p in plan.params], False))
+            groups.append(([f"state of {n}['exp_avg']" for n in names], plan.moms, True))
+        check_no_aliasing(groups)
 
     def _count_step(self, plan: _Plan) -> None:
         for p, m, fresh in zip(plan.params, plan.moms, plan.fresh):
@@ -478,7 +559,7 @@ class LionK(Optimizer):
         the same on every rank; nothing is written before every group has been exchanged."""
         import torch.distributed as dist
 
-        from ..distributed import CommunicationError, communication_bytes, exchange_votes
+        from ..distributed import CommunicationError, exchange_votes
 
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError(
@@ -542,6 +623,17 @@ class LionK(Optimizer):
                     f"received non-finite gradients on {ex.flags} of {world} ranks{mine}; "
                     "nothing was changed on any rank"
                 )
+        for gi, (plan, res) in enumerate(zip(plans, results)):
+            if res is not None:
+                check_results(plan.params, plan.moms, res[0], res[1], plan.config.kappa,
+                              [f"param_groups[{gi}]['params'][{i}]" for i in plan.positions])
+        with interrupts_deferred():
+            self._commit_communicated(plans, exchanged, results, world)
+
+    def _commit_communicated(self, plans: list[_Plan], exchanged: list[Any], results: list[Any],
+                             world: int) -> None:
+        from ..distributed import communication_bytes
+
         self.last_execution = []
         payload = sent = 0.0
         elements = 0
@@ -700,12 +792,11 @@ class LionK(Optimizer):
         """
         kappas, targets = self._validate_state_dict(state_dict)
         saved_state = state_dict["state"]
-        super().load_state_dict(state_dict)
+        super().load_state_dict(state_dict)  # calls __setstate__: missing options defaulted
         for group, kap in zip(self.param_groups, kappas):
             group["kappa"] = kap
             group["betas"] = tuple(group["betas"])
             group["state_dtype"] = _state_dtype(group["state_dtype"], "")
-            group.setdefault("skipped", 0)
         for pid, entry in saved_state.items():
             p, dtype = targets[pid]
             st = self.state[p]
@@ -756,8 +847,10 @@ class LionK(Optimizer):
                 raise ValueError(
                     f"{w}: missing keys {miss}; expected a state dict saved by "
                     "lionk.torch.LionK (this one comes from another optimizer, e.g. "
-                    "lion_pytorch.Lion, or an older format)"
+                    "lion_pytorch.Lion); options added later (maximize, nan_policy, "
+                    "state_dtype) may be missing and take their defaults"
                 )
+            sg = {**_GROUP_DEFAULTS, **sg}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", LionKWarning)
                 cfg = _check_options(sg, w, allow_zero_lr=True, current_kappa=cur["kappa"])

@@ -47,6 +47,9 @@ __all__ = [
     "native_exact_sign",
     "sign_probe_results",
     "is_numpy_namespace",
+    "memory_span",
+    "find_overlap",
+    "check_no_aliasing",
 ]
 
 
@@ -282,3 +285,141 @@ def float64_or_widest(xp: Namespace, x: Array) -> Array:
 
 def inf() -> float:
     return math.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# Aliasing: which arrays share memory. One function for every front end (lionk.step,
+# lionk.LionK, lionk.torch.LionK): an in-place step that reads an array another leaf writes
+# (the same buffer twice, overlapping views, a gradient that is a param's or a momentum's
+# memory) gives results that depend on the order of the writes, so it is refused.
+
+
+def memory_span(a: Any, *, donated: bool = False) -> tuple[Any, int, int] | None:
+    """``(memory space, first byte, one past the last byte)`` of the elements of ``a``, or None
+    for arrays that own no mutable memory here (JAX arrays are immutable; empty arrays, NumPy
+    scalars and tensors without storage hold nothing). With ``donated`` a JAX array is its own
+    buffer (``jax.jit(..., donate_argnums=...)`` hands it to XLA, which may write into it)."""
+    if is_jax_array(a):
+        return ("jax", id(a), id(a) + 1) if donated else None
+    if type(a) is np.ndarray or (isinstance(a, np.ndarray) and not isinstance(a, np.generic)):
+        if a.size == 0:
+            return None
+        if a.flags.c_contiguous:
+            lo = a.__array_interface__["data"][0]
+            return ("host", lo, lo + a.nbytes)
+        lo, hi = _byte_bounds(a)
+        return ("host", lo, hi)
+    if is_torch_array(a):
+        if a.numel() == 0 or a.device.type == "meta" or a.layout != sys.modules["torch"].strided:
+            return None
+        if type(a).__name__ == "DTensor":  # FSDP2: each rank holds its own shard
+            a = a.to_local()  # type: ignore[attr-defined]
+        lo = int(a.data_ptr())
+        extent = sum((int(n) - 1) * int(s) for n, s in zip(a.shape, a.stride()))
+        space = "host" if a.device.type == "cpu" else str(a.device)
+        return (space, lo, lo + (extent + 1) * a.element_size())
+    if type(a).__module__.startswith("cupy"):
+        if a.size == 0:
+            return None
+        lo = int(a.data.ptr)
+        low = sum((int(n) - 1) * int(s) for n, s in zip(a.shape, a.strides) if s < 0)
+        high = sum((int(n) - 1) * int(s) for n, s in zip(a.shape, a.strides) if s > 0)
+        return (f"cupy:{a.device.id}", lo + low, lo + high + a.itemsize)
+    inner = getattr(a, "_array", None)  # array-api-strict wraps a NumPy array
+    if type(a).__module__.startswith("array_api_strict") and isinstance(inner, np.ndarray):
+        return memory_span(inner)
+    return None
+
+
+_byte_bounds: Any = getattr(getattr(np.lib, "array_utils", None), "byte_bounds", None) or getattr(
+    np, "byte_bounds", None)  # NumPy 2 moved it
+
+
+def _as_numpy_view(a: Any) -> np.ndarray | None:
+    """A NumPy array over the same memory as ``a`` (host arrays), for an exact overlap test."""
+    if isinstance(a, np.ndarray):
+        return a
+    if is_torch_array(a) and a.device.type == "cpu":
+        torch = sys.modules["torch"]
+        t = a.to_local() if type(a).__name__ == "DTensor" else a  # type: ignore[attr-defined]
+        same_size = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+        try:
+            return t.detach().view(same_size[t.element_size()]).numpy()
+        except (KeyError, RuntimeError, TypeError):
+            return None
+    inner = getattr(a, "_array", None)
+    return inner if isinstance(inner, np.ndarray) else None
+
+
+def _share(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b``, whose byte ranges overlap, have an element in common (exact on
+    the host; the byte ranges decide elsewhere)."""
+    na, nb = _as_numpy_view(a), _as_numpy_view(b)
+    if na is None or nb is None:
+        return True
+    try:
+        return bool(np.shares_memory(na, nb, max_work=10**6))  # type: ignore[arg-type]
+    except getattr(np, "exceptions", np).TooHardError:
+        return True
+
+
+def find_overlap(arrays: Any, writable: Any, *, donated: bool = False) -> tuple[int, int] | None:
+    """The first pair ``(i, j)``, ``i < j``, of ``arrays`` that share memory and of which at
+    least one is ``writable[k]``; None when there is none. Read-only arrays may share memory
+    with each other (e.g. one gradient used for two leaves).
+
+    Sorts the byte ranges once (``O(n log n)``) and tests only the pairs whose ranges overlap,
+    exactly (``np.shares_memory``) where NumPy can see the memory (NumPy, torch CPU,
+    array-api-strict), by byte range elsewhere (GPU). JAX arrays never alias: they are
+    immutable (a donated buffer is a new array to JAX).
+    """
+    if len({id(a) for a in arrays}) == len(arrays) and all(
+            type(a) is np.ndarray and a.flags.owndata for a in arrays):
+        return None  # distinct NumPy arrays that each own their memory cannot overlap
+    spans = []
+    for i, a in enumerate(arrays):
+        s = memory_span(a, donated=donated)
+        if s is not None:
+            spans.append((s[0] if isinstance(s[0], str) else str(s[0]), s[1], s[2], i))
+    spans.sort()
+    found: tuple[int, int] | None = None
+    active: list[tuple[str, int, int, int]] = []
+    for space, lo, hi, i in spans:
+        active = [t for t in active if t[0] == space and t[2] > lo]
+        for _, _, _, j in active:
+            if (writable[i] or writable[j]) and _share(arrays[i], arrays[j]):
+                pair = (min(i, j), max(i, j))
+                if found is None or pair < found:
+                    found = pair
+        active.append((space, lo, hi, i))
+    return found
+
+
+def check_no_aliasing(groups: Any, *, donated: bool = False) -> None:
+    """Raise ValueError naming both arrays when two arrays of ``groups`` share memory and one of
+    them is written by the step. ``groups``: ``(labels, arrays, writable)`` triples, e.g.
+    ``(["params['a']", ...], xs, True)``, ``(gradient labels, gs, False)``. ``donated``: the
+    writable JAX arrays are donated buffers (``lionk.jit_step``)."""
+    labels: list[str] = []
+    arrays: list[Any] = []
+    writable: list[bool] = []
+    for names, arrs, w in groups:
+        for nm, a in zip(names, arrs):
+            labels.append(nm)
+            arrays.append(a)
+            writable.append(bool(w))
+    if len(arrays) < 2:
+        return
+    pair = find_overlap(arrays, writable, donated=donated)
+    if pair is None:
+        return
+    i, j = pair
+    same = arrays[i] is arrays[j]
+    how = "is the same array as" if same else "shares memory with"
+    why = ("jit_step donates the params' and momentum's buffers to XLA; pass a copy, or "
+           "donate=False" if donated else "the in-place step would read values it has already "
+           "overwritten; pass separate arrays, e.g. a copy")
+    raise ValueError(
+        f"{labels[j]}: expected an array that shares no memory with the others the step reads "
+        f"and writes; received one that {how} {labels[i]} ({why})"
+    )

@@ -17,12 +17,14 @@ from . import validation as _check
 from .array_api import (
     Array,
     array_namespace,
+    check_no_aliasing,
     device,
     dtype_name,
     ensure_array,
     is_array,
     is_concrete,
     is_floating,
+    is_jax_array,
     is_numpy_namespace,
 )
 from .trees import TreeDef, flatten
@@ -173,7 +175,7 @@ def check_directions(kappa: _kappa.Kappa, cs: Sequence[Array], us: Sequence[Any]
     that leaf's ``c``; anything else (a flattened or broadcast array, a promoted dtype, a Python
     list, a missing leaf) would be written into the parameters or fail in the middle of a
     write. Raises ValueError (TypeError for a non-array) naming the κ and the leaf path
-    (``paths``; the leaf's index when not given). Called by :func:`update_leaves` before it
+    (``paths``: labels such as ``params['w']``; the leaf's index when not given). Called by :func:`update_leaves` before it
     returns anything, so no execution path writes a step whose κ output is malformed.
     """
     if not isinstance(us, (list, tuple)) or len(us) != len(cs):
@@ -185,7 +187,7 @@ def check_directions(kappa: _kappa.Kappa, cs: Sequence[Array], us: Sequence[Any]
     for i, (c, u) in enumerate(zip(cs, us)):
         if u is c or (type(u) is type(c) and u.shape == c.shape and u.dtype == c.dtype):
             continue  # the common case, cheap: a model has hundreds of leaves
-        where = f"params{paths[i]}" if paths is not None else f"leaf {i}"
+        where = paths[i] if paths is not None else f"leaf {i}"
         if not is_array(u):
             raise TypeError(
                 f"kappa {kappa.name!r} at {where}: grad must return an array; received "
@@ -238,6 +240,7 @@ def update_leaves(
     cs = interpolate(gs, ms, h)
     us = kappa.tree_grad(cs)
     check_directions(kappa, cs, us, paths)
+    del cs  # c is not needed any more: free it before x' and m' are computed
     if aggregate_direction is not None:
         us = list(aggregate_direction(list(us)))
     return apply_direction(xs, gs, ms, us, h)
@@ -412,6 +415,10 @@ def prepare(
     _check.counter("state.count", state.count)
     _check.counter("state.skipped", getattr(state, "skipped", 0))
     xp, treedef, paths, xs, gs, ms = check_trees(params, grads, state.momentum)
+    if xs and not is_jax_array(xs[0]):  # JAX arrays are immutable: they cannot alias
+        check_no_aliasing([([f"params{p}" for p in paths], xs, True),
+                           ([f"grads{p}" for p in paths], gs, False),
+                           ([f"state.momentum{p}" for p in paths], ms, True)])
     return Prepared(xp, treedef, paths, xs, gs, ms, h, kap)
 
 
@@ -460,6 +467,12 @@ def first_nonfinite(xp: Any, arrays: Sequence[Array], paths: Sequence[str]) -> s
 
 # ---------------------------------------------------------------------------------------------
 # Public functional API.
+
+
+def _update_named(prep: Prepared) -> tuple[list[Array], list[Array]]:
+    """:func:`update_leaves` on a prepared step; a κ output error names the leaf's path."""
+    return update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa,
+                         paths=[f"params{p}" for p in prep.paths])
 
 
 def init(params: Any, *, state_dtype: Any = None) -> State:
@@ -534,7 +547,6 @@ def step(
     """
     prep = prepare(params, grads, state, lr=lr, betas=betas, weight_decay=weight_decay,
                    kappa=kappa, nan_policy=nan_policy)
-    paths = prep.paths
     if not prep.xs:
         return params, State(state.count + 1, state.momentum, state.skipped)
     xp = prep.xp
@@ -547,16 +559,14 @@ def step(
                 state.count, prep.treedef.unflatten(mcopies), state.skipped + 1
             )
         if ok is not True:  # traced: select with where, no Python branch
-            new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa,
-                                           paths=paths)
+            new_xs, new_ms = _update_named(prep)
             new_xs = [xp.where(ok, a, b) for a, b in zip(new_xs, prep.xs)]
             new_ms = [xp.where(ok, a, b) for a, b in zip(new_ms, prep.ms)]
             inc = xp.astype(ok, xp.int32)
             return prep.treedef.unflatten(new_xs), State(
                 state.count + inc, prep.treedef.unflatten(new_ms), state.skipped + (1 - inc)
             )
-    new_xs, new_ms = update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa,
-                                   paths=paths)
+    new_xs, new_ms = _update_named(prep)
     return prep.treedef.unflatten(new_xs), State(
         state.count + 1, prep.treedef.unflatten(new_ms), state.skipped
     )

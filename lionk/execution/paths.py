@@ -28,12 +28,24 @@ leaves or on pieces of them, and copies the results into the parameter and momen
 For JAX, :func:`jit_step` is the compiled path of the functional API: ``jax.jit`` of the same
 step with the parameter and momentum buffers donated.
 
+Every path is atomic: :func:`prepare_inplace` does everything that can fail (validation, the κ
+or its recording, result shapes, NumPy's floating-point traps of the caller, on every thread,
+with a dry run on copies where they could raise) and writes nothing; :func:`commit_all` writes,
+and cannot fail (copies of validated results, or code that runs no Python κ, traps off), with a
+Ctrl-C held back meanwhile by :func:`interrupts_deferred`. torch's compiled groups run as one
+``torch.compile`` call that computes all of them before its first write, ahead of every other
+commit. See docs/execution.md ("Every path is atomic").
+
 The conformance suite runs every path against the reference.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import signal
+import threading
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -41,11 +53,12 @@ from typing import Any
 import numpy as np
 
 from ..core import validation as _check
-from ..core.array_api import Array, write_inplace
+from ..core.array_api import Array, array_namespace, write_inplace
 from ..core.step import Hyper, update_leaves
-from .packed import PACKED_MAX_ELEMENTS, packable, run_packed
+from .packed import PACKED_MAX_ELEMENTS, packable, prepare_packed
 
-__all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable"]
+__all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable", "prepare_inplace",
+           "commit_all", "Pending", "interrupts_deferred"]
 
 EXECUTIONS = _check.EXECUTIONS
 # NumPy chunks (elements). Measured on a 2-core EPYC (2 MiB L2 per core), 2^24 float32, sign:
@@ -142,7 +155,7 @@ TORCH_CHUNK = 1 << 16  # torch's per-operation dispatch cost wants larger pieces
 
 def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                 kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
-                threads: int | None = None, paths: Sequence[str] | None = None) -> str:
+                threads: int | None = None, names: Sequence[str] | None = None) -> str:
     """Compute the step and write it into ``xs`` and ``ms``; returns the path that ran.
 
     ``"auto"``: NumPy → chunked (elementwise κ, contiguous) else eager; torch → compiled from
@@ -153,14 +166,178 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
     all cores; torch: 64K elements, one Python thread, torch's
     own intra-op threads).
 
-    ``paths`` (the leaves' paths) name the leaf in the error for a malformed κ output.
+    Atomic: :func:`prepare_inplace` (everything that can fail) then :meth:`Pending.commit`
+    (writes only), with a Ctrl-C that arrives while writing delivered after the write. A call
+    that raises has written nothing. ``names`` label the leaves in error messages.
     """
+    pending = prepare_inplace(xs, gs, ms, h, kappa, execution=execution, chunk_size=chunk_size,
+                              threads=threads, names=names)
+    with interrupts_deferred():
+        return commit_all([pending])[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic steps: compute (may fail, writes nothing), then commit (writes, cannot fail).
+
+
+class Pending:
+    """A step computed (or made ready) but not yet written; :func:`commit_all` writes it.
+
+    Everything that can fail ran in :func:`prepare_inplace`: validation, κ evaluation (or its
+    recording), the result shapes, the caller's floating-point traps, scratch allocation. The
+    commit copies computed results, or runs code that evaluates no Python κ (a recorded NumPy
+    program, a compiled kernel) with floating-point traps off. The one exception is the torch
+    ``torch.compile`` path, whose compiled function computes everything before its first write
+    (so a failure inside it, e.g. a κ raising while traced, writes nothing): :func:`commit_all`
+    runs it before any other commit.
+    """
+
+    __slots__ = ("path", "write", "compiled")
+
+    def __init__(self, path: str, write: Any = None, compiled: Any = None) -> None:
+        self.path = path
+        self.write = write  # () -> None, cannot fail
+        self.compiled = compiled  # torch.compile: (xs, gs, ms, h, kappa, execution, names)
+
+
+def commit_all(pendings: Sequence[Pending]) -> list[str]:
+    """Write every pending step; returns each one's path.
+
+    The torch ``torch.compile`` steps among them run first, in one compiled call that computes
+    every one of them before writing any; if it raises, nothing at all has been written. (With
+    ``execution="auto"`` a compilation failure falls back to computing those steps another way,
+    still before anything is written.) The other commits cannot fail. Call it inside
+    :func:`interrupts_deferred` together with the caller's own counters.
+    """
+    pendings = list(pendings)
+    compiled = [i for i, p in enumerate(pendings) if p.compiled is not None]
+    if compiled:
+        groups = [pendings[i].compiled for i in compiled]
+        try:
+            _run_torch_compiled_groups(groups)
+        except Exception as exc:
+            if any(g[5] != "auto" for g in groups):
+                raise
+            import warnings
+
+            _COMPILE_FAILED.append(repr(exc))
+            warnings.warn(f"lionk: torch.compile failed ({type(exc).__name__}: {exc}); "
+                          "running the step eagerly from now on", RuntimeWarning, stacklevel=3)
+            for i, (xs, gs, ms, h, kappa, _, names) in zip(compiled, groups):
+                path = "chunked" if chunkable(xs, gs, ms, kappa) else "eager"
+                pendings[i] = prepare_inplace(xs, gs, ms, h, kappa, execution=path, names=names)
+    for p in pendings:
+        if p.write is not None:
+            p.write()
+    return [p.path for p in pendings]
+
+
+class interrupts_deferred:  # noqa: N801 - used as a function: ``with interrupts_deferred():``
+    """Hold back Ctrl-C (SIGINT) while a step is written: a ``KeyboardInterrupt`` that arrives
+    meanwhile is raised when the block ends (the step then complete, counters included). A
+    second Ctrl-C raises at once. Only in the main thread and when SIGINT has Python's default
+    handler (a program's own handler is left alone). Costs about 6 µs (two ``signal.signal``)."""
+
+    __slots__ = ("old", "received")
+
+    def __enter__(self) -> None:
+        self.old: Any = None
+        self.received = False
+        if threading.get_ident() != _MAIN_THREAD_ID:
+            return
+        old = signal.signal(signal.SIGINT, self._handler)
+        if old is not signal.default_int_handler:  # the program's own handler: leave it be
+            signal.signal(signal.SIGINT, old)
+            return
+        self.old = old
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = True
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.old is None:
+            return
+        signal.signal(signal.SIGINT, self.old)
+        if self.received and exc_type is None:
+            raise KeyboardInterrupt
+
+
+_MAIN_THREAD_ID = threading.main_thread().ident
+
+
+def _label(names: Sequence[str] | None, i: int) -> str:
+    return names[i] if names is not None and i < len(names) else f"leaf {i}"
+
+
+def check_results(xs: Sequence[Array], ms: Sequence[Array], new_xs: Sequence[Array],
+                  new_ms: Sequence[Array], kappa: Any, names: Sequence[str] | None) -> None:
+    """Raise (naming κ and the leaf) unless every result has its destination's shape and
+    dtype: a κ whose grad returns another shape would otherwise broadcast, or fail half-way
+    through the writes."""
+    for i, (x, m, nx, nm) in enumerate(zip(xs, ms, new_xs, new_ms)):
+        for label, dst, src in (("params", x, nx), ("momentum", m, nm)):
+            shape = getattr(src, "shape", None)
+            if shape is None or tuple(shape) != tuple(dst.shape):
+                raise ValueError(
+                    f"kappa {getattr(kappa, 'name', kappa)!r}: the step's new {label} for "
+                    f"{_label(names, i)} has shape {None if shape is None else tuple(shape)}; "
+                    f"expected {tuple(dst.shape)}: does the kappa's grad return an array of its "
+                    "input's shape? Nothing was written"
+                )
+            if getattr(src, "dtype", None) != dst.dtype:
+                raise TypeError(
+                    f"kappa {getattr(kappa, 'name', kappa)!r}: the step's new {label} for "
+                    f"{_label(names, i)} has dtype {getattr(src, 'dtype', None)}; expected "
+                    f"{dst.dtype}. Nothing was written"
+                )
+
+
+def _fp_settings() -> tuple[Any, Any]:
+    return np.geterr(), np.geterrcall()
+
+
+def _runtime_warnings_raise() -> bool:
+    """True when a ``warnings`` filter may turn a RuntimeWarning (numpy's "overflow encountered
+    in ...") into an exception (conservative: any "error" filter that may match)."""
+    for action, msg, category, module, lineno in warnings.filters:
+        if not issubclass(RuntimeWarning, category):
+            continue
+        if action == "error":
+            return True
+        if msg is None and module is None and not lineno:
+            return False  # a catch-all for RuntimeWarning decides first
+    return False
+
+
+def fp_may_raise(err: dict[str, str]) -> bool:
+    """True when NumPy's floating-point settings ``err`` (``np.geterr()``) may turn a
+    floating-point event into an exception (or a user callback)."""
+    modes = set(err.values())
+    if modes & {"raise", "call", "log"}:
+        return True
+    return "warn" in modes and _runtime_warnings_raise()
+
+
+def prepare_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+                    kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
+                    threads: int | None = None, names: Sequence[str] | None = None) -> Pending:
+    """The compute phase of :func:`run_inplace`: everything that can fail, nothing written."""
     _check.execution(execution)
     path = _auto_path(xs, gs, ms, kappa) if execution == "auto" else execution
     if path == "chunked" and not chunkable(xs, gs, ms, kappa):
+        if not kappa.separable:
+            raise ValueError(
+                "execution='chunked' needs an elementwise (separable) kappa; received kappa "
+                f"{kappa.name!r} (separable=False); use 'eager' or 'auto'"
+            )
+        bad = next(i for i, (x, g, m) in enumerate(zip(xs, gs, ms))
+                   if _flat_views([x], [g], [m]) is None)
         raise ValueError(
-            "execution='chunked' needs an elementwise (separable) kappa and contiguous arrays; "
-            f"received kappa {kappa.name!r} (separable={kappa.separable})"
+            f"{_label(names, bad)}: execution='chunked' needs contiguous arrays (it walks flat "
+            "views of them); received a non-contiguous param, gradient or momentum; use "
+            "'eager' or 'auto' for it"
         )
     torch_arrays = bool(xs) and _is_torch(xs[0])
     if chunk_size is None and torch_arrays:
@@ -168,8 +345,12 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
     if threads is None and torch_arrays:
         threads = 1
     if path == "compiled" and xs and _is_cupy(xs[0]):
-        if _run_cupy_fused(xs, gs, ms, h, kappa):
-            return path
+        kernels = _cupy_kernels(xs, ms, h, kappa)
+        if kernels is not None:
+            def write_cupy() -> None:
+                for kernel, x, g, m in zip(kernels, xs, gs, ms):
+                    kernel(g, x, m)  # reads x, g, m once and writes x and m in place: one pass
+            return Pending(path, write_cupy)
         if execution == "compiled":
             raise ValueError(
                 "execution='compiled' on CuPy arrays runs one fused elementwise kernel and needs "
@@ -179,24 +360,20 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
             )
         path = "eager"
     if path == "compiled" and xs and type(xs[0]) is np.ndarray:
-        why = _run_numpy_c_kernel(xs, gs, ms, h, kappa, threads)
-        if why is None:
-            return path
-        raise ValueError(f"execution='compiled' on NumPy arrays {why}")
-    if path == "compiled" and execution == "auto":
-        try:
-            _run_torch_compiled(xs, gs, ms, h, kappa)
-            return path
-        except Exception as exc:  # no C++ compiler, an unsupported op, ...: run it another way
-            import warnings
-
-            _COMPILE_FAILED.append(repr(exc))
-            warnings.warn(f"lionk: torch.compile failed ({type(exc).__name__}: {exc}); "
-                          "running the step eagerly from now on", RuntimeWarning, stacklevel=3)
-            path = "chunked" if chunkable(xs, gs, ms, kappa) else "eager"
+        for i, (x, g, m) in enumerate(zip(xs, gs, ms)):
+            if _flat_views([x], [g], [m]) is None:
+                raise ValueError(
+                    f"{_label(names, i)}: execution='compiled' on NumPy arrays needs C-contiguous "
+                    "arrays; received a non-contiguous param, gradient or momentum; use 'eager' "
+                    "or 'auto' for it"
+                )
+        ready = _numpy_c_kernel(xs, gs, ms, h, kappa, threads, names)
+        if isinstance(ready, str):
+            raise ValueError(f"execution='compiled' on NumPy arrays {ready}")
+        return Pending(path, ready)
     if path == "compiled":
-        _run_torch_compiled(xs, gs, ms, h, kappa)
-        return path
+        _check_torch_compilable(xs, gs, ms)
+        return Pending(path, compiled=(xs, gs, ms, h, kappa, execution, names))
     if path == "packed":
         if not (all(_is_torch(a) for a in (*xs, *gs, *ms)) and packable(xs, kappa)):
             raise ValueError(
@@ -205,17 +382,29 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
                 f"{kappa.name!r} (separable={kappa.separable}), array types "
                 f"{sorted({type(a).__name__ for a in (*xs, *gs, *ms)})}"
             )
-        run_packed(xs, gs, ms, h, kappa)
-        return path
+        return Pending(path, prepare_packed(xs, gs, ms, h, kappa, names))
     if path == "eager":
-        new_xs, new_ms = update_leaves(xs, gs, ms, h, kappa, paths=paths)
+        new_xs, new_ms = update_leaves(xs, gs, ms, h, kappa, paths=names)
+        check_results(xs, ms, new_xs, new_ms, kappa, names)
+        return Pending(path, lambda: _write_all(xs, ms, new_xs, new_ms))
+    return _prepare_chunked(xs, gs, ms, h, kappa, chunk_size, threads, names)
+
+
+def _write_all(xs: Sequence[Array], ms: Sequence[Array], new_xs: Sequence[Array],
+               new_ms: Sequence[Array]) -> None:
+    """Copy validated results (same shapes and dtypes) into place: cannot fail."""
+    with np.errstate(all="ignore"):
         for dst, src in zip(xs, new_xs):
             write_inplace(dst, src)
         for dst, src in zip(ms, new_ms):
             write_inplace(dst, src)
-        return path
+
+
+def _prepare_chunked(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+                     kappa: Any, chunk_size: int | None, threads: int | None,
+                     names: Sequence[str] | None) -> Pending:
     flats = _flat_views(xs, gs, ms)
-    assert flats is not None  # checked by chunkable above
+    assert flats is not None  # checked by chunkable
     # Split the concatenated index range [0, total) into one span per thread; each thread walks
     # its span chunk by chunk, making views as it goes (nothing proportional to N is built).
     sizes = [int(fx.shape[0]) for fx, _, _ in flats]
@@ -224,21 +413,56 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
     if chunk_size is None:
         chunk_size = _numpy_chunk(flats, programs, nthreads)
     chunk = chunk_size
-    _run_in_threads(sizes, min(nthreads, sum(sizes) // (2 * chunk)),
-                    lambda lo, hi: _run_span(flats, sizes, lo, hi, chunk, h, kappa, programs))
-    return path
+    nthreads = max(1, min(nthreads, sum(sizes) // (2 * chunk)))
+    err, call = _fp_settings()
+    if all(p is not None for p in programs):
+        # Recorded programs (NumPy): the κ was evaluated when recording; running a program runs
+        # NumPy ufuncs only. Scratch made now; the caller's floating-point traps checked by a
+        # dry run on copies when they could raise; then the commit runs in place, traps off.
+        if fp_may_raise(err):
+            _run_in_threads(sizes, nthreads, lambda lo, hi: _dry_span(
+                flats, sizes, lo, hi, chunk, programs, err, call, names))
+            err, call = {k: "ignore" for k in err}, None
+        bounds = _bounds(sum(sizes), nthreads)
+        scratch = [_span_scratch(flats, sizes, lo, hi, chunk, programs)
+                   for lo, hi in zip(bounds, bounds[1:])]
+
+        def write_programs() -> None:
+            _run_in_threads(sizes, nthreads, lambda lo, hi: _run_span(
+                flats, sizes, lo, hi, chunk, programs, scratch[bounds.index(lo)], err, call))
+        return Pending("chunked", write_programs)
+    # κ evaluated chunk by chunk (torch; a κ NumPy cannot record): the results are computed
+    # into new arrays first (the temporaries stay chunk-sized), then copied into place.
+    outs = [(_empty_like(fx), _empty_like(fm)) for fx, _, fm in flats]
+    _run_in_threads(sizes, nthreads, lambda lo, hi: _compute_span(
+        flats, outs, sizes, lo, hi, chunk, h, kappa, err, call, names))
+    return Pending("chunked", lambda: _write_all([fx for fx, _, _ in flats],
+                                                 [fm for _, _, fm in flats],
+                                                 [o[0] for o in outs], [o[1] for o in outs]))
+
+
+def _empty_like(a: Array) -> Array:
+    if type(a) is np.ndarray:
+        return np.empty_like(a)
+    return array_namespace(a).empty_like(a)
+
+
+def _bounds(total: int, nthreads: int) -> list[int]:
+    return [total * i // nthreads for i in range(nthreads + 1)]
 
 
 def _run_in_threads(sizes: list[int], nthreads: int, run_span: Any) -> None:
     """Split the elements of leaves of ``sizes`` laid end to end into ``nthreads`` contiguous
-    spans and call ``run_span(lo, hi)`` on each, in the shared thread pool."""
+    spans and call ``run_span(lo, hi)`` on each, in the shared thread pool. Waits for every span
+    before raising the first span's error."""
     total = sum(sizes)
     nthreads = max(1, nthreads)
-    bounds = [total * i // nthreads for i in range(nthreads + 1)]
+    bounds = _bounds(total, nthreads)
     if nthreads == 1:
         run_span(0, total)
         return
     futures = [_pool(nthreads).submit(run_span, lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+    concurrent.futures.wait(futures)
     for f in futures:
         f.result()
 
@@ -291,17 +515,27 @@ def _numpy_chunk(flats: list[tuple[Array, Array, Array]], programs: list[Any],
     return max(MIN_CHUNK, min(MAX_CHUNK, chunk // 4096 * 4096))
 
 
-def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
-              chunk_size: int, h: Hyper, kappa: Any, programs: list[Any]) -> None:
-    """Run the step on elements ``[lo, hi)`` of the leaves laid end to end, chunk by chunk."""
-    scratch: dict[int, list[Array]] = {}  # per program: its buffers, made once per span
-    for leaf, a, b in _pieces(sizes, lo, hi):
-        fx, fg, fm = flats[leaf]
+def _span_scratch(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
+                  chunk_size: int, programs: list[Any]) -> dict[int, list[Array]]:
+    """The scratch buffers of span ``[lo, hi)``: per program it meets, made before any write."""
+    scratch: dict[int, list[Array]] = {}
+    for leaf, _, _ in _pieces(sizes, lo, hi):
         program = programs[leaf]
-        if program is not None:
-            bufs = scratch.get(id(program))
-            if bufs is None:
-                bufs = scratch[id(program)] = program.buffers(min(chunk_size, hi - lo))
+        if id(program) not in scratch:
+            scratch[id(program)] = program.buffers(min(chunk_size, hi - lo))
+    return scratch
+
+
+def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
+              chunk_size: int, programs: list[Any], scratch: dict[int, list[Array]],
+              err: Any, call: Any) -> None:
+    """Run the recorded step in place on elements ``[lo, hi)`` of the leaves laid end to end,
+    chunk by chunk (NumPy's floating-point settings ``err``/``call`` in this thread)."""
+    with np.errstate(call=call, **err):
+        for leaf, a, b in _pieces(sizes, lo, hi):
+            fx, fg, fm = flats[leaf]
+            program = programs[leaf]
+            bufs = scratch[id(program)]
             run, full = program.run, len(bufs[0]) if bufs else chunk_size
             for s in range(a, b, chunk_size):
                 e = min(s + chunk_size, b)
@@ -309,13 +543,47 @@ def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int
                     run(fx[s:e], fg[s:e], fm[s:e], *bufs)
                 else:
                     run(fx[s:e], fg[s:e], fm[s:e], *[buf[: e - s] for buf in bufs])
-            continue
-        for s in range(a, b, chunk_size):
-            sl = slice(s, min(s + chunk_size, b))
-            x, m = fx[sl], fm[sl]
-            (nx,), (nm,) = update_leaves([x], [fg[sl]], [m], h, kappa)
-            write_inplace(x, nx)
-            write_inplace(m, nm)
+
+
+def _dry_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
+              chunk_size: int, programs: list[Any], err: Any, call: Any,
+              names: Sequence[str] | None) -> None:
+    """The recorded step on copies of elements ``[lo, hi)``, under the caller's floating-point
+    settings: raises (naming the leaf) where the step would trap; writes nothing."""
+    with np.errstate(call=call, **err):
+        for leaf, a, b in _pieces(sizes, lo, hi):
+            fx, fg, fm = flats[leaf]
+            program = programs[leaf]
+            bufs = program.buffers(min(chunk_size, b - a))
+            for s in range(a, b, chunk_size):
+                e = min(s + chunk_size, b)
+                try:
+                    program.run(fx[s:e].copy(), fg[s:e], fm[s:e].copy(),
+                                *[buf[: e - s] for buf in bufs])
+                except FloatingPointError as exc:
+                    raise FloatingPointError(
+                        f"{_label(names, leaf)}: {exc} (np.seterr); nothing was written"
+                    ) from None
+
+
+def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Array, Array]],
+                  sizes: list[int], lo: int, hi: int, chunk_size: int, h: Hyper, kappa: Any,
+                  err: Any, call: Any, names: Sequence[str] | None) -> None:
+    """The step on elements ``[lo, hi)``, chunk by chunk, results into ``outs`` (not in place)."""
+    with np.errstate(call=call, **err):
+        for leaf, a, b in _pieces(sizes, lo, hi):
+            fx, fg, fm = flats[leaf]
+            ox, om = outs[leaf]
+            for s in range(a, b, chunk_size):
+                sl = slice(s, min(s + chunk_size, b))
+                x, m = fx[sl], fm[sl]
+                (nx,), (nm,) = update_leaves(
+                    [x], [fg[sl]], [m], h, kappa,
+                    paths=[f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"])
+                check_results([x], [m], [nx], [nm], kappa,
+                              [f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"])
+                write_inplace(ox[sl], nx)
+                write_inplace(om[sl], nm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,10 +592,13 @@ def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int
 C_KERNEL_MIN_PER_THREAD = 1 << 16  # elements; below this one thread is faster than two
 
 
-def _run_numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-                        kappa: Any, threads: int | None) -> str | None:
-    """Run the compiled kernel over every leaf, the elements split between threads (ctypes
-    releases the GIL). Returns None when it ran, else why it cannot (nothing is written)."""
+def _numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+                    kappa: Any, threads: int | None, names: Sequence[str] | None) -> Any:
+    """The compute phase of the compiled kernel over every leaf: a function that runs it (the
+    elements split between threads; ctypes releases the GIL), or why it cannot (a str).
+
+    The kernel itself raises nothing and reports no floating-point event: when the caller's
+    NumPy settings could raise, a dry run of the recorded step (on copies) checks them first."""
     from . import kernels as _kernel
 
     if not kappa.separable:
@@ -348,6 +619,16 @@ def _run_numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[A
     coef = np.array([float(c) for c in h], dtype=np.float64)
     sizes = [int(fx.shape[0]) for fx, _, _ in flats]
     nthreads = default_threads() if threads is None else max(1, int(threads))
+    err, call = _fp_settings()
+    if fp_may_raise(err):
+        programs = _per_dtype_pair(flats, lambda dt, mdt: _tape_program(h, kappa, dt, mdt))
+        if all(p is not None for p in programs):
+            _run_in_threads(sizes, 1, lambda lo, hi: _dry_span(
+                flats, sizes, lo, hi, DEFAULT_CHUNK, programs, err, call, names))
+        else:
+            outs = [(np.empty_like(fx), np.empty_like(fm)) for fx, _, fm in flats]
+            _run_in_threads(sizes, 1, lambda lo, hi: _compute_span(
+                flats, outs, sizes, lo, hi, DEFAULT_CHUNK, h, kappa, err, call, names))
     # element addresses, once per step (a view's .ctypes costs microseconds per leaf)
     address = [(fx.ctypes.data, fg.ctypes.data, fm.ctypes.data, fx.itemsize, fm.itemsize)
                for fx, fg, fm in flats]
@@ -358,30 +639,30 @@ def _run_numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[A
             px, pg, pm, sx, sm = address[leaf]
             kernels[leaf].raw(b - a, px + a * sx, pg + a * sx, pm + a * sm, pcoef)
 
-    _run_in_threads(sizes, min(nthreads, sum(sizes) // C_KERNEL_MIN_PER_THREAD), run_span)
-    return None
+    def write() -> None:
+        _ = coef  # keep the coefficients alive until the kernel has run
+        _run_in_threads(sizes, min(nthreads, sum(sizes) // C_KERNEL_MIN_PER_THREAD), run_span)
+
+    return write
 
 
 # ---------------------------------------------------------------------------------------------
 # CuPy: one fused elementwise kernel per leaf, generated from the recorded step (lionk._kernel).
 
 
-def _run_cupy_fused(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-                    kappa: Any) -> bool:
-    """Run the fused kernel on every leaf; False (nothing written) when a leaf has none."""
+def _cupy_kernels(xs: Sequence[Array], ms: Sequence[Array], h: Hyper, kappa: Any) -> Any:
+    """The fused kernel of every leaf, or None (nothing written) when a leaf has none."""
     if not kappa.separable:
-        return False
+        return None
     from . import kernels as _kernel
 
     kernels = []
     for x, m in zip(xs, ms):
         kernel = _kernel.cupy_kernel(update_leaves, h, kappa, x.dtype, m.dtype)
         if kernel is None:
-            return False
+            return None
         kernels.append(kernel)
-    for kernel, x, g, m in zip(kernels, xs, gs, ms):
-        kernel(g, x, m)  # reads x, g, m once and writes x and m in place: one pass
-    return True
+    return kernels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,27 +671,30 @@ def _run_cupy_fused(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array
 _TORCH_COMPILED: dict[Any, Any] = {}
 
 
-def _torch_compiled_fn(kappa: Any) -> Any:
-    fn = _TORCH_COMPILED.get(kappa)
+def _torch_compiled_fn(kappas: tuple[Any, ...]) -> Any:
+    """One compiled function for param groups with these κ: it computes every group's update,
+    then copies them all into place (a failure while tracing or computing writes nothing)."""
+    fn = _TORCH_COMPILED.get(kappas)
     if fn is None:
         import torch
 
-        def fused(xs: list[Any], gs: list[Any], ms: list[Any], coefs: list[Any]) -> None:
-            new_xs, new_ms = update_leaves(xs, gs, ms, Hyper(*coefs), kappa)
-            for dst, src in zip(xs, new_xs):
-                dst.copy_(src)
-            for dst, src in zip(ms, new_ms):
-                dst.copy_(src)
+        def fused(groups: list[Any]) -> None:
+            results = [update_leaves(xs, gs, ms, Hyper(*coefs), kappa)
+                       for (xs, gs, ms, coefs), kappa in zip(groups, kappas)]
+            for (xs, _, ms, _), (new_xs, new_ms) in zip(groups, results):
+                for dst, src in zip(xs, new_xs):
+                    dst.copy_(src)
+                for dst, src in zip(ms, new_ms):
+                    dst.copy_(src)
 
         fn = torch.compile(fused, dynamic=False)
-        _TORCH_COMPILED[kappa] = fn
+        _TORCH_COMPILED[kappas] = fn
     return fn
 
 
-def _run_torch_compiled(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-                        kappa: Any) -> None:
+def _check_torch_compilable(xs: Sequence[Array], gs: Sequence[Array],
+                            ms: Sequence[Array]) -> None:
     import sys
-    import warnings
 
     torch = sys.modules.get("torch")
     if torch is None or not all(isinstance(a, torch.Tensor) for a in (*xs, *gs, *ms)):
@@ -419,16 +703,27 @@ def _run_torch_compiled(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[A
             "execution='compiled' needs torch tensors (torch.compile) or NumPy/CuPy arrays (a "
             f"fused kernel); received {kind}; for JAX arrays use lionk.jit_step"
         )
-    dev = xs[0].device
-    coefs = [c if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=torch.float64, device=dev)
-             for c in h]
-    # detach(): plain tensors sharing the parameters' storage, so the compiled code's guards see
-    # the same types whether LionK or lionk.torch.LionK (nn.Parameter) calls it (no recompile)
-    xs = [x.detach() for x in xs]
-    ms = [m.detach() for m in ms]
-    gs = [g.detach() for g in gs]
-    with warnings.catch_warnings():
+
+
+def _run_torch_compiled_groups(groups: Sequence[Any]) -> None:
+    """``torch.compile`` of the step over every group ``(xs, gs, ms, h, kappa, ...)`` at once."""
+    import sys
+    import warnings as _warnings
+
+    torch = sys.modules["torch"]
+    packed = []
+    for xs, gs, ms, h, _kappa, *_ in groups:
+        dev = xs[0].device
+        coefs = [c if isinstance(c, torch.Tensor)
+                 else torch.tensor(c, dtype=torch.float64, device=dev) for c in h]
+        # detach(): plain tensors sharing the parameters' storage, so the compiled code's guards
+        # see the same types whether LionK or lionk.torch.LionK (nn.Parameter) calls it
+        packed.append(([x.detach() for x in xs], [g.detach() for g in gs],
+                       [m.detach() for m in ms], coefs))
+    kappas = tuple(g[4] for g in groups)
+    with _warnings.catch_warnings():
         # dynamo notes that it traces through array-api-compat's lru_cache'd helpers: benign
-        warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
+        _warnings.filterwarnings("ignore",
+                                 message="Dynamo detected a call to a `functools.lru_cache`")
         with torch.no_grad():
-            _torch_compiled_fn(kappa)(list(xs), list(gs), list(ms), coefs)
+            _torch_compiled_fn(kappas)(packed)
