@@ -1,5 +1,10 @@
 """Portable checkpoints (lionk.checkpoint): format, bitwise cross-backend resume, bad input.
 
+Files are written in format version 2 (safetensors) by ``lionk.checkpoint.save``; version 1 (the
+``.npz`` of lionk 0.1) is written by lionk 0.1's own module (tests/_checkpoint_v1.py) and must
+still load: the corruption tests run on both versions. Tests specific to the safetensors
+container and to the front-ends are in tests/test_checkpoint_safetensors.py.
+
 * Resume: 20 steps on one backend, save, load into another, 20 more steps there; params and
   momentum must equal an uninterrupted 40-step numpy run bit for bit (exact κ, CPU eager).
   A negative control shows the comparison catches a resume that loses the momentum.
@@ -30,6 +35,7 @@ import pytest
 import lionk
 from lionk.checkpoint import CheckpointError, load, save
 
+from . import _checkpoint_v1 as v1
 from ._util import assert_bitwise_equal, bits
 from .conftest import HAVE_JAX, HAVE_STRICT, HAVE_TORCH, NP_BFLOAT16, get_backend
 
@@ -290,11 +296,15 @@ def test_same_state_gives_the_same_bytes_and_overwrite_works(tmp_path) -> None:
     assert files_in(tmp_path) == ["a.npz", "b.npz"]
 
 
-def test_file_is_plain_npz_readable_without_lionk(tmp_path) -> None:
-    """What docs/checkpoints.md promises other tools: np.load with pickling off, the JSON
-    metadata, keys, storage dtypes, shapes and sha256 of the stored bytes."""
+def test_version_1_file_is_plain_npz_readable_without_lionk(tmp_path) -> None:
+    """What docs/checkpoints.md promises other tools for version 1 (lionk 0.1): np.load with
+    pickling off, the JSON metadata, keys, storage dtypes, shapes and sha256 of the stored
+    bytes; and this lionk reads the file back."""
     params, state = nested_tree()
-    save(tmp_path / "c.npz", params, state)
+    v1.save(tmp_path / "c.npz", params, state)
+    p, s = load(tmp_path / "c.npz")
+    assert_tree_bitwise(p, params, "params")
+    assert_tree_bitwise(s.momentum, state.momentum, "momentum")
     with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
         meta = json.loads(z["__lionk__"].tobytes().decode("utf-8"))
         assert meta["format"] == "lionk.checkpoint" and meta["format_version"] == 1
@@ -490,16 +500,32 @@ def test_like_from_two_libraries_is_an_error(saved) -> None:
 # Bad files
 
 
-@pytest.fixture
-def good(tmp_path):
+def _good(tmp_path, version: int):
     rng = np.random.default_rng(11)
     params = {"w": rng.standard_normal((3, 4)).astype(np.float32),
               "b": [rng.standard_normal(5)]}
     state = lionk.State(9, {"w": rng.standard_normal((3, 4)).astype(np.float32),
                             "b": [rng.standard_normal(5)]}, 1)
-    path = tmp_path / "good.npz"
-    save(path, params, state)
+    path = tmp_path / ("good.npz" if version == 1 else "good.safetensors")
+    (v1.save if version == 1 else save)(path, params, state)
     return path, params, state
+
+
+@pytest.fixture
+def good(tmp_path):
+    """A checkpoint written by this lionk (format version 2)."""
+    return _good(tmp_path, 2)
+
+
+@pytest.fixture
+def good_v1(tmp_path):
+    """A checkpoint written by lionk 0.1 (format version 1, .npz)."""
+    return _good(tmp_path, 1)
+
+
+@pytest.fixture(params=[1, 2], ids=["v1-npz", "v2-safetensors"])
+def good_any(tmp_path, request):
+    return _good(tmp_path, request.param)
 
 
 def test_missing_file(tmp_path) -> None:
@@ -509,8 +535,8 @@ def test_missing_file(tmp_path) -> None:
         load(tmp_path)
 
 
-def test_truncated_at_every_length_is_an_error(good, tmp_path) -> None:
-    path, _, _ = good
+def test_truncated_at_every_length_is_an_error(good_any, tmp_path) -> None:
+    path, _, _ = good_any
     data = path.read_bytes()
     bad = tmp_path / "cut.npz"
     for n in range(len(data)):
@@ -519,8 +545,8 @@ def test_truncated_at_every_length_is_an_error(good, tmp_path) -> None:
             load(bad)
 
 
-def test_flipped_byte_inside_an_array_is_a_checksum_error(good, tmp_path) -> None:
-    path, params, _ = good
+def test_flipped_byte_inside_an_array_is_a_checksum_error(good_any, tmp_path) -> None:
+    path, params, _ = good_any
     data = bytearray(path.read_bytes())
     at = bytes(data).find(params["w"].tobytes())
     assert at > 0 and bytes(data).count(params["w"].tobytes()) == 1
@@ -531,10 +557,10 @@ def test_flipped_byte_inside_an_array_is_a_checksum_error(good, tmp_path) -> Non
         load(bad)
 
 
-def test_flipped_byte_anywhere_never_gives_a_wrong_state(good, tmp_path) -> None:
+def test_flipped_byte_anywhere_never_gives_a_wrong_state(good_any, tmp_path) -> None:
     """Every single-byte corruption either raises CheckpointError or (in bytes no reader uses,
     such as zip timestamps) loads the exact original state: never a silently different one."""
-    path, params, state = good
+    path, params, state = good_any
     data = path.read_bytes()
     bad = tmp_path / "flip.npz"
     errors = 0
@@ -575,9 +601,9 @@ def with_meta(meta: dict) -> bytes:
     return npy_bytes(np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
 
 
-def test_deflated_entries_are_read(good, tmp_path) -> None:
+def test_deflated_entries_are_read(good_v1, tmp_path) -> None:
     """A checkpoint re-zipped with compression (as numpy.savez_compressed would) still loads."""
-    path, params, state = good
+    path, params, state = good_v1
     other = tmp_path / "deflated.npz"
     rewrite(path, other, {}, compression=zipfile.ZIP_DEFLATED)
     assert other.stat().st_size != path.stat().st_size
@@ -587,8 +613,8 @@ def test_deflated_entries_are_read(good, tmp_path) -> None:
     assert (s.count, s.skipped) == (9, 1)
 
 
-def test_sha256_mismatch_in_a_well_formed_zip(good, tmp_path) -> None:
-    path, params, state = good
+def test_sha256_mismatch_in_a_well_formed_zip(good_v1, tmp_path) -> None:
+    path, params, state = good_v1
     changed = state.momentum["b"][0].copy()
     changed[2] = np.nextafter(changed[2], np.inf)  # one ulp
     bad = tmp_path / "sha.npz"
@@ -614,8 +640,8 @@ def test_sha256_mismatch_in_a_well_formed_zip(good, tmp_path) -> None:
     ],
     ids=["version", "format", "count", "shape", "dtype", "path", "tree", "leaf-count"],
 )
-def test_inconsistent_metadata_is_an_error(good, tmp_path, edit, pattern) -> None:
-    path, _, _ = good
+def test_inconsistent_metadata_is_an_error(good_v1, tmp_path, edit, pattern) -> None:
+    path, _, _ = good_v1
     meta = meta_of(path)
     edit(meta)
     bad = tmp_path / "meta.npz"
@@ -624,8 +650,8 @@ def test_inconsistent_metadata_is_an_error(good, tmp_path, edit, pattern) -> Non
         load(bad)
 
 
-def test_missing_array_entry(good, tmp_path) -> None:
-    path, _, _ = good
+def test_missing_array_entry(good_v1, tmp_path) -> None:
+    path, _, _ = good_v1
     bad = tmp_path / "partial.npz"
     with zipfile.ZipFile(path) as zin, zipfile.ZipFile(bad, "w") as zout:
         for info in zin.infolist():
@@ -642,8 +668,11 @@ def test_not_a_lionk_file(tmp_path) -> None:
                                               r"entry \(entries: \['a.npy'\]\)"):
         load(tmp_path / "other.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(CheckpointError, match=r"not a readable .npz \(zip\) file"):
+    with pytest.raises(CheckpointError, match=r"not a lionk checkpoint: the file has 5 bytes"):
         load(tmp_path / "text.npz")
+    (tmp_path / "zip.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match=r"not a readable .npz \(zip\) file"):
+        load(tmp_path / "zip.npz")
     np.savez(tmp_path / "u8.npz", __lionk__=np.array([1.0, 2.0]))
     with pytest.raises(CheckpointError, match="is a float64 array .* expected 1-D uint8"):
         load(tmp_path / "u8.npz")
@@ -708,12 +737,12 @@ def test_save_errors_leave_the_old_file_and_no_temporary_file(good, tmp_path) ->
         with pytest.raises(exc, match=pattern):
             save(path, p, s)
         assert path.read_bytes() == before
-        assert files_in(tmp_path) == ["good.npz"]
+        assert files_in(tmp_path) == ["good.safetensors"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save(tmp_path / "no" / "dir.npz", params, state)
     with pytest.raises(IsADirectoryError):
         save(tmp_path, params, state)
-    assert files_in(tmp_path) == ["good.npz"]
+    assert files_in(tmp_path) == ["good.safetensors"]
 
 
 def test_failure_while_writing_keeps_the_old_file(good, tmp_path, monkeypatch) -> None:
@@ -738,7 +767,7 @@ def test_failure_while_writing_keeps_the_old_file(good, tmp_path, monkeypatch) -
         save(path, new, lionk.State(10, state.momentum, 1))
     assert len(calls) == 3
     assert path.read_bytes() == before
-    assert files_in(tmp_path) == ["good.npz"]
+    assert files_in(tmp_path) == ["good.safetensors"]
 
 
 @pytest.mark.skipif(not HAVE_JAX, reason="jax not installed")
