@@ -587,7 +587,10 @@ def _from_torch(opt: Any) -> tuple[Any, State, dict[str, Any]]:
     """params ``[[p, ...] per group]``, State and the front-end record of a torch LionK."""
     torch = sys.modules["torch"]
     sd = opt.state_dict()  # kappa objects as {"name", "params"} specs
-    groups, params, momentum, steps = [], [], [], []
+    groups: list[Any] = []
+    params: list[Any] = []
+    momentum: list[Any] = []
+    steps: list[list[int | None]] = []
     skipped = 0
     for gi, (g, sg) in enumerate(zip(opt.param_groups, sd["param_groups"])):
         opts = {k: v for k, v in sg.items() if k != "params"}
@@ -596,7 +599,9 @@ def _from_torch(opt: Any) -> tuple[Any, State, dict[str, Any]]:
         rec["kappa"] = _kappa_to_spec(opts["kappa"], f"params.param_groups[{gi}]['kappa']")
         groups.append(rec)
         skipped += int(opts.get("skipped", 0) or 0)
-        ps, ms, ss = [], [], []
+        ps: list[Any] = []
+        ms: list[Any] = []
+        ss: list[int | None] = []
         for p in g["params"]:
             st = opt.state.get(p)
             if st and "exp_avg" in st:
@@ -720,7 +725,7 @@ def _write(fh: Any, meta: dict[str, Any], leaves: list[_SaveLeaf], names: list[s
         data = a.reshape(-1).view(np.uint8)
         if data.nbytes != e.nbytes:  # pragma: no cover - a backend that exported a wrong size
             raise ValueError(f"{label}: exported {data.nbytes} bytes; expected {e.nbytes}")
-        e.sha256 = hashlib.sha256(data).hexdigest()
+        e.sha256 = _sha256(data)
         fh.write(data)
         del a, data
     final = build()
@@ -1090,10 +1095,10 @@ def _read_meta_v2(fh: Any, size: int, where: str) -> _Meta:
         raise _bad(where, f"invalid metadata: tensors not described by lionk: {extra}")
     spans.sort()
     end = 0
-    for b, e in spans:
-        if b != end:
+    for lo, hi in spans:
+        if lo != end:
             raise _bad(where, "invalid metadata: the arrays' offsets overlap or leave gaps")
-        end = e
+        end = hi
     if size != 8 + n + end:
         raise _bad(where, f"the file has {size} bytes; its header describes {8 + n + end} "
                           f"({'truncated' if size < 8 + n + end else 'trailing bytes'})")
@@ -1575,8 +1580,9 @@ def _prepare_into(kind: str, into: Any, meta: _Meta, where: str) -> Any:
     if kind == "optax":
         def to_optax(params: Any, momentum: Any) -> tuple[Any, Any]:
             cnt = into.count
-            mod = sys.modules.get("jax.numpy") if type(cnt).__module__.startswith(("jax", "jaxlib")) \
-                else np
+            mod: Any = np
+            if type(cnt).__module__.startswith(("jax", "jaxlib")):
+                mod = sys.modules["jax.numpy"]
             dt = getattr(cnt, "dtype", np.int32)
             if meta.count > np.iinfo(dt).max:
                 raise ValueError(f"into.count: the saved count {meta.count} does not fit "
