@@ -698,3 +698,44 @@ def test_into_errors_change_nothing(tmp_path) -> None:
     assert np.array_equal(opt_np.params["w"], np.full(3, 2.0, np.float32))
     with pytest.raises(TypeError, match="load: into= a lionk.LionK loads into its own params"):
         load(tmp_path / "d.safetensors", into=opt_np, xp="numpy")
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory-mapped loading, forward compatibility
+
+
+def test_mmap_load_gives_copy_on_write_maps(tmp_path) -> None:
+    params, state = model_tree()
+    path = tmp_path / "m.safetensors"
+    save(path, params, state)
+    before = path.read_bytes()
+    p, s = load(path, mmap=True)
+    assert isinstance(p["layer1"]["w"], np.memmap) and p["layer1"]["w"].flags.writeable
+    assert_tree_bitwise(p, params, "params")
+    assert_tree_bitwise(s.momentum, state.momentum, "momentum")
+    p["layer1"]["w"][...] = 0.0  # private to this process: the file is unchanged
+    assert path.read_bytes() == before
+    p2, _ = load(path, mmap=True)
+    assert_bitwise_equal(p2["layer1"]["w"], params["layer1"]["w"], "reloaded")
+    # corruption is still detected
+    data = bytearray(before)
+    data[data.find(params["layer1"]["w"].tobytes()) + 5] ^= 0x04
+    (tmp_path / "bad.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"params\['layer1'\]\['w'\]: checksum error"):
+        load(tmp_path / "bad.safetensors", mmap=True)
+    with pytest.raises(TypeError, match="mmap: expected a bool; received str"):
+        load(path, mmap="yes")
+
+
+def test_unknown_metadata_fields_are_ignored(good, tmp_path) -> None:
+    """Forward compatibility: a later lionk may add fields to the metadata (and safetensors
+    metadata keys); this reader ignores what it does not know."""
+    head, rest = _header(good)
+    _edit_lionk(head, lambda m: m.update(future_option={"a": 1}))
+    head["__metadata__"]["added_later"] = "x"
+    other = tmp_path / "future.safetensors"
+    other.write_bytes(_with_header(head, rest))
+    p, s = load(other)
+    params, state = model_tree()
+    assert_tree_bitwise(p, params, "params")
+    assert (s.count, s.skipped) == (7, 1)

@@ -896,6 +896,7 @@ class _Meta:
         self.frontend, self.hyperparams = frontend, hyperparams
         self.bad_namedtuples: list[str] = []
         self.read: Any = None
+        self.mmap = False  # version 2: map arrays copy-on-write instead of reading them
 
 
 def _bad(where: str, msg: str) -> CheckpointError:
@@ -1107,7 +1108,13 @@ def _read_meta_v2(fh: Any, size: int, where: str) -> _Meta:
     def read(i: int, part: str, label: str) -> np.ndarray:
         rec = out.leaves[i][part]
         storage = _STORAGE[rec["dtype"]]
-        a = np.empty(tuple(rec["shape"]), dtype=storage)
+        shape = tuple(rec["shape"])
+        if out.mmap and shape and math.prod(shape):
+            # pages are read on demand and stay file-backed until written (copy-on-write)
+            m = np.memmap(fh, dtype=storage, mode="c", offset=start + rec["offsets"][0],
+                          shape=shape)
+            return _verify(m, rec, label, where)
+        a = np.empty(shape, dtype=storage)
         view = a.reshape(-1).view(np.uint8)
         fh.seek(start + rec["offsets"][0])
         pos = 0
@@ -1433,6 +1440,7 @@ def load(
     xp: Any = None,
     device: Any = None,
     into: Any = None,
+    mmap: bool = False,
 ) -> tuple[Any, Any]:
     """Read a checkpoint written by :func:`save` (either format version):
     ``(params, lionk.State(count, momentum, skipped))``.
@@ -1457,6 +1465,11 @@ def load(
             the result's state is a new ``LionKState``; pass ``like=`` your JAX params, else
             ``xp="jax"`` is used). The saved tree must have the optimizer's paths: a torch
             LionK's params are ``[[p, ...], ...]`` (one list per param group).
+        mmap: (format version 2) map each array from the file instead of reading it into new
+            memory: NumPy arrays come back as copy-on-write ``numpy.memmap`` views (pages are
+            read when touched, memory is used only for what is written; the file is never
+            modified), torch tensors share them; other libraries copy as usual. Each array is
+            still verified (its sha256 reads it once). Keep the file in place while they live.
 
     Without ``like`` the containers are rebuilt from the file: dicts (and OrderedDicts; a
     defaultdict without its default factory) in their saved order, lists, tuples, and
@@ -1516,7 +1529,10 @@ def load(
     target.check_device(device)
 
     # --- the file ---------------------------------------------------------------------------
+    if not isinstance(mmap, bool):
+        raise TypeError(f"mmap: expected a bool; received {type(mmap).__name__}")
     with _opened(path) as (meta, where):
+        meta.mmap = mmap
         n = len(meta.leaves)
         if like is None and meta.bad_namedtuples:
             raise _bad(where, f"the saved namedtuple {meta.bad_namedtuples[0]} cannot be "
