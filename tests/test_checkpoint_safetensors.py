@@ -627,6 +627,15 @@ def test_lionk_hyperparameters_are_saved_and_restored(tmp_path) -> None:
     # and save(hyperparams=) stores them for the pure form
     save(tmp_path / "p.safetensors", x, opt.state, hyperparams={"lr": 0.5, "kappa": "sign"})
     assert info(tmp_path / "p.safetensors")["hyperparams"] == {"lr": 0.5, "kappa": "sign"}
+    load(tmp_path / "p.safetensors", into=opt2)  # only what the file has is replaced
+    assert (opt2.lr, opt2.betas, opt2.kappa.name, opt2.weight_decay) == (0.5, (0.8, 0.95),
+                                                                         "sign", 0.25)
+    with pytest.raises(ValueError, match=r"hyperparams\['lr'\]: expected a finite number"):
+        save(tmp_path / "q.safetensors", x, opt.state, hyperparams={"lr": float("nan")})
+    save(tmp_path / "r.safetensors", x, opt.state, hyperparams={"lr": 20.0})  # lr*wd >= 1
+    with pytest.raises(CheckpointError, match="hyperparams: cannot be restored"):
+        load(tmp_path / "r.safetensors", into=opt2)
+    assert opt2.lr == 0.5
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed")
