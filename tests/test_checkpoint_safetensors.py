@@ -748,3 +748,50 @@ def test_unknown_metadata_fields_are_ignored(good, tmp_path) -> None:
     params, state = model_tree()
     assert_tree_bitwise(p, params, "params")
     assert (s.count, s.skipped) == (7, 1)
+
+
+_SAVE_FOREVER = """
+import sys
+import numpy as np
+import lionk
+path = sys.argv[1]
+print("ready", flush=True)
+k = 1
+while True:
+    p = {"w": np.full(1 << 19, float(k)), "b": [np.full(1 << 18, float(k), np.float32)]}
+    m = lionk.tree.tree_map(lambda a: -a, p)
+    lionk.save(path, p, lionk.State(k, m, 0))
+    k += 1
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_kill_during_saves_leaves_a_complete_checkpoint(tmp_path) -> None:
+    """kill -9 at random moments of a process that saves one checkpoint after another: the file
+    always loads, as one complete state (its params and momentum all say the same step); the
+    next save removes the temporary file the killed one left."""
+    path = tmp_path / "c.safetensors"
+    p0 = {"w": np.zeros(1 << 19), "b": [np.zeros(1 << 18, np.float32)]}
+    save(path, p0, lionk.init(p0))
+    rng = np.random.default_rng(1)
+    counts = []
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-c", _SAVE_FOREVER, str(path)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        import time
+
+        time.sleep(float(rng.uniform(0.05, 0.6)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        p, s = load(path)
+        k = s.count
+        counts.append(k)
+        assert np.all(p["w"] == k) and np.all(p["b"][0] == k)
+        assert np.all(s.momentum["w"] == -k) and np.all(s.momentum["b"][0] == -k)
+        stale = [f for f in files_in(tmp_path) if f.endswith(".tmp")]
+        assert len(stale) <= 1
+    assert max(counts) > 0  # the saves did happen
+    save(path, p0, lionk.init(p0))
+    assert files_in(tmp_path) == ["c.safetensors"]
