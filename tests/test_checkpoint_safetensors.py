@@ -795,3 +795,30 @@ def test_kill_during_saves_leaves_a_complete_checkpoint(tmp_path) -> None:
     assert max(counts) > 0  # the saves did happen
     save(path, p0, lionk.init(p0))
     assert files_in(tmp_path) == ["c.safetensors"]
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed")
+def test_torch_named_parameters_give_the_tensor_names(tmp_path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from lionk.torch import LionK
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    opt = LionK(model.named_parameters(), lr=0.01)
+    model(torch.ones(4, 2)).sum().backward()
+    opt.step()
+    save(tmp_path / "n.safetensors", opt)
+    tensors = load_file(str(tmp_path / "n.safetensors"))
+    names = [n for n, _ in model.named_parameters()]
+    assert sorted(tensors) == sorted(f"{part}/0/{n}" for n in names
+                                     for part in ("params", "momentum"))
+    for n, p in model.named_parameters():
+        assert torch.equal(tensors[f"params/0/{n}"], p.detach())
+        assert torch.equal(tensors[f"momentum/0/{n}"], opt.state[p]["exp_avg"])
+    model2 = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    opt2 = LionK(model2.named_parameters(), lr=0.5)
+    load(tmp_path / "n.safetensors", into=opt2)
+    for p, q in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(p, q) and torch.equal(opt.state[p]["exp_avg"],
+                                                 opt2.state[q]["exp_avg"])

@@ -485,6 +485,20 @@ def _tensor_names(leaves: list[_SaveLeaf]) -> list[str]:
     return names
 
 
+def _torch_names(groups: list[dict[str, Any]], leaves: list[_SaveLeaf], names: list[str]
+                 ) -> list[str]:
+    """For a torch optimizer built from ``named_parameters()``: ``<group>/<param name>``
+    (``params/0/fc1.weight``) instead of ``<group>/<index>``, when the names are unique."""
+    out = []
+    for leaf in leaves:
+        gi, i = int(leaf.parts[0]), int(leaf.parts[1])
+        pn = groups[gi].get("param_names")
+        if not (isinstance(pn, list) and len(pn) > i and isinstance(pn[i], str) and pn[i]):
+            return names
+        out.append(f"{gi}/{pn[i]}")
+    return out if len(set(out)) == len(out) else names
+
+
 # --- hyper-parameters and κ as JSON ------------------------------------------------------------
 
 
@@ -846,6 +860,8 @@ def save(path: str | os.PathLike[str], params: Any, state: Any = None, *,
     tree = _describe(params, state.momentum, "", [], leaves)
     leaves = _number_like_lionk(params, leaves)
     names = _tensor_names(leaves)
+    if front is not None and front.get("kind") == "torch":
+        names = _torch_names(front["groups"], leaves, names)
 
     from .._version import __version__
 
