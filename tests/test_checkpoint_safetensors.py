@@ -172,12 +172,13 @@ def test_containers_come_back_as_saved(tmp_path) -> None:
     like; the leaf order is lionk's (optree's), whatever the dict order."""
     od = collections.OrderedDict([("z", np.ones(2)), ("a", np.zeros(3))])
     dd = collections.defaultdict(list, {2: np.ones(1), "k": np.ones(4)})
-    params = {"od": od, "dd": dd}
+    params = {"od": od, "dd": dd, "other": collections.defaultdict(lambda: 0, {"x": np.ones(1)})}
     save(tmp_path / "c.safetensors", params, lionk.init(params))
     p, s = load(tmp_path / "c.safetensors")
     assert type(p["od"]) is collections.OrderedDict and list(p["od"]) == ["z", "a"]
-    assert type(p["dd"]) is collections.defaultdict and p["dd"].default_factory is None
+    assert type(p["dd"]) is collections.defaultdict and p["dd"].default_factory is list
     assert type(s.momentum["od"]) is collections.OrderedDict
+    assert p["other"].default_factory is None  # only built-in factories are saved
     p2, _ = load(tmp_path / "c.safetensors", like=params)
     assert type(p2["dd"]) is collections.defaultdict and p2["dd"].default_factory is list
     assert [r["path"] for r in info(tmp_path / "c.safetensors")["leaves"]] == \
@@ -822,3 +823,71 @@ def test_torch_named_parameters_give_the_tensor_names(tmp_path) -> None:
     for p, q in zip(model.parameters(), model2.parameters()):
         assert torch.equal(p, q) and torch.equal(opt.state[p]["exp_avg"],
                                                  opt2.state[q]["exp_avg"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Random trees
+
+_NT = collections.namedtuple("NT", ["p", "q"])
+
+
+def _trees():
+    from hypothesis import strategies as st
+
+    dtypes = st.sampled_from(["float16", "bfloat16", "float32", "float64"])
+    shapes = st.sampled_from([(), (0,), (3,), (2, 3)])
+
+    @st.composite
+    def leaf(draw):
+        dt = draw(dtypes)
+        shape = draw(shapes)
+        seed = draw(st.integers(0, 2**16))
+        a = np.random.default_rng(seed).standard_normal(shape)
+        return a.astype(NP_BFLOAT16 if dt == "bfloat16" else dt)
+
+    keys = st.one_of(st.integers(-3, 3), st.text("ab/_'", min_size=0, max_size=3))
+
+    def containers(children):
+        pairs = st.lists(st.tuples(keys, children), max_size=3, unique_by=lambda kv: repr(kv[0]))
+        # (a defaultdict with a built-in factory: other factories come back as None)
+        return st.one_of(
+            st.lists(children, max_size=3),
+            st.lists(children, max_size=3).map(tuple),
+            st.builds(_NT, children, children),
+            pairs.map(dict),
+            pairs.map(collections.OrderedDict),
+            pairs.map(lambda kv: collections.defaultdict(list, kv)),
+        )
+
+    return st.recursive(st.one_of(leaf(), st.none()), containers, max_leaves=8)
+
+
+def test_random_trees_round_trip(tmp_path) -> None:
+    """Random trees (dict, OrderedDict, defaultdict with mixed int/str keys, lists, tuples,
+    namedtuples, None; every dtype; 0-d and empty leaves): the file loads with and without
+    like= to the same containers, paths and bits, leaf i being leaf i of lionk.tree.flatten."""
+    from hypothesis import HealthCheck, given, settings
+
+    path = tmp_path / "r.safetensors"
+
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow])
+    @given(_trees())
+    def check(params):
+        momentum = lionk.tree.tree_map(lambda a: (a * 0.5).astype(a.dtype), params)
+        save(path, params, lionk.State(3, momentum, 0))
+        _, treedef, paths = lionk.tree.flatten(params)
+        assert [r["path"] for r in info(path)["leaves"]] == paths
+        for like in (None, params):
+            p, s = load(path, like=like)
+            if like is None:  # namedtuples rebuilt from name and fields: equal as text
+                assert str(lionk.tree.flatten(p)[1]) == str(treedef)
+                assert str(lionk.tree.flatten(s.momentum)[1]) == str(treedef)
+            else:
+                assert lionk.tree.flatten(p)[1] == treedef
+                assert lionk.tree.flatten(s.momentum)[1] == treedef
+            assert_tree_bitwise(p, params, "params")
+            assert_tree_bitwise(s.momentum, momentum, "momentum")
+
+    check()

@@ -98,6 +98,7 @@ class CheckpointError(ValueError):
 #   {"type": "list" | "tuple", "children": [...]}
 #   {"type": "dict" | "ordereddict" | "defaultdict", "keys": [k, ...], "children": [...]}
 #                                                                  k: str or int, in dict order
+#                              (defaultdict: also "factory", "list" | "dict" | ... | null)
 #   {"type": "namedtuple", "name": "Point", "fields": [...], "children": [...]}
 #
 # Leaf i is the i-th leaf of lionk.tree.flatten(params) (optree's order: sorted keys for dict
@@ -106,6 +107,9 @@ class CheckpointError(ValueError):
 # exactly dict, OrderedDict, defaultdict, list, tuple, namedtuple and None.
 
 _DICT_KINDS = ("dict", "ordereddict", "defaultdict")
+# defaultdict factories saved by name (any other is saved as None); never imported by name
+_FACTORIES: dict[str, Any] = {f.__name__: f for f in (list, dict, set, tuple, int, float, str)}
+_FACTORY_NAMES: dict[Any, str] = {f: n for n, f in _FACTORIES.items()}
 
 
 def _dtype_str(dtype: Any) -> str:
@@ -435,7 +439,10 @@ def _describe(p: Any, m: Any, path: str, parts: list[str], leaves: list[_SaveLea
                              f"unexpected {extra}")
         kids = [_describe(p[k], m[k], path + _key_path(k), [*parts, str(k)], leaves)
                 for k in keys]
-        return {"type": kind, "keys": keys, "children": kids}
+        node = {"type": kind, "keys": keys, "children": kids}
+        if kind == "defaultdict":
+            node["factory"] = _FACTORY_NAMES.get(p.default_factory)
+        return node
     if kind == "namedtuple":
         fields = list(p._fields)
         if list(m._fields) != fields:
@@ -1311,8 +1318,9 @@ def _build_stored(node: dict[str, Any], values: list[Any]) -> Any:
         return dict(zip(node["keys"], kids))
     if kind == "ordereddict":
         return collections.OrderedDict(zip(node["keys"], kids))
-    if kind == "defaultdict":  # the default factory is not saved
-        return collections.defaultdict(None, zip(node["keys"], kids))
+    if kind == "defaultdict":  # a built-in default factory comes back; any other is None
+        return collections.defaultdict(_FACTORIES.get(node.get("factory")),  # type: ignore[arg-type]
+                                       zip(node["keys"], kids))
     if kind == "namedtuple":
         return _namedtuple_class(node["name"], node["fields"])(*kids)
     return kids if kind == "list" else tuple(kids)
@@ -1488,8 +1496,9 @@ def load(
             modified), torch tensors share them; other libraries copy as usual. Each array is
             still verified (its sha256 reads it once). Keep the file in place while they live.
 
-    Without ``like`` the containers are rebuilt from the file: dicts (and OrderedDicts; a
-    defaultdict without its default factory) in their saved order, lists, tuples, and
+    Without ``like`` the containers are rebuilt from the file: dicts, OrderedDicts and
+    defaultdicts (with their factory when it is ``list``, ``dict``, ``set``, ``tuple``,
+    ``int``, ``float`` or ``str``, else None) in their saved order, lists, tuples, and
     namedtuples as :func:`collections.namedtuple` classes with the saved name and fields (the
     original class is never imported). ``count`` and ``skipped`` are Python ints. Nothing is
     returned, and nothing written into ``into``, unless every array was read, verified
