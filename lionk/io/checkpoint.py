@@ -439,10 +439,10 @@ def _describe(p: Any, m: Any, path: str, parts: list[str], leaves: list[_SaveLea
                              f"unexpected {extra}")
         kids = [_describe(p[k], m[k], path + _key_path(k), [*parts, str(k)], leaves)
                 for k in keys]
-        node = {"type": kind, "keys": keys, "children": kids}
+        out: dict[str, Any] = {"type": kind, "keys": keys, "children": kids}
         if kind == "defaultdict":
-            node["factory"] = _FACTORY_NAMES.get(p.default_factory)
-        return node
+            out["factory"] = _FACTORY_NAMES.get(p.default_factory)
+        return out
     if kind == "namedtuple":
         fields = list(p._fields)
         if list(m._fields) != fields:
