@@ -696,7 +696,8 @@ def test_into_errors_change_nothing(tmp_path) -> None:
         load(tmp_path / "d.safetensors", into=opt)
     assert torch.equal(p, torch.full((3,), 2.0)) and len(opt.state) == 0
     with pytest.raises(TypeError, match="into: expected a lionk.LionK, a lionk.torch.LionK or "
-                                        "an optax LionKState; received AdamW"):
+                                        r"an optax LionKState \(or an optax.chain state "
+                                        r"holding one\); received AdamW"):
         load(tmp_path / "d.safetensors", into=torch.optim.AdamW([p]))
     with pytest.raises(TypeError, match="params: expected a lionk.torch.LionK .*received the "
                                         "torch optimizer AdamW"):
@@ -891,3 +892,35 @@ def test_random_trees_round_trip(tmp_path) -> None:
             assert_tree_bitwise(s.momentum, momentum, "momentum")
 
     check()
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="jax not installed")
+def test_optax_chain_state(tmp_path) -> None:
+    """The LionKState inside an optax.chain state is saved, and restored into a chain
+    template; a chain whose other parts hold arrays is refused (their state would be lost)."""
+    optax = pytest.importorskip("optax")
+    import jax.numpy as jnp
+
+    from lionk.optax import lion_k
+
+    params = {"w": jnp.asarray(np.linspace(-1, 1, 4))}
+    tx = optax.chain(optax.clip_by_global_norm(1.0), lion_k(0.01, weight_decay=0.1))
+    state = tx.init(params)
+    for _ in range(3):
+        updates, state = tx.update({"w": params["w"] ** 3}, state, params)
+        params = optax.apply_updates(params, updates)
+    save(tmp_path / "c.safetensors", params, state)
+    assert info(tmp_path / "c.safetensors")["count"] == 3
+    fresh = tx.init(params)
+    p2, s2 = load(tmp_path / "c.safetensors", like=params, into=fresh)
+    assert type(s2) is type(state) and type(s2[0]) is type(state[0])
+    assert int(s2[1].count) == 3 and s2[1].count.dtype == state[1].count.dtype
+    assert_tree_bitwise(s2[1].mu, state[1].mu, "mu")
+    assert_tree_bitwise(p2, params, "params")
+    u1, _ = tx.update({"w": params["w"]}, state, params)
+    u2, _ = tx.update({"w": p2["w"]}, s2, p2)
+    assert_tree_bitwise(u2, u1, "next update")
+    sched = optax.chain(optax.scale_by_schedule(lambda n: 1.0), lion_k(0.01))
+    with pytest.raises(TypeError, match=r"state: an optax state whose parts other than the "
+                                        r"LionKState hold arrays \(\['state\[0\]\.count'\]\)"):
+        save(tmp_path / "d.safetensors", params, sched.init(params))

@@ -604,6 +604,36 @@ def _is_optax_state(x: Any) -> bool:
     return optree.is_namedtuple_instance(x) and tuple(x._fields) == ("count", "mu")
 
 
+def _optax_in(state: Any, label: str) -> tuple[Any, Any] | None:
+    """The ``LionKState`` in an optax state, and a function that puts a new one in its place:
+    the state itself, or the one ``LionKState`` of an ``optax.chain`` state (a tuple, nested
+    or not) whose other parts hold no arrays (``EmptyState``, ...). None when there is none;
+    a TypeError when the other parts hold arrays (their state would be lost)."""
+    if _is_optax_state(state):
+        return state, lambda new: new
+    if not isinstance(state, tuple):
+        return None
+    tree: Any = state
+    accessors, leaves, treedef = optree.tree_flatten_with_accessor(
+        tree, is_leaf=_is_optax_state, namespace="lionk")
+    where = [i for i, leaf in enumerate(leaves) if _is_optax_state(leaf)]
+    if len(where) != 1:
+        return None
+    others = [a.codify(label) for i, (a, leaf) in enumerate(zip(accessors, leaves))
+              if i != where[0] and is_array(leaf)]
+    if others:
+        raise TypeError(f"{label}: an optax state whose parts other than the LionKState hold "
+                        f"arrays ({others[:4]}); lionk checkpoints only the LionKState: pass "
+                        f"{accessors[where[0]].codify(label)} and save the rest yourself")
+
+    def put(new: Any) -> Any:
+        out = list(leaves)
+        out[where[0]] = new
+        return treedef.unflatten(out)
+
+    return leaves[where[0]], put
+
+
 def _from_torch(opt: Any) -> tuple[Any, State, dict[str, Any]]:
     """params ``[[p, ...] per group]``, State and the front-end record of a torch LionK."""
     torch = sys.modules["torch"]
@@ -806,7 +836,8 @@ def save(path: str | os.PathLike[str], params: Any, state: Any = None, *,
     Forms::
 
         save(path, params, state)          # state: a lionk.State (lionk.step / lionk.init)
-        save(path, params, opt_state)      # opt_state: an optax LionKState (lionk.optax)
+        save(path, params, opt_state)      # opt_state: an optax LionKState (lionk.optax),
+                                           # or an optax.chain state holding one
         save(path, opt)                    # opt: a lionk.LionK or a lionk.torch.LionK
 
     A ``lionk.LionK`` is saved with its hyper-parameters; a ``lionk.torch.LionK`` with its param
@@ -850,8 +881,9 @@ def save(path: str | os.PathLike[str], params: Any, state: Any = None, *,
     hp: Any = None
     if state is None:
         params, state, front, hp = _from_frontend(params)
-    elif _is_optax_state(state):
-        state = State(_as_int("state.count", state.count), state.mu, 0)
+    elif (found := _optax_in(state, "state")) is not None:
+        lk = found[0]
+        state = State(_as_int("state.count", lk.count), lk.mu, 0)
         front = {"kind": "optax"}
     else:
         for attr in ("count", "momentum"):
@@ -1487,8 +1519,9 @@ def load(
             counters set; its hyper-parameters too when the file was saved from the same kind
             of optimizer, as their ``load_state_dict`` does; ``like`` is its params, so do not
             pass one), or an optax ``LionKState`` (a template, e.g. ``opt.init(params)``:
-            the result's state is a new ``LionKState``; pass ``like=`` your JAX params, else
-            ``xp="jax"`` is used). The saved tree must have the optimizer's paths: a torch
+            the result's state is a new ``LionKState``, or the template with its
+            ``LionKState`` replaced for an ``optax.chain`` state; pass ``like=`` your JAX
+            params, else ``xp="jax"`` is used). The saved tree must have the optimizer's paths: a torch
             LionK's params are ``[[p, ...], ...]`` (one list per param group).
         mmap: (format version 2) map each array from the file instead of reading it into new
             memory: NumPy arrays come back as copy-on-write ``numpy.memmap`` views (pages are
@@ -1524,11 +1557,12 @@ def load(
             kind_into = "torch"
         elif _is_arrays_lionk(into):
             kind_into = "lionk.LionK"
-        elif _is_optax_state(into):
+        elif _optax_in(into, "into") is not None:
             kind_into = "optax"
         else:
             raise TypeError(f"into: expected a lionk.LionK, a lionk.torch.LionK or an optax "
-                            f"LionKState; received {type(into).__name__}")
+                            f"LionKState (or an optax.chain state holding one); received "
+                            f"{type(into).__name__}")
         if kind_into != "optax":
             if like is not None or xp is not None:
                 raise TypeError(f"load: into= a {kind_into} loads into its own params; do not "
@@ -1620,8 +1654,10 @@ def _prepare_into(kind: str, into: Any, meta: _Meta, where: str) -> Any:
     checks pass)."""
     front = meta.frontend or {}
     if kind == "optax":
+        template, put = _optax_in(into, "into")  # type: ignore[misc]
+
         def to_optax(params: Any, momentum: Any) -> tuple[Any, Any]:
-            cnt = into.count
+            cnt = template.count
             mod: Any = np
             if type(cnt).__module__.startswith(("jax", "jaxlib")):
                 mod = sys.modules["jax.numpy"]
@@ -1629,7 +1665,8 @@ def _prepare_into(kind: str, into: Any, meta: _Meta, where: str) -> Any:
             if meta.count > np.iinfo(dt).max:
                 raise ValueError(f"into.count: the saved count {meta.count} does not fit "
                                  f"{np.dtype(dt).name}")
-            return params, type(into)(count=mod.asarray(meta.count, dtype=dt), mu=momentum)
+            new = type(template)(count=mod.asarray(meta.count, dtype=dt), mu=momentum)
+            return params, put(new)
         return to_optax
 
     if kind == "lionk.LionK":
