@@ -127,7 +127,7 @@ def test_cross_backend_resume_is_bitwise(tmp_path, src, dst, kappa_name, dtype) 
     assert_tree_bitwise(p20, p20_ref, f"{src} params after {STEPS} steps")
     assert_tree_bitwise(s20.momentum, s20_ref.momentum, f"{src} momentum after {STEPS} steps")
 
-    path = tmp_path / "ckpt.npz"
+    path = tmp_path / "ckpt.safetensors"
     save(path, p20, s20)
     params, state = load(path, xp=dst)
     assert isinstance(state, lionk.State)
@@ -210,8 +210,8 @@ def test_special_values_keep_their_bits(tmp_path, src, dst, dtype) -> None:
     state = lionk.State(3, {"v": exact_copy(src, b)}, 1)
     # the test's own set-up is exact (else a failure below would be misattributed)
     assert_bitwise_equal(to_np(params["v"]), a, "set-up")
-    save(tmp_path / "s.npz", params, state)
-    p, s = load(tmp_path / "s.npz", xp=dst)
+    save(tmp_path / "s.safetensors", params, state)
+    p, s = load(tmp_path / "s.safetensors", xp=dst)
     assert lionk.core.array_api.dtype_name(p["v"].dtype) == dtype
     assert np.array_equal(bits(to_np(p["v"])), bits(a)), (bits(to_np(p["v"])), bits(a))
     assert np.array_equal(bits(to_np(s.momentum["v"])), bits(b))
@@ -239,8 +239,8 @@ def nested_tree():
 
 def test_roundtrip_structure_dtypes_and_order(tmp_path) -> None:
     params, state = nested_tree()
-    save(tmp_path / "c.npz", params, state)
-    p, s = load(tmp_path / "c.npz")
+    save(tmp_path / "c.safetensors", params, state)
+    p, s = load(tmp_path / "c.safetensors")
     assert list(p) == ["z", "a", "n"] and list(p["n"]) == [7, 2]  # dicts' own order, int keys
     assert type(p["z"]) is list and type(p["z"][1]) is tuple and p["z"][1][1] is None
     assert type(p["a"]).__name__ == "Point" and p["a"]._fields == ("x", "y")
@@ -258,7 +258,7 @@ def test_roundtrip_structure_dtypes_and_order(tmp_path) -> None:
             assert_bitwise_equal(g, np.asarray(w), f"{what}{path}")
             assert g.flags.writeable  # loaded arrays are the caller's to update in place
     # loading twice gives the same namedtuple class, so the trees compare equal in structure
-    p2, _ = load(tmp_path / "c.npz")
+    p2, _ = load(tmp_path / "c.safetensors")
     assert type(p2["a"]) is type(p["a"])
 
 
@@ -276,8 +276,8 @@ def test_nested_tree_between_backends(tmp_path, src, dst) -> None:
 
         sp["n"][7] = torch.from_numpy(np.ascontiguousarray(params["n"][7].T)).T
         assert not sp["n"][7].is_contiguous()
-    save(tmp_path / "n.npz", sp, lionk.State(state.count, sm, state.skipped))
-    p, s = load(tmp_path / "n.npz", xp=dst)
+    save(tmp_path / "n.safetensors", sp, lionk.State(state.count, sm, state.skipped))
+    p, s = load(tmp_path / "n.safetensors", xp=dst)
     assert list(p) == list(sp) and list(p["n"]) == list(sp["n"])  # the saved dicts' order
     assert type(p["z"][1]) is tuple and p["a"]._fields == ("x", "y")
     assert (s.count, s.skipped) == (12, 2)
@@ -287,13 +287,13 @@ def test_nested_tree_between_backends(tmp_path, src, dst) -> None:
 
 def test_same_state_gives_the_same_bytes_and_overwrite_works(tmp_path) -> None:
     params, state = nested_tree()
-    save(tmp_path / "a.npz", params, state)
-    save(tmp_path / "b.npz", params, state)
-    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
-    save(tmp_path / "a.npz", {"w": np.ones(2)}, lionk.init({"w": np.ones(2)}))  # overwrite
-    p, s = load(tmp_path / "a.npz")
+    save(tmp_path / "a.safetensors", params, state)
+    save(tmp_path / "b.safetensors", params, state)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    save(tmp_path / "a.safetensors", {"w": np.ones(2)}, lionk.init({"w": np.ones(2)}))  # overwrite
+    p, s = load(tmp_path / "a.safetensors")
     assert list(p) == ["w"] and s.count == 0
-    assert files_in(tmp_path) == ["a.npz", "b.npz"]
+    assert files_in(tmp_path) == ["a.safetensors", "b.safetensors"]
 
 
 def test_version_1_file_is_plain_npz_readable_without_lionk(tmp_path) -> None:
@@ -345,10 +345,10 @@ def test_load_like_torch_keeps_containers_requires_grad_and_bits(tmp_path) -> No
     grads = {"w": torch.ones(2, 3, dtype=torch.float64),
              "p": Point(x=-torch.ones(4), y=None)}
     params2, state = lionk.step(params, grads, lionk.init(params), lr=0.1)
-    save(tmp_path / "t.npz", params, state)  # requires_grad tensors: detached copies are saved
+    save(tmp_path / "t.safetensors", params, state)  # requires_grad tensors: detached copies are saved
     like = {"p": Point(x=torch.zeros(4, requires_grad=True), y=None),
             "w": torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)}
-    p, s = load(tmp_path / "t.npz", like=like)
+    p, s = load(tmp_path / "t.safetensors", like=like)
     assert list(p) == ["p", "w"] and type(p["p"]) is Point and p["p"].y is None
     assert isinstance(p["w"], torch.Tensor) and p["w"].requires_grad and p["p"].x.requires_grad
     assert not s.momentum["w"].requires_grad
@@ -367,12 +367,12 @@ def test_load_onto_a_device(tmp_path) -> None:
     params = {"w": xs.asarray(np.arange(6.0).reshape(2, 3), device=dev1)}
     state = lionk.init(params)
     assert state.momentum["w"].device == dev1
-    save(tmp_path / "d.npz", params, state)
-    p, s = load(tmp_path / "d.npz", like=params)  # like's device
+    save(tmp_path / "d.safetensors", params, state)
+    p, s = load(tmp_path / "d.safetensors", like=params)  # like's device
     assert p["w"].device == dev1 and s.momentum["w"].device == dev1
-    p, s = load(tmp_path / "d.npz", xp=xs, device=dev2)  # an explicit device
+    p, s = load(tmp_path / "d.safetensors", xp=xs, device=dev2)  # an explicit device
     assert p["w"].device == dev2 and s.momentum["w"].device == dev2
-    p, _ = load(tmp_path / "d.npz", like=params, device=dev2)  # device overrides like's
+    p, _ = load(tmp_path / "d.safetensors", like=params, device=dev2)  # device overrides like's
     assert p["w"].device == dev2
     assert_bitwise_equal(to_np(p["w"]), np.arange(6.0).reshape(2, 3), "w")
     # and a step runs on the loaded state, on device2 only
@@ -384,7 +384,7 @@ def test_load_onto_a_device(tmp_path) -> None:
 
 def test_load_xp_forms(tmp_path) -> None:
     params = {"w": np.ones((2, 2), np.float32)}
-    save(tmp_path / "x.npz", params, lionk.init(params))
+    save(tmp_path / "x.safetensors", params, lionk.init(params))
     forms: list = [None, "numpy", np]
     import array_api_compat.numpy as cnp
 
@@ -403,22 +403,22 @@ def test_load_xp_forms(tmp_path) -> None:
         forms += ["jax", jnp]
         expect += [jax.Array] * 2
     for form, cls in zip(forms, expect):
-        p, s = load(tmp_path / "x.npz", xp=form)
+        p, s = load(tmp_path / "x.safetensors", xp=form)
         assert isinstance(p["w"], cls) and isinstance(s.momentum["w"], cls), form
         assert_bitwise_equal(to_np(p["w"]), params["w"], f"xp={form}")
 
 
 def test_load_argument_errors(tmp_path) -> None:
     params = {"w": np.ones(2, NP_BFLOAT16)}
-    save(tmp_path / "x.npz", params, lionk.init(params))
+    save(tmp_path / "x.safetensors", params, lionk.init(params))
     with pytest.raises(ValueError, match=r"xp: expected one of .*'numpy'.*received 'tensorflow'"):
-        load(tmp_path / "x.npz", xp="tensorflow")
+        load(tmp_path / "x.safetensors", xp="tensorflow")
     with pytest.raises(TypeError, match="xp: expected an array namespace module"):
-        load(tmp_path / "x.npz", xp=42)
+        load(tmp_path / "x.safetensors", xp=42)
     with pytest.raises(TypeError, match="like= .* or xp= .*not both"):
-        load(tmp_path / "x.npz", like=params, xp="numpy")
+        load(tmp_path / "x.safetensors", like=params, xp="numpy")
     with pytest.raises(ValueError, match="device: numpy arrays live on 'cpu'; received 'gpu'"):
-        load(tmp_path / "x.npz", device="gpu")
+        load(tmp_path / "x.safetensors", device="gpu")
     with pytest.raises(TypeError, match=r"path: expected a str or os.PathLike; received int"):
         load(3)
     if HAVE_STRICT:
@@ -426,10 +426,10 @@ def test_load_argument_errors(tmp_path) -> None:
 
         with pytest.raises(TypeError, match=r"params\['w'\]: is bfloat16, which "
                                             r"array_api_strict does not support"):
-            load(tmp_path / "x.npz", xp=xs)
+            load(tmp_path / "x.safetensors", xp=xs)
     if HAVE_TORCH:
         with pytest.raises(ValueError, match="device: not a torch device: 'nowhere'"):
-            load(tmp_path / "x.npz", xp="torch", device="nowhere")
+            load(tmp_path / "x.safetensors", xp="torch", device="nowhere")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,8 +440,8 @@ def test_load_argument_errors(tmp_path) -> None:
 def saved(tmp_path):
     params = {"w": np.ones((2, 3), np.float32), "b": [np.zeros(4, np.float64)],
               "p": Point(x=np.ones(1, np.float32), y=None)}
-    save(tmp_path / "m.npz", params, lionk.init(params))
-    return tmp_path / "m.npz", params
+    save(tmp_path / "m.safetensors", params, lionk.init(params))
+    return tmp_path / "m.safetensors", params
 
 
 def _like(**changes):
