@@ -1,4 +1,5 @@
-"""Portable checkpoints: save(path, params, state) and load(path, like=, xp=, device=).
+"""Portable checkpoints (safetensors files): ``save(path, params, state)`` or ``save(path, opt)``,
+``load(path, like=, xp=, device=, into=, mmap=)`` and ``info(path)``.
 
 The public import path ``lionk.checkpoint``; implemented in :mod:`lionk.io.checkpoint`.
 """

@@ -1,5 +1,10 @@
 """Portable checkpoints (lionk.checkpoint): format, bitwise cross-backend resume, bad input.
 
+Files are written in format version 2 (safetensors) by ``lionk.checkpoint.save``; version 1 (the
+``.npz`` of lionk 0.1) is written by lionk 0.1's own module (tests/_checkpoint_v1.py) and must
+still load: the corruption tests run on both versions. Tests specific to the safetensors
+container and to the front-ends are in tests/test_checkpoint_safetensors.py.
+
 * Resume: 20 steps on one backend, save, load into another, 20 more steps there; params and
   momentum must equal an uninterrupted 40-step numpy run bit for bit (exact κ, CPU eager).
   A negative control shows the comparison catches a resume that loses the momentum.
@@ -30,6 +35,7 @@ import pytest
 import lionk
 from lionk.checkpoint import CheckpointError, load, save
 
+from . import _checkpoint_v1 as v1
 from ._util import assert_bitwise_equal, bits
 from .conftest import HAVE_JAX, HAVE_STRICT, HAVE_TORCH, NP_BFLOAT16, get_backend
 
@@ -121,7 +127,7 @@ def test_cross_backend_resume_is_bitwise(tmp_path, src, dst, kappa_name, dtype) 
     assert_tree_bitwise(p20, p20_ref, f"{src} params after {STEPS} steps")
     assert_tree_bitwise(s20.momentum, s20_ref.momentum, f"{src} momentum after {STEPS} steps")
 
-    path = tmp_path / "ckpt.npz"
+    path = tmp_path / "ckpt.safetensors"
     save(path, p20, s20)
     params, state = load(path, xp=dst)
     assert isinstance(state, lionk.State)
@@ -204,8 +210,8 @@ def test_special_values_keep_their_bits(tmp_path, src, dst, dtype) -> None:
     state = lionk.State(3, {"v": exact_copy(src, b)}, 1)
     # the test's own set-up is exact (else a failure below would be misattributed)
     assert_bitwise_equal(to_np(params["v"]), a, "set-up")
-    save(tmp_path / "s.npz", params, state)
-    p, s = load(tmp_path / "s.npz", xp=dst)
+    save(tmp_path / "s.safetensors", params, state)
+    p, s = load(tmp_path / "s.safetensors", xp=dst)
     assert lionk.core.array_api.dtype_name(p["v"].dtype) == dtype
     assert np.array_equal(bits(to_np(p["v"])), bits(a)), (bits(to_np(p["v"])), bits(a))
     assert np.array_equal(bits(to_np(s.momentum["v"])), bits(b))
@@ -233,8 +239,8 @@ def nested_tree():
 
 def test_roundtrip_structure_dtypes_and_order(tmp_path) -> None:
     params, state = nested_tree()
-    save(tmp_path / "c.npz", params, state)
-    p, s = load(tmp_path / "c.npz")
+    save(tmp_path / "c.safetensors", params, state)
+    p, s = load(tmp_path / "c.safetensors")
     assert list(p) == ["z", "a", "n"] and list(p["n"]) == [7, 2]  # dicts' own order, int keys
     assert type(p["z"]) is list and type(p["z"][1]) is tuple and p["z"][1][1] is None
     assert type(p["a"]).__name__ == "Point" and p["a"]._fields == ("x", "y")
@@ -252,7 +258,7 @@ def test_roundtrip_structure_dtypes_and_order(tmp_path) -> None:
             assert_bitwise_equal(g, np.asarray(w), f"{what}{path}")
             assert g.flags.writeable  # loaded arrays are the caller's to update in place
     # loading twice gives the same namedtuple class, so the trees compare equal in structure
-    p2, _ = load(tmp_path / "c.npz")
+    p2, _ = load(tmp_path / "c.safetensors")
     assert type(p2["a"]) is type(p["a"])
 
 
@@ -270,8 +276,8 @@ def test_nested_tree_between_backends(tmp_path, src, dst) -> None:
 
         sp["n"][7] = torch.from_numpy(np.ascontiguousarray(params["n"][7].T)).T
         assert not sp["n"][7].is_contiguous()
-    save(tmp_path / "n.npz", sp, lionk.State(state.count, sm, state.skipped))
-    p, s = load(tmp_path / "n.npz", xp=dst)
+    save(tmp_path / "n.safetensors", sp, lionk.State(state.count, sm, state.skipped))
+    p, s = load(tmp_path / "n.safetensors", xp=dst)
     assert list(p) == list(sp) and list(p["n"]) == list(sp["n"])  # the saved dicts' order
     assert type(p["z"][1]) is tuple and p["a"]._fields == ("x", "y")
     assert (s.count, s.skipped) == (12, 2)
@@ -281,20 +287,24 @@ def test_nested_tree_between_backends(tmp_path, src, dst) -> None:
 
 def test_same_state_gives_the_same_bytes_and_overwrite_works(tmp_path) -> None:
     params, state = nested_tree()
-    save(tmp_path / "a.npz", params, state)
-    save(tmp_path / "b.npz", params, state)
-    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
-    save(tmp_path / "a.npz", {"w": np.ones(2)}, lionk.init({"w": np.ones(2)}))  # overwrite
-    p, s = load(tmp_path / "a.npz")
+    save(tmp_path / "a.safetensors", params, state)
+    save(tmp_path / "b.safetensors", params, state)
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    save(tmp_path / "a.safetensors", {"w": np.ones(2)}, lionk.init({"w": np.ones(2)}))  # overwrite
+    p, s = load(tmp_path / "a.safetensors")
     assert list(p) == ["w"] and s.count == 0
-    assert files_in(tmp_path) == ["a.npz", "b.npz"]
+    assert files_in(tmp_path) == ["a.safetensors", "b.safetensors"]
 
 
-def test_file_is_plain_npz_readable_without_lionk(tmp_path) -> None:
-    """What docs/checkpoints.md promises other tools: np.load with pickling off, the JSON
-    metadata, keys, storage dtypes, shapes and sha256 of the stored bytes."""
+def test_version_1_file_is_plain_npz_readable_without_lionk(tmp_path) -> None:
+    """What docs/checkpoints.md promises other tools for version 1 (lionk 0.1): np.load with
+    pickling off, the JSON metadata, keys, storage dtypes, shapes and sha256 of the stored
+    bytes; and this lionk reads the file back."""
     params, state = nested_tree()
-    save(tmp_path / "c.npz", params, state)
+    v1.save(tmp_path / "c.npz", params, state)
+    p, s = load(tmp_path / "c.npz")
+    assert_tree_bitwise(p, params, "params")
+    assert_tree_bitwise(s.momentum, state.momentum, "momentum")
     with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
         meta = json.loads(z["__lionk__"].tobytes().decode("utf-8"))
         assert meta["format"] == "lionk.checkpoint" and meta["format_version"] == 1
@@ -335,10 +345,10 @@ def test_load_like_torch_keeps_containers_requires_grad_and_bits(tmp_path) -> No
     grads = {"w": torch.ones(2, 3, dtype=torch.float64),
              "p": Point(x=-torch.ones(4), y=None)}
     params2, state = lionk.step(params, grads, lionk.init(params), lr=0.1)
-    save(tmp_path / "t.npz", params, state)  # requires_grad tensors: detached copies are saved
+    save(tmp_path / "t.safetensors", params, state)  # requires_grad tensors: detached copies are saved
     like = {"p": Point(x=torch.zeros(4, requires_grad=True), y=None),
             "w": torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)}
-    p, s = load(tmp_path / "t.npz", like=like)
+    p, s = load(tmp_path / "t.safetensors", like=like)
     assert list(p) == ["p", "w"] and type(p["p"]) is Point and p["p"].y is None
     assert isinstance(p["w"], torch.Tensor) and p["w"].requires_grad and p["p"].x.requires_grad
     assert not s.momentum["w"].requires_grad
@@ -357,12 +367,12 @@ def test_load_onto_a_device(tmp_path) -> None:
     params = {"w": xs.asarray(np.arange(6.0).reshape(2, 3), device=dev1)}
     state = lionk.init(params)
     assert state.momentum["w"].device == dev1
-    save(tmp_path / "d.npz", params, state)
-    p, s = load(tmp_path / "d.npz", like=params)  # like's device
+    save(tmp_path / "d.safetensors", params, state)
+    p, s = load(tmp_path / "d.safetensors", like=params)  # like's device
     assert p["w"].device == dev1 and s.momentum["w"].device == dev1
-    p, s = load(tmp_path / "d.npz", xp=xs, device=dev2)  # an explicit device
+    p, s = load(tmp_path / "d.safetensors", xp=xs, device=dev2)  # an explicit device
     assert p["w"].device == dev2 and s.momentum["w"].device == dev2
-    p, _ = load(tmp_path / "d.npz", like=params, device=dev2)  # device overrides like's
+    p, _ = load(tmp_path / "d.safetensors", like=params, device=dev2)  # device overrides like's
     assert p["w"].device == dev2
     assert_bitwise_equal(to_np(p["w"]), np.arange(6.0).reshape(2, 3), "w")
     # and a step runs on the loaded state, on device2 only
@@ -374,7 +384,7 @@ def test_load_onto_a_device(tmp_path) -> None:
 
 def test_load_xp_forms(tmp_path) -> None:
     params = {"w": np.ones((2, 2), np.float32)}
-    save(tmp_path / "x.npz", params, lionk.init(params))
+    save(tmp_path / "x.safetensors", params, lionk.init(params))
     forms: list = [None, "numpy", np]
     import array_api_compat.numpy as cnp
 
@@ -393,22 +403,22 @@ def test_load_xp_forms(tmp_path) -> None:
         forms += ["jax", jnp]
         expect += [jax.Array] * 2
     for form, cls in zip(forms, expect):
-        p, s = load(tmp_path / "x.npz", xp=form)
+        p, s = load(tmp_path / "x.safetensors", xp=form)
         assert isinstance(p["w"], cls) and isinstance(s.momentum["w"], cls), form
         assert_bitwise_equal(to_np(p["w"]), params["w"], f"xp={form}")
 
 
 def test_load_argument_errors(tmp_path) -> None:
     params = {"w": np.ones(2, NP_BFLOAT16)}
-    save(tmp_path / "x.npz", params, lionk.init(params))
+    save(tmp_path / "x.safetensors", params, lionk.init(params))
     with pytest.raises(ValueError, match=r"xp: expected one of .*'numpy'.*received 'tensorflow'"):
-        load(tmp_path / "x.npz", xp="tensorflow")
+        load(tmp_path / "x.safetensors", xp="tensorflow")
     with pytest.raises(TypeError, match="xp: expected an array namespace module"):
-        load(tmp_path / "x.npz", xp=42)
+        load(tmp_path / "x.safetensors", xp=42)
     with pytest.raises(TypeError, match="like= .* or xp= .*not both"):
-        load(tmp_path / "x.npz", like=params, xp="numpy")
+        load(tmp_path / "x.safetensors", like=params, xp="numpy")
     with pytest.raises(ValueError, match="device: numpy arrays live on 'cpu'; received 'gpu'"):
-        load(tmp_path / "x.npz", device="gpu")
+        load(tmp_path / "x.safetensors", device="gpu")
     with pytest.raises(TypeError, match=r"path: expected a str or os.PathLike; received int"):
         load(3)
     if HAVE_STRICT:
@@ -416,10 +426,10 @@ def test_load_argument_errors(tmp_path) -> None:
 
         with pytest.raises(TypeError, match=r"params\['w'\]: is bfloat16, which "
                                             r"array_api_strict does not support"):
-            load(tmp_path / "x.npz", xp=xs)
+            load(tmp_path / "x.safetensors", xp=xs)
     if HAVE_TORCH:
         with pytest.raises(ValueError, match="device: not a torch device: 'nowhere'"):
-            load(tmp_path / "x.npz", xp="torch", device="nowhere")
+            load(tmp_path / "x.safetensors", xp="torch", device="nowhere")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,8 +440,8 @@ def test_load_argument_errors(tmp_path) -> None:
 def saved(tmp_path):
     params = {"w": np.ones((2, 3), np.float32), "b": [np.zeros(4, np.float64)],
               "p": Point(x=np.ones(1, np.float32), y=None)}
-    save(tmp_path / "m.npz", params, lionk.init(params))
-    return tmp_path / "m.npz", params
+    save(tmp_path / "m.safetensors", params, lionk.init(params))
+    return tmp_path / "m.safetensors", params
 
 
 def _like(**changes):
@@ -490,16 +500,32 @@ def test_like_from_two_libraries_is_an_error(saved) -> None:
 # Bad files
 
 
-@pytest.fixture
-def good(tmp_path):
+def _good(tmp_path, version: int):
     rng = np.random.default_rng(11)
     params = {"w": rng.standard_normal((3, 4)).astype(np.float32),
               "b": [rng.standard_normal(5)]}
     state = lionk.State(9, {"w": rng.standard_normal((3, 4)).astype(np.float32),
                             "b": [rng.standard_normal(5)]}, 1)
-    path = tmp_path / "good.npz"
-    save(path, params, state)
+    path = tmp_path / ("good.npz" if version == 1 else "good.safetensors")
+    (v1.save if version == 1 else save)(path, params, state)
     return path, params, state
+
+
+@pytest.fixture
+def good(tmp_path):
+    """A checkpoint written by this lionk (format version 2)."""
+    return _good(tmp_path, 2)
+
+
+@pytest.fixture
+def good_v1(tmp_path):
+    """A checkpoint written by lionk 0.1 (format version 1, .npz)."""
+    return _good(tmp_path, 1)
+
+
+@pytest.fixture(params=[1, 2], ids=["v1-npz", "v2-safetensors"])
+def good_any(tmp_path, request):
+    return _good(tmp_path, request.param)
 
 
 def test_missing_file(tmp_path) -> None:
@@ -509,8 +535,8 @@ def test_missing_file(tmp_path) -> None:
         load(tmp_path)
 
 
-def test_truncated_at_every_length_is_an_error(good, tmp_path) -> None:
-    path, _, _ = good
+def test_truncated_at_every_length_is_an_error(good_any, tmp_path) -> None:
+    path, _, _ = good_any
     data = path.read_bytes()
     bad = tmp_path / "cut.npz"
     for n in range(len(data)):
@@ -519,8 +545,8 @@ def test_truncated_at_every_length_is_an_error(good, tmp_path) -> None:
             load(bad)
 
 
-def test_flipped_byte_inside_an_array_is_a_checksum_error(good, tmp_path) -> None:
-    path, params, _ = good
+def test_flipped_byte_inside_an_array_is_a_checksum_error(good_any, tmp_path) -> None:
+    path, params, _ = good_any
     data = bytearray(path.read_bytes())
     at = bytes(data).find(params["w"].tobytes())
     assert at > 0 and bytes(data).count(params["w"].tobytes()) == 1
@@ -531,10 +557,10 @@ def test_flipped_byte_inside_an_array_is_a_checksum_error(good, tmp_path) -> Non
         load(bad)
 
 
-def test_flipped_byte_anywhere_never_gives_a_wrong_state(good, tmp_path) -> None:
+def test_flipped_byte_anywhere_never_gives_a_wrong_state(good_any, tmp_path) -> None:
     """Every single-byte corruption either raises CheckpointError or (in bytes no reader uses,
     such as zip timestamps) loads the exact original state: never a silently different one."""
-    path, params, state = good
+    path, params, state = good_any
     data = path.read_bytes()
     bad = tmp_path / "flip.npz"
     errors = 0
@@ -575,9 +601,9 @@ def with_meta(meta: dict) -> bytes:
     return npy_bytes(np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
 
 
-def test_deflated_entries_are_read(good, tmp_path) -> None:
+def test_deflated_entries_are_read(good_v1, tmp_path) -> None:
     """A checkpoint re-zipped with compression (as numpy.savez_compressed would) still loads."""
-    path, params, state = good
+    path, params, state = good_v1
     other = tmp_path / "deflated.npz"
     rewrite(path, other, {}, compression=zipfile.ZIP_DEFLATED)
     assert other.stat().st_size != path.stat().st_size
@@ -587,8 +613,8 @@ def test_deflated_entries_are_read(good, tmp_path) -> None:
     assert (s.count, s.skipped) == (9, 1)
 
 
-def test_sha256_mismatch_in_a_well_formed_zip(good, tmp_path) -> None:
-    path, params, state = good
+def test_sha256_mismatch_in_a_well_formed_zip(good_v1, tmp_path) -> None:
+    path, params, state = good_v1
     changed = state.momentum["b"][0].copy()
     changed[2] = np.nextafter(changed[2], np.inf)  # one ulp
     bad = tmp_path / "sha.npz"
@@ -614,8 +640,8 @@ def test_sha256_mismatch_in_a_well_formed_zip(good, tmp_path) -> None:
     ],
     ids=["version", "format", "count", "shape", "dtype", "path", "tree", "leaf-count"],
 )
-def test_inconsistent_metadata_is_an_error(good, tmp_path, edit, pattern) -> None:
-    path, _, _ = good
+def test_inconsistent_metadata_is_an_error(good_v1, tmp_path, edit, pattern) -> None:
+    path, _, _ = good_v1
     meta = meta_of(path)
     edit(meta)
     bad = tmp_path / "meta.npz"
@@ -624,8 +650,8 @@ def test_inconsistent_metadata_is_an_error(good, tmp_path, edit, pattern) -> Non
         load(bad)
 
 
-def test_missing_array_entry(good, tmp_path) -> None:
-    path, _, _ = good
+def test_missing_array_entry(good_v1, tmp_path) -> None:
+    path, _, _ = good_v1
     bad = tmp_path / "partial.npz"
     with zipfile.ZipFile(path) as zin, zipfile.ZipFile(bad, "w") as zout:
         for info in zin.infolist():
@@ -642,8 +668,11 @@ def test_not_a_lionk_file(tmp_path) -> None:
                                               r"entry \(entries: \['a.npy'\]\)"):
         load(tmp_path / "other.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(CheckpointError, match=r"not a readable .npz \(zip\) file"):
+    with pytest.raises(CheckpointError, match=r"not a lionk checkpoint: the file has 5 bytes"):
         load(tmp_path / "text.npz")
+    (tmp_path / "zip.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match=r"not a readable .npz \(zip\) file"):
+        load(tmp_path / "zip.npz")
     np.savez(tmp_path / "u8.npz", __lionk__=np.array([1.0, 2.0]))
     with pytest.raises(CheckpointError, match="is a float64 array .* expected 1-D uint8"):
         load(tmp_path / "u8.npz")
@@ -708,12 +737,12 @@ def test_save_errors_leave_the_old_file_and_no_temporary_file(good, tmp_path) ->
         with pytest.raises(exc, match=pattern):
             save(path, p, s)
         assert path.read_bytes() == before
-        assert files_in(tmp_path) == ["good.npz"]
+        assert files_in(tmp_path) == ["good.safetensors"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save(tmp_path / "no" / "dir.npz", params, state)
     with pytest.raises(IsADirectoryError):
         save(tmp_path, params, state)
-    assert files_in(tmp_path) == ["good.npz"]
+    assert files_in(tmp_path) == ["good.safetensors"]
 
 
 def test_failure_while_writing_keeps_the_old_file(good, tmp_path, monkeypatch) -> None:
@@ -738,7 +767,7 @@ def test_failure_while_writing_keeps_the_old_file(good, tmp_path, monkeypatch) -
         save(path, new, lionk.State(10, state.momentum, 1))
     assert len(calls) == 3
     assert path.read_bytes() == before
-    assert files_in(tmp_path) == ["good.npz"]
+    assert files_in(tmp_path) == ["good.safetensors"]
 
 
 @pytest.mark.skipif(not HAVE_JAX, reason="jax not installed")
