@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .array_api import Array, array_namespace, device, native_exact_sign
+from .array_api import Array, array_namespace, native_exact_sign, scalar_device
 
 __all__ = [
     "Kappa",
@@ -68,8 +68,9 @@ class KappaValidationError(ValueError):
 
 
 def _const(xp: Any, value: float, like: Array) -> Array:
-    """A 0-d array of ``like``'s dtype and device holding ``value``."""
-    return xp.asarray(value, dtype=like.dtype, device=device(like))
+    """A 0-d array of ``like``'s dtype and device holding ``value`` (for JAX: default placement,
+    which combines with a sharded ``like``; see ``array_api.scalar_device``)."""
+    return xp.asarray(value, dtype=like.dtype, device=scalar_device(like))
 
 
 def exact_sign(y: Array) -> Array:
@@ -95,7 +96,7 @@ def _size(y: Array) -> int:
 def _max0(xp: Any, t: Array) -> Array:
     """max of ``t`` (0 for an empty array)."""
     if _size(t) == 0:
-        return xp.asarray(0.0, dtype=t.dtype, device=device(t))
+        return xp.asarray(0.0, dtype=t.dtype, device=scalar_device(t))
     return xp.max(t)
 
 
@@ -246,7 +247,7 @@ class _Sign(Kappa):
 
     def conjugate_on_domain(self, z: Array) -> Array:
         xp = array_namespace(z)
-        return xp.asarray(0.0, dtype=z.dtype, device=device(z))
+        return xp.asarray(0.0, dtype=z.dtype, device=scalar_device(z))
 
     def domain_distance(self, z: Array) -> Array:
         return _box_distance(z)
@@ -342,7 +343,7 @@ class _Quadratic(Kappa):
 
     def domain_distance(self, z: Array) -> Array:
         xp = array_namespace(z)
-        return xp.asarray(0.0, dtype=z.dtype, device=device(z))
+        return xp.asarray(0.0, dtype=z.dtype, device=scalar_device(z))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,7 +400,7 @@ class _NormKappa(Kappa):
         parts = [fn(y) for y in leaves]
         xp = array_namespace(*parts)
         wide = max(parts, key=lambda p: xp.finfo(p.dtype).bits).dtype
-        total = xp.asarray(0.0, dtype=wide, device=device(parts[0]))
+        total = xp.asarray(0.0, dtype=wide, device=scalar_device(parts[0]))
         for p in parts:
             total = total + xp.astype(p, wide)
         return total
