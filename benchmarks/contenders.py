@@ -445,6 +445,25 @@ def build_optax_lion(ctx: Context, w: Workload) -> Runner:
     return _JaxLoop(fn, xs, gs, tx.init(xs), "psg").runner()
 
 
+def build_lionk_optax(ctx: Context, w: Workload) -> Runner:
+    """``lionk.optax.lion_k`` in the same jitted program as the optax.lion row (update, then
+    ``optax.apply_updates``; params and state donated): what an optax user runs."""
+    import jax
+    import optax
+
+    from lionk.optax import lion_k
+
+    xs, gs = _jcopies(ctx, w)
+    tx = lion_k(LR, b1=BETAS[0], b2=BETAS[1], weight_decay=WD)
+
+    def f(p: Any, s: Any, g: Any) -> Any:
+        updates, s = tx.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    fn = jax.jit(f, donate_argnums=(0, 1))
+    return _JaxLoop(fn, xs, gs, tx.init(xs), "psg").runner()
+
+
 def build_hand_jax(ctx: Context, w: Workload) -> Runner:
     import jax
     import jax.numpy as jnp
@@ -508,6 +527,7 @@ def all_contenders(device: str) -> list[Contender]:
     out.append(Contender("lionk.jit_step jax fused", "jax", "lionk", build_lionk_jit_step_fused,
                          compiles=True))
     out.append(Contender("lionk.step + jax.jit (user)", "jax", "lionk", build_lionk_user_jit))
+    out.append(Contender("lionk.optax.lion_k jit", "jax", "lionk", build_lionk_optax))
     out.append(Contender("optax.lion jit", "jax", "peer", build_optax_lion))
     out.append(Contender("jax hand Lion jit", "jax", "reference", build_hand_jax))
     return out

@@ -26,7 +26,7 @@ from . import contenders as C  # noqa: E402
 from .workloads import Workload, parse_sizes  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SIZES = {"cpu": "16,20,24,model", "cuda": "20,24,26,28,model"}
+DEFAULT_SIZES = {"cpu": "16,20,24,model,digits", "cuda": "20,24,26,28,model"}
 QUICK_SIZES = {"cpu": "16,20,model:1", "cuda": "20,24,model:1"}
 
 

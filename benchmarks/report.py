@@ -38,6 +38,36 @@ TARGETS = [
          text="model (148 tensors): lionk torch fast path ≤ 1.6× floor"),
     dict(id="jax-model", size="model", kind="floor", pick="jit_step", backend="jax", max=1.8,
          text="model (148 tensors): lionk JAX (jit_step) ≤ 1.8× floor"),
+    dict(id="jax-user-step-2^16", size="2^16", kind="speedup", pick="name",
+         row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit", min=1.0,
+         text="2^16: jax.jit(lionk.step) no slower than optax.lion (jit)"),
+    dict(id="jax-user-lion_k-2^16", size="2^16", kind="speedup", pick="name",
+         row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit", min=1.0,
+         text="2^16: lion_k in a jitted step no slower than optax.lion (jit)"),
+    dict(id="jax-user-step-2^20", size="2^20", kind="speedup", pick="name",
+         row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit", min=1.0,
+         text="2^20: jax.jit(lionk.step) no slower than optax.lion (jit)"),
+    dict(id="jax-user-lion_k-2^20", size="2^20", kind="speedup", pick="name",
+         row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit", min=1.0,
+         text="2^20: lion_k in a jitted step no slower than optax.lion (jit)"),
+    dict(id="jax-user-step-2^24", size="2^24", kind="speedup", pick="name",
+         row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit", min=1.0,
+         text="2^24: jax.jit(lionk.step) no slower than optax.lion (jit)"),
+    dict(id="jax-user-lion_k-2^24", size="2^24", kind="speedup", pick="name",
+         row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit", min=1.0,
+         text="2^24: lion_k in a jitted step no slower than optax.lion (jit)"),
+    dict(id="jax-user-step-model", size="model", kind="speedup", pick="name",
+         row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit", min=1.0,
+         text="model: jax.jit(lionk.step) no slower than optax.lion (jit)"),
+    dict(id="jax-user-lion_k-model", size="model", kind="speedup", pick="name",
+         row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit", min=1.0,
+         text="model: lion_k in a jitted step no slower than optax.lion (jit)"),
+    dict(id="jax-user-step-digits", size="digits", kind="speedup", pick="name",
+         row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit", min=1.0,
+         text="digits: jax.jit(lionk.step) no slower than optax.lion (jit)"),
+    dict(id="jax-user-lion_k-digits", size="digits", kind="speedup", pick="name",
+         row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit", min=1.0,
+         text="digits: lion_k in a jitted step no slower than optax.lion (jit)"),
     dict(id="mem-numpy-2^24", size="2^24", kind="memory", pick="best", backend="numpy", max=0.02,
          text="2^24: peak extra memory of the lionk NumPy fast path ≤ 2% of param bytes"),
     dict(id="mem-torch-2^24", size="2^24", kind="memory", pick="best", backend="torch", max=0.02,
@@ -115,6 +145,11 @@ def _pick(result: dict[str, Any], t: dict[str, Any]) -> tuple[dict[str, Any] | N
             extra = (f"; for comparison the user-written jax.jit(lionk.step) ran "
                      f"{_fmt_x(fb['ratio_floor'])} floor") if fb and fb["ratio_floor"] else ""
             return None, f"lionk.jit_step skipped ({why}){extra}"
+        return r, ""
+    if t["pick"] == "name":
+        r = next((x for x in rows if x["name"] == t["row"]), None)
+        if r is None or r["status"] != "ok":
+            return None, f"{t['row']} did not run" + (f" ({r['reason']})" if r else "")
         return r, ""
     if t["pick"] == "torch-default":
         r = next((r for r in rows if r["name"] == "lionk.torch.LionK default"), None)

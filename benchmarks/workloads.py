@@ -1,7 +1,8 @@
 """What is benchmarked: one flat tensor of 2^k float32, or a list of tensors shaped like a model.
 
 A size is given on the command line as ``16`` (one tensor of 2^16 elements), ``model`` (the
-~10M-parameter, 148-tensor transformer below) or ``model:B`` (the same widths with B blocks).
+~10M-parameter, 148-tensor transformer below), ``model:B`` (the same widths with B blocks) or
+``digits`` (the 6-tensor MLP a user trains on scikit-learn's digits: 64-128-64-10).
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ def model_shapes(blocks: int = BLOCKS) -> list[tuple[int, ...]]:
     return shapes
 
 
+# A small MLP for scikit-learn's 8x8 digits (64 inputs, 10 classes): weights and biases of
+# 64-128-64-10, 6 tensors, 17,226 parameters.
+DIGITS_WIDTHS = (64, 128, 64, 10)
+
+
+def digits_shapes() -> list[tuple[int, ...]]:
+    shapes: list[tuple[int, ...]] = []
+    for a, b in zip(DIGITS_WIDTHS[:-1], DIGITS_WIDTHS[1:]):
+        shapes += [(a, b), (b,)]
+    return shapes
+
+
 @dataclass(frozen=True)
 class Workload:
     """One benchmarked parameter set: ``shapes`` of float32 leaves, ``n`` elements in all."""
@@ -62,7 +75,7 @@ class Workload:
 
     @property
     def is_model(self) -> bool:
-        return self.label.startswith("model")
+        return self.label.startswith("model") or self.label == "digits"
 
     def describe(self) -> str:
         if self.is_model:
@@ -80,8 +93,11 @@ class Workload:
 
 
 def parse_size(token: str) -> Workload:
-    """``"16"`` / ``"2^16"`` -> one tensor of 2^16; ``"model"`` / ``"model:B"`` -> the model."""
+    """``"16"`` / ``"2^16"`` -> one tensor of 2^16; ``"model"`` / ``"model:B"`` -> the model;
+    ``"digits"`` -> the digits MLP."""
     t = token.strip().lower()
+    if t == "digits":
+        return Workload("digits", tuple(digits_shapes()))
     if t.startswith("model"):
         blocks = BLOCKS
         if ":" in t:

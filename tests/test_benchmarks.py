@@ -160,3 +160,23 @@ def test_torch_default_alias_is_followed() -> None:
     verdicts = {t["id"]: t for t in evaluate_targets({"rows": rows})}
     assert verdicts["torch-vs-lion_pytorch"]["row"] == "lionk.torch.LionK compiled"
     assert verdicts["torch-vs-lion_pytorch"]["measured"] == pytest.approx(9.0)
+
+
+def test_jax_user_targets_against_optax_lion() -> None:
+    """issue 12: jax.jit(lionk.step) and lion_k in a jitted step are each compared with optax.lion
+    in the same run (≥ 1.0× = no slower); the digits MLP is a workload of 6 tensors."""
+    from benchmarks.report import evaluate_targets
+    from benchmarks.workloads import parse_size
+
+    digits = parse_size("digits")
+    assert digits.leaves == 6 and digits.n == 17_226 and digits.is_model
+    rows = [dict(name=n, backend="jax", role=role, size="digits", status="ok", reason="",
+                 median_s=t, ratio_floor=None, mem_bytes=None, mem_fraction=None, mem_method="x")
+            for n, role, t in (("lionk.step + jax.jit (user)", "lionk", 1.0e-4),
+                               ("lionk.optax.lion_k jit", "lionk", 1.2e-4),
+                               ("optax.lion jit", "peer", 1.1e-4))]
+    v = {t["id"]: t for t in evaluate_targets({"rows": rows})}
+    assert v["jax-user-step-digits"]["status"] == "met"
+    assert v["jax-user-step-digits"]["measured"] == pytest.approx(1.1)
+    assert v["jax-user-lion_k-digits"]["status"] == "not met"
+    assert v["jax-user-lion_k-2^24"]["status"] == "not measured"

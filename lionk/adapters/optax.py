@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from optax import ScalarOrSchedule
 
 from ..core import kappa as _kappa
 from ..core import validation as _check
@@ -130,6 +131,16 @@ def _check_array(name: str, spec: _Spec, *, beta: bool = False) -> None:
     _check_static(name, float(spec.value), beta=beta)
 
 
+def _known_value(spec: _Spec) -> float | None:
+    """The value of a Python-number or concrete 0-d array hyper-parameter; None when it is a
+    schedule or traced (not known before the step runs)."""
+    if spec.kind == "static":
+        return float(spec.value)
+    if spec.kind == "array" and _is_concrete_array(spec.value):
+        return float(spec.value)
+    return None
+
+
 def _value_at(name: str, spec: _Spec, count: Any) -> Any:
     """The hyper-parameter for the update at step ``count``: a Python float or a 0-d array."""
     if spec.kind == "static":
@@ -144,6 +155,32 @@ def _value_at(name: str, spec: _Spec, count: Any) -> Any:
     # once to each param's dtype. The value itself stays what the schedule returned (optax's
     # schedules evaluated at an int32 count return float32 even in x64 mode).
     return v.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Leaves: JAX arrays, or what optax.lion also takes as arrays (NumPy arrays, Python floats).
+
+
+_ArrayLike = np.zeros(())  # stands for a ShapeDtypeStruct in the "is it an array" check
+
+
+def _needs_conversion(a: Any) -> bool:
+    return isinstance(a, (np.ndarray, np.generic, float, int)) and not isinstance(a, bool)
+
+
+def _as_jax(a: Any) -> Any:
+    """A JAX array for a NumPy array / scalar or a Python number; anything else unchanged (and
+    refused, naming the leaf, by the checks that follow)."""
+    return jnp.asarray(a) if _needs_conversion(a) else a
+
+
+def _as_jax_tree(tree: Any) -> Any:
+    """``tree`` with its NumPy / Python-number leaves as JAX arrays (the tree itself when it has
+    none: the common case, no copy)."""
+    leaves, treedef, _ = flatten(tree)
+    if not any(_needs_conversion(a) for a in leaves):
+        return tree
+    return treedef.unflatten([_as_jax(a) for a in leaves])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +221,7 @@ def _mask_flags(mask: Any, params: Any, num_leaves: int) -> list[bool]:
 
 
 def lion_k(
-    learning_rate: Any,
+    learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
     b2: Any = 0.99,
     weight_decay: Any = 0.0,
@@ -278,12 +315,16 @@ def lion_k(
 
     def init_fn(params: Any) -> LionKState:
         xs, treedef, paths = flatten(params)
-        _check_leaves("params", xs, paths)
+        # as optax.lion: jax.ShapeDtypeStruct leaves (what jax.eval_shape gives), NumPy arrays
+        # and Python floats are accepted; the momentum is a JAX array
+        xs = [x if isinstance(x, jax.ShapeDtypeStruct) else _as_jax(x) for x in xs]
+        _check_leaves("params", [_ArrayLike if isinstance(x, jax.ShapeDtypeStruct) else x
+                                 for x in xs], paths)
         for p, x in zip(paths, xs):
             _check_floating(jnp, f"params{p}", x)
         # zeros_like keeps each param's placement, committed or not (lionk.init commits the
         # momentum to a device, which makes jax.jit compile a second time on the second call
-        # when the params were uncommitted).
+        # when the params were uncommitted), and a ShapeDtypeStruct's sharding.
         mu = [jnp.zeros_like(x, dtype=x.dtype if mu_dt is None else mu_dt) for x in xs]
         return LionKState(count=jnp.zeros([], jnp.int32), mu=treedef.unflatten(mu))
 
@@ -295,9 +336,14 @@ def lion_k(
         if not (isinstance(state, tuple) and hasattr(state, "mu") and hasattr(state, "count")):
             raise TypeError(f"state: expected a LionKState (from lion_k(...).init); received "
                             f"{type(state).__name__}")
+        # NumPy arrays and Python floats (e.g. NumPy params with JAX gradients outside jit) are
+        # taken as JAX arrays, as optax.lion does; grads may have another floating dtype than
+        # the params (mixed precision, as optax.lion): see _as_jax_tree
+        params, updates, mu = _as_jax_tree(params), _as_jax_tree(updates), _as_jax_tree(state.mu)
         _, treedef, paths, xs, gs, ms = check_trees(
-            params, updates, state.mu, names=("params", "updates", "state.mu"),
-            momentum_hint=" (was the state made by this optimizer's init for these params?)")
+            params, updates, mu, names=("params", "updates", "state.mu"),
+            momentum_hint=" (was the state made by this optimizer's init for these params?)",
+            grads_any_dtype=True)
         count = optax.safe_increment(state.count)
         if not xs:
             return updates, LionKState(count=count, mu=state.mu)
@@ -328,3 +374,9 @@ def lion_k(
         return out, LionKState(count=count, mu=treedef.unflatten(new_ms))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# The annotation as the object itself, not the string that ``from __future__ import annotations``
+# leaves: optax's own tests (and tools) compare ``inspect.signature(...).annotation`` with
+# ``optax.ScalarOrSchedule`` to know that an optimizer accepts a schedule.
+lion_k.__annotations__["learning_rate"] = ScalarOrSchedule

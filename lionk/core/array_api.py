@@ -33,6 +33,8 @@ __all__ = [
     "Namespace",
     "array_namespace",
     "device",
+    "scalar_device",
+    "same_placement",
     "is_array",
     "is_concrete",
     "is_writeable",
@@ -61,6 +63,46 @@ def array_namespace(*arrays: Array) -> Namespace:
 def device(x: Array) -> Any:
     """The device of ``x`` in array-API terms."""
     return array_api_compat.device(x)
+
+
+def _is_tracer(x: Any) -> bool:
+    core = sys.modules.get("jax.core")
+    tracer = getattr(core, "Tracer", None) if core is not None else None
+    return tracer is not None and isinstance(x, tracer)
+
+
+def scalar_device(like: Array) -> Any:
+    """The ``device=`` argument for a 0-d constant to be combined with ``like``.
+
+    ``device(like)``, except for JAX arrays, where it is ``None`` (JAX's default placement, an
+    uncommitted scalar that combines with any placement): the device of a JAX array sharded over
+    several devices is its ``Sharding``, which cannot place a 0-d array (a ``P(None, 'x', 'y')``
+    sharding has three dimensions), and a tracer has no device.
+    """
+    if is_jax_array(like):
+        return None
+    return device(like)
+
+
+def same_placement(a: Array, b: Array) -> bool:
+    """False only when ``a`` and ``b`` are known to live on different devices.
+
+    A JAX tracer (inside ``jax.jit``/``vmap``/``grad``) has no device: it combines with anything,
+    so it is never a mismatch; two concrete JAX arrays are compared by their sets of devices (a
+    sharded array and a replicated one over the same mesh combine). Other libraries compare
+    their array-API devices.
+    """
+    if is_jax_array(a) or is_jax_array(b):
+        if _is_tracer(a) or _is_tracer(b):
+            return True
+        try:
+            return set(a.devices()) == set(b.devices())
+        except Exception:  # pragma: no cover - an object without devices()
+            return True
+    try:
+        return bool(device(a) == device(b))
+    except Exception:  # backends without a device notion
+        return True
 
 
 def is_array(x: Any) -> bool:

@@ -55,10 +55,10 @@ import numpy as np
 from .array_api import (
     Array,
     array_namespace,
-    device,
     float64_or_widest,
     is_array,
     native_exact_sign,
+    scalar_device,
 )
 
 __all__ = [
@@ -88,8 +88,9 @@ class KappaValidationError(ValueError):
 
 
 def _const(xp: Any, value: float, like: Array) -> Array:
-    """A 0-d array of ``like``'s dtype and device holding ``value``."""
-    return xp.asarray(value, dtype=like.dtype, device=device(like))
+    """A 0-d array of ``like``'s dtype and device holding ``value`` (for JAX: default placement,
+    which combines with a sharded ``like``; see ``array_api.scalar_device``)."""
+    return xp.asarray(value, dtype=like.dtype, device=scalar_device(like))
 
 
 def exact_sign(y: Array) -> Array:
@@ -121,7 +122,7 @@ def _size(y: Array) -> int:
 def _max0(xp: Any, t: Array) -> Array:
     """max of ``t`` (0 for an empty array)."""
     if _size(t) == 0:
-        return xp.asarray(0.0, dtype=t.dtype, device=device(t))
+        return xp.asarray(0.0, dtype=t.dtype, device=scalar_device(t))
     return xp.max(t)
 
 
@@ -521,7 +522,7 @@ class _Sign(Kappa):
 
     def conjugate_on_domain(self, z: Array) -> Array:
         xp = array_namespace(z)
-        return xp.asarray(0.0, dtype=z.dtype, device=device(z))
+        return xp.asarray(0.0, dtype=z.dtype, device=scalar_device(z))
 
     def domain_distance(self, z: Array) -> Array:
         return _box_distance(z)
@@ -634,7 +635,7 @@ class _Quadratic(Kappa):
 
     def domain_distance(self, z: Array) -> Array:
         xp = array_namespace(z)
-        return xp.asarray(0.0, dtype=z.dtype, device=device(z))
+        return xp.asarray(0.0, dtype=z.dtype, device=scalar_device(z))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,7 +704,7 @@ class _NormKappa(Kappa):
         parts = [fn(y) for y in leaves]
         xp = array_namespace(*parts)
         wide = max(parts, key=lambda p: xp.finfo(p.dtype).bits).dtype
-        total = xp.asarray(0.0, dtype=wide, device=device(parts[0]))
+        total = xp.asarray(0.0, dtype=wide, device=scalar_device(parts[0]))
         for p in parts:
             total = total + xp.astype(p, wide)
         return total

@@ -26,6 +26,8 @@ from .array_api import (
     is_floating,
     is_jax_array,
     is_numpy_namespace,
+    same_placement,
+    scalar_device,
 )
 from .trees import TreeDef, flatten
 
@@ -292,10 +294,9 @@ def _namespace_of(groups: list[tuple[str, list[str], list[Array]]]) -> Any:
 
 
 def _same_device(a: Array, b: Array) -> bool:
-    try:
-        return device(a) == device(b)
-    except Exception:  # tracers or backends without a device notion
-        return True
+    # a JAX tracer (jit, vmap, grad: params and momentum may be traced at different levels) has
+    # no device and is never a mismatch; see array_api.same_placement
+    return same_placement(a, b)
 
 
 _FLOATING: dict[Any, bool] = {}  # (namespace, dtype) -> is a real floating dtype
@@ -331,12 +332,14 @@ def check_trees(
     params: Any, grads: Any, momentum: Any, *,
     names: tuple[str, str, str] = ("params", "grads", "state.momentum"),
     momentum_hint: str = "",
+    grads_any_dtype: bool = False,
 ) -> tuple[Any, TreeDef, list[str], list[Array], list[Array], list[Array]]:
     """Check that ``grads`` and ``momentum`` match ``params`` leaf by leaf; flatten all three.
 
     Same tree structure; arrays of one library, real floating; grads of the params' shape and
     dtype; momentum of their shape (its dtype may differ: ``state_dtype``); grads and momentum on
-    each param's device. Errors name the leaf path (``names`` label the three trees, e.g. the
+    each param's device. ``grads_any_dtype=True`` (the optax adapter, as ``optax.lion``) accepts
+    grads of another real floating dtype than the params. Errors name the leaf path (``names`` label the three trees, e.g. the
     optax adapter's ``updates`` and ``state.mu``). Returns ``(xp, treedef, paths, xs, gs, ms)``,
     ``xp`` None for an empty tree.
     """
@@ -367,7 +370,7 @@ def check_trees(
                 f"{gn}{p}: expected shape {tuple(x.shape)} (the shape of {pn}{p}); "
                 f"received {tuple(g.shape)}"
             )
-        if g.dtype != x.dtype:
+        if g.dtype != x.dtype and not grads_any_dtype:
             raise TypeError(
                 f"{gn}{p}: expected dtype {dtype_name(x.dtype)} (the dtype of {pn}{p}); "
                 f"received {dtype_name(g.dtype)}"
@@ -452,7 +455,7 @@ def gradients_finite(prep: Prepared, nan_policy: str) -> Any:
 
 def all_finite(xp: Any, arrays: Sequence[Array]) -> Any:
     """A 0-d boolean array: every element of every array is finite."""
-    ok = xp.asarray(True, device=device(arrays[0]))
+    ok = xp.asarray(True, device=scalar_device(arrays[0]))
     for a in arrays:
         ok = xp.logical_and(ok, xp.all(xp.isfinite(a)))
     return ok
