@@ -412,8 +412,8 @@ class LionK(Optimizer):
         if getattr(self, "communication", None) is not None and not is_ternary(kap):
             raise ValueError(
                 f"{where}: kappa: communication={self.communication!r} exchanges each rank's "
-                f"direction as a vote (-1, 0, +1 per coordinate), which needs a kappa whose "
-                f"gradient takes only those values (its fact Kappa.ternary; built-ins: "
+                f"direction as a vote (-1, 0, +1 per coordinate); expected a ternary kappa (its "
+                f"gradient takes only those values: the fact Kappa.ternary; built-ins: "
                 f"{', '.join(TERNARY_KAPPAS)}); received {kap.name!r} (ternary=False)"
             )
 
