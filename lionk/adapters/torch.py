@@ -225,7 +225,8 @@ class LionK(Optimizer):
         communication: ``None`` (default), ``"sign-vote"`` or ``"sign-mean"``: Distributed Lion
             (theory.md §8). Use it *instead of* DDP's gradient all-reduce: every rank keeps its
             own momentum, computes its direction ``∇K(c)`` from its own gradients (κ must be
-            ``"sign"`` or ``"deadzone"``, whose directions are votes −1/0/+1), the votes are
+            ternary, ``Kappa.ternary``: its directions are votes −1/0/+1, as for ``"sign"``,
+            ``"deadzone"`` or a user κ registered with ``ternary=True``), the votes are
             summed over the ranks and every rank applies the same majority vote
             ``sign(Σ votes)`` (ties give 0) or mean vote ``Σ votes / W``; parameters stay
             bitwise identical across ranks. Non-finite gradients under ``nan_policy`` "skip"
