@@ -521,7 +521,8 @@ def test_communication_options_are_validated():
         LionK([w], communication="allreduce")
     with pytest.raises(ValueError, match="vote_packing"):
         LionK([w], communication="sign-vote", vote_packing="1bit")
-    with pytest.raises(ValueError, match="expected one of \\('sign', 'deadzone'\\); received 'l2'"):
+    with pytest.raises(ValueError, match=r"expected a ternary kappa .*built-ins: sign, deadzone\); "
+                                         r"received 'l2' \(ternary=False\)"):
         LionK([w], communication="sign-vote", kappa="l2")
     with pytest.raises(ValueError, match="runs the eager path"):
         LionK([w], communication="sign-vote", execution="chunked")

@@ -253,7 +253,8 @@ class LionK(Optimizer):
         communication: ``None`` (default), ``"sign-vote"`` or ``"sign-mean"``: Distributed Lion
             (theory.md §8). Use it *instead of* DDP's gradient all-reduce: every rank keeps its
             own momentum, computes its direction ``∇K(c)`` from its own gradients (κ must be
-            ``"sign"`` or ``"deadzone"``, whose directions are votes −1/0/+1), the votes are
+            ternary, ``Kappa.ternary``: its directions are votes −1/0/+1, as for ``"sign"``,
+            ``"deadzone"`` or a user κ registered with ``ternary=True``), the votes are
             summed over the ranks and every rank applies the same majority vote
             ``sign(Σ votes)`` (ties give 0) or mean vote ``Σ votes / W``; parameters stay
             bitwise identical across ranks. Non-finite gradients under ``nan_policy`` "skip"
@@ -469,8 +470,8 @@ class LionK(Optimizer):
         if getattr(self, "communication", None) is not None and not is_ternary(kap):
             raise ValueError(
                 f"{where}: kappa: communication={self.communication!r} exchanges each rank's "
-                f"direction as a vote (-1, 0, +1 per coordinate), which needs a kappa whose "
-                f"gradient takes only those values (its fact Kappa.ternary; built-ins: "
+                f"direction as a vote (-1, 0, +1 per coordinate); expected a ternary kappa (its "
+                f"gradient takes only those values: the fact Kappa.ternary; built-ins: "
                 f"{', '.join(TERNARY_KAPPAS)}); received {kap.name!r} (ternary=False)"
             )
 

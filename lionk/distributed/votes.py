@@ -69,8 +69,7 @@ VOTE_PACKINGS = ("int8", "2bit")
 # The built-in κ whose ∇K takes only the values −1, 0, +1 (and NaN for a NaN input), from their
 # ``ternary`` fact: sign (alias l1, lion) is Distributed Lion; deadzone abstains where |c| <= e.
 # What decides is the κ's own fact (:func:`is_ternary`), so a user κ stating it votes too.
-TERNARY_KAPPAS = tuple(n for n in ("sign", "deadzone", "huber", "quadratic", "relativistic",
-                                   "l2", "lp", "relativistic-l2") if _kappa.get(n).ternary)
+TERNARY_KAPPAS = tuple(n for n in _kappa._BUILTINS if _kappa.get(n).ternary)
 
 
 class CommunicationError(RuntimeError):
