@@ -361,11 +361,18 @@ class _JaxLoop:
     def __init__(self, fn: Any, params: Any, grads: Any, state: Any, order: str) -> None:
         self.fn, self.p, self.g, self.s, self.order = fn, params, grads, state, order
         self.donation_warnings: list[str] = []
+        self.calls = 0
 
     def args(self) -> tuple[Any, ...]:
         return (self.p, self.g, self.s) if self.order == "pgs" else (self.p, self.s, self.g)
 
     def step(self) -> None:
+        # donation warnings come from the first calls (compilation); recording warnings costs
+        # tens of microseconds per call, more than a small model's step, so it stops after them
+        self.calls += 1
+        if self.calls > 3:
+            self.p, self.s = self.fn(*self.args())
+            return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.p, self.s = self.fn(*self.args())

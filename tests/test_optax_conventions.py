@@ -429,3 +429,42 @@ def test_norm_kappa_eager_on_sharded_params() -> None:
         assert r["ok"], r
         assert r["spec"] in ("P(None, 'x', 'y')", "PartitionSpec(None, 'x', 'y')"), r
         assert r["err"] <= 4 * float(np.finfo(np.float32).eps), r
+
+
+# ---------------------------------------------------------------------------------------------
+# optax.tree.map_params (partition specs of optimizer states): init with a childless JAX node.
+
+
+def test_tree_map_params_finds_the_momentum() -> None:
+    """``optax.tree.map_params`` calls ``init`` with a placeholder, a JAX pytree node without
+    children, to find the copies of the params tree in the state (how sharding specs of optimizer
+    states are built). lionk flattened that node as a leaf and refused it; it is a node."""
+    p = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+    for opt in (lion_k(1e-2), optax.chain(optax.clip(1.0), lion_k(1e-2))):
+        mapped = optax.tree.map_params(opt, lambda v: jnp.full_like(v, 7.0), opt.init(p))
+        ours = [s for s in jax.tree.leaves(mapped, is_leaf=lambda s: isinstance(s, LionKState))
+                if isinstance(s, LionKState)][0]
+        assert all(float(jnp.min(a)) == 7.0 for a in jax.tree.leaves(ours.mu))
+        assert int(ours.count) == 0  # not a params tree: left as it was
+    # the peer, for comparison: optax.lion's momentum is found the same way
+    pm = optax.tree.map_params(optax.lion(1e-2), lambda v: jnp.full_like(v, 7.0),
+                               optax.lion(1e-2).init(p))
+    assert all(float(jnp.min(a)) == 7.0 for a in jax.tree.leaves(pm[0].mu))
+
+
+def test_childless_jax_node_is_a_node_in_lionk_trees() -> None:
+    from lionk.tree import flatten
+
+    leaves, treedef, paths = flatten({"a": jnp.ones(2), "n": _Childless()})
+    assert len(leaves) == 1 and paths == ["['a']"]
+    assert isinstance(treedef.unflatten(leaves)["n"], _Childless)
+
+
+@jax.tree_util.register_pytree_node_class
+class _Childless:
+    def tree_flatten(self):
+        return (), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls()

@@ -76,8 +76,11 @@ def _register_jax_nodes(leaves: Sequence[Any]) -> bool:
         if tp in _JAX_NODES or isinstance(leaf, _SCALARS) or hasattr(leaf, "__array_namespace__") \
                 or hasattr(leaf, "__array__") or hasattr(leaf, "shape"):
             continue
-        if jtu.treedef_is_leaf(jtu.tree_structure(leaf)):
+        children = jtu.tree_leaves(leaf)
+        if len(children) == 1 and children[0] is leaf:  # a leaf for JAX too
             continue
+        # (a JAX node without children, such as optax's tree_map_params placeholder, is a node:
+        # ``treedef_is_leaf`` would call it a leaf, its tree having a single node)
         optree.register_pytree_node(tp, _jax_flatten, _jax_unflatten, path_entry_type=_JaxEntry,
                                     namespace=NAMESPACE)
         _JAX_NODES.add(tp)
