@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 from ..core import kappa as _kappa
+from ..core import kappa_matrix as _kappa_matrix
 from ..core.array_api import dtype_name
 from ..core.step import (
     Hyper,
@@ -244,7 +245,7 @@ def lion_k(
             f"received learning_rate={lr_s.value!r}, weight_decay={wd_s.value!r}, "
             f"product {lr_s.value * wd_s.value!r}"
         )
-    kap = _kappa.resolve(kappa)
+    kap0 = _kappa.resolve(kappa)
     mu_dt = None
     if mu_dtype is not None:
         try:
@@ -308,6 +309,7 @@ def lion_k(
         if not xs:
             return updates, LionKState(count=count, mu=state.mu)
         h_decay, h_plain = hypers(state.count)
+        kap = _kappa_matrix.bind(kap0, paths, xs)  # a per-leaf κ: one κ per leaf
         flags = [True] * len(xs) if mask is None else _mask_flags(mask, params, len(xs))
         if wd_is_zero:  # no decay anywhere: the mask (still validated) changes nothing
             flags = [True] * len(xs)

@@ -44,6 +44,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..core import kappa as _kappa
+from ..core import kappa_matrix as _kappa_matrix
 from ..core.array_api import write_inplace
 from ..core.step import NAN_POLICIES, Hyper, LionKWarning, make_hyper, update_leaves
 from ..execution.paths import EXECUTIONS, run_inplace
@@ -117,6 +118,12 @@ def _resolve_kappa(value: Any, where: str, current: Any = None) -> _kappa.Kappa:
     if isinstance(value, str):
         try:
             return _kappa.resolve(value)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _prefixed(name, exc) from None
+    if (isinstance(value, Mapping) and value and set(value) <= set(_kappa_matrix.PER_LEAF_KEYS)) \
+            or (callable(value) and not isinstance(value, type)):
+        try:  # a per-leaf choice: {"matrices": ..., "other": ...} or (path, shape) -> kappa
+            return _kappa_matrix.PerLeaf(value)
         except (KeyError, TypeError, ValueError) as exc:
             raise _prefixed(name, exc) from None
     if isinstance(value, Mapping) and set(value) == {"name", "params"} \
@@ -702,6 +709,8 @@ class LionK(Optimizer):
                         nan_error = msg  # raised on every rank after the exchange
                     skip = True
                     break
+        if isinstance(cfg.kappa, _kappa_matrix.PerLeaf):  # one κ per param, from position and shape
+            cfg = cfg._replace(kappa=cfg.kappa.bind([f"[{i}]" for i in idx], xs))
         return _Plan(group, cfg, xs, gs, ms, fresh, skip, tuple(idx), nan_error)
 
     # --- checkpoints -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from . import kappa as _kappa
+from . import kappa_matrix as _kappa_matrix
 from .array_api import (
     Array,
     array_namespace,
@@ -393,6 +394,7 @@ def prepare(
             f"state: expected a lionk.State (from lionk.init); received {type(state).__name__}"
         )
     xp, treedef, paths, xs, gs, ms = check_trees(params, grads, state.momentum)
+    kap = _kappa_matrix.bind(kap, paths, xs)  # a per-leaf κ: one κ per leaf, from path and shape
     return Prepared(xp, treedef, paths, xs, gs, ms, h, kap)
 
 
