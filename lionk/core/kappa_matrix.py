@@ -38,6 +38,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from . import kappa as _kappa
 from .array_api import Array, array_namespace, device, dtype_name, finfo_eps, resolve_dtype
 
@@ -112,6 +114,18 @@ def _f32(xp: Any, like: Array) -> Any:
     return xp.float32 if hasattr(xp, "float32") else like.dtype
 
 
+def _f64(xp: Any, like: Array) -> Any:
+    """float64 where the namespace and device have it (None otherwise)."""
+    f64 = getattr(xp, "float64", None)
+    if f64 is None:
+        return None
+    try:
+        ok = xp.astype(xp.zeros((1,), dtype=_f32(xp, like), device=device(like)), f64).dtype == f64
+    except Exception:  # a device without float64 (e.g. MPS)
+        return None
+    return f64 if ok else None
+
+
 def newton_schulz(
     y: Array,
     *,
@@ -148,12 +162,31 @@ def newton_schulz(
     norm = store(xp.sqrt(xp.sum(xw * xw)))
     norm = xp.maximum(norm, xp.asarray(eps, dtype=it, device=device(x)))
     x = store(xw / wide(norm))  # Muon divides by the norm (not the exact path: semantic tier)
-    for _ in range(int(steps)):
-        xw = wide(x)
-        gram = store(xp.matmul(xw, xp.matrix_transpose(xw)))
-        gw = wide(gram)
-        upd = store(b * gw + c * xp.matmul(gw, gw))
-        x = store(a * xw + xp.matmul(wide(upd), xw))
+    exact = _f64(xp, x) if narrow else None
+    if exact is None:  # iterate in the dtype itself: plain array operations
+        for _ in range(int(steps)):
+            xw = wide(x)
+            gram = store(xp.matmul(xw, xp.matrix_transpose(xw)))
+            gw = wide(gram)
+            upd = store(b * gw + c * xp.matmul(gw, gw))
+            x = store(a * xw + xp.matmul(wide(upd), xw))
+    else:
+        # torch's bfloat16 addmm: the product accumulated in float32, then beta·C + alpha·acc
+        # with alpha and beta rounded to float32, formed without intermediate rounding (float64
+        # here), rounded to float32 and stored (bfloat16)
+        a32, b32, c32 = (float(np.float32(v)) for v in (a, b, c))
+
+        def combine(beta: float, cm: Array, alpha: float, acc: Array) -> Array:
+            t = beta * xp.astype(cm, exact) + (alpha * xp.astype(acc, exact) if alpha != 1.0
+                                               else xp.astype(acc, exact))
+            return store(xp.astype(t, acc.dtype))
+
+        for _ in range(int(steps)):
+            xw = wide(x)
+            gram = store(xp.matmul(xw, xp.matrix_transpose(xw)))
+            gw = wide(gram)
+            upd = combine(b32, gw, c32, xp.matmul(gw, gw))
+            x = combine(a32, xw, 1.0, xp.matmul(wide(upd), xw))
     if tall:
         x = xp.matrix_transpose(x)
     return x if x.dtype == y.dtype else xp.astype(x, y.dtype)
