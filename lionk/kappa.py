@@ -1,7 +1,20 @@
 """The κ registry: convex functions K whose gradient ∇K replaces sign in Lion.
 
-The public import path ``lionk.kappa``; implemented in :mod:`lionk.core.kappa`.
+The public import path ``lionk.kappa``; implemented in :mod:`lionk.core.kappa` and (matrix κ,
+per-leaf selection, the Muon preset) :mod:`lionk.core.kappa_matrix`.
 """
 
 from .core.kappa import *  # noqa: F403
-from .core.kappa import __all__  # noqa: F401
+from .core.kappa import __all__ as _core_all
+from .core.kappa_matrix import (
+    MUON_COEFFICIENTS,
+    Nuclear,
+    PerLeaf,
+    muon_settings,
+    newton_schulz,
+    newton_schulz_band,
+    polar_svd,
+)
+
+__all__ = [*_core_all, "MUON_COEFFICIENTS", "Nuclear", "PerLeaf", "muon_settings",
+           "newton_schulz", "newton_schulz_band", "polar_svd"]

@@ -539,3 +539,24 @@ def test_optax_lion_k_per_leaf_kappa_matches_lionk_step() -> None:
             np.testing.assert_allclose(np.asarray(new[k]), np.asarray(want[k]), atol=1e-14)
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The example.
+
+
+@needs_torch
+@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn missing")
+def test_muon_example_matches_torch_muon_and_keeps_the_ball(capsys: pytest.CaptureFixture) -> None:
+    import runpy
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "muon_mlp.py"
+    res = runpy.run_path(str(path), run_name="example_muon_mlp")["main"]()
+    assert "test accuracy" in capsys.readouterr().out
+    ours, ref = res["lionk"], res["torch"]
+    assert ours["accuracy"] >= 0.95 and ref["accuracy"] >= 0.95
+    assert abs(ours["accuracy"] - ref["accuracy"]) <= 0.02
+    _, p_max = newton_schulz_band()
+    assert max(ours["op_norm_over_radius"]) <= p_max
+    assert ours["violation"] == 0.0
