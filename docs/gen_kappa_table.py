@@ -124,6 +124,51 @@ CATALOGUE: dict[str, Entry] = {
         tier_why="sum, `sqrt`",
         param_ranges={"delta": "> 0"},
     ),
+    "nuclear": Entry(
+        K=r"$s\,\Vert Y\Vert _*$ (sum of singular values; leaves reshaped to matrices as Muon does)",
+        grad=r"$s\,U V^\top$ for $Y = U\Sigma V^\top$ (polar factor; SVD or Newton–Schulz)",
+        conjugate=r"$0$ if $\Vert Z\Vert _{op} \le s$, else $+\infty$",
+        problem=r"spectral norm $\Vert X\Vert _{op} \le s/\lambda$ per matrix",
+        distance=r"$(\sigma_{max}(Z) - s)_+$",
+        tier="ulp",
+        tier_why="SVD or matrix products; Newton–Schulz is semantic against SVD",
+        param_ranges={
+            "polar": '`"svd"` or `"newton-schulz"`',
+            "scale": 's > 0, or `"original"` √max(1, A/B), `"match_rms_adamw"` 0.2√max(A, B), '
+                     '`"rms"` √max(A, B)',
+            "ns_coefficients": "(a, b, c), finite",
+            "ns_steps": "int in [1, 100]",
+            "ns_eps": "> 0",
+            "ns_dtype": "None or a float dtype name",
+        },
+    ),
+    "muon": Entry(
+        K=r"`nuclear` with torch.optim.Muon's Newton–Schulz and shape factor $s$",
+        grad=r"$s\cdot\mathrm{NS}_5(Y)$ (bfloat16 quintic iteration)",
+        conjugate=r"$0$ if $\Vert Z\Vert _{op} \le s$, else $+\infty$",
+        problem=r"$\Vert X\Vert _{op} \le s/\lambda$ (NS: $1.2024\,s/\lambda$ invariant)",
+        distance=r"$(\sigma_{max}(Z) - s)_+$",
+        tier="ulp",
+        tier_why="semantic: Newton–Schulz in bfloat16",
+        param_ranges={
+            "adjust_lr_fn": '`"original"` or `"match_rms_adamw"`',
+            "ns_coefficients": "(a, b, c), finite",
+            "ns_steps": "int in [1, 100]",
+            "eps": "> 0",
+            "ns_dtype": "None or a float dtype name",
+        },
+    ),
+    "per-leaf": Entry(
+        K=r"$\sum_\ell K_\ell(y_\ell)$, $K_\ell$ chosen per leaf (matrices / other, or a rule)",
+        grad=r"$\nabla K_\ell(y_\ell)$ leaf by leaf",
+        conjugate=r"$\sum_\ell K_\ell^*(z_\ell)$",
+        problem=r"each leaf its own κ's problem (e.g. spectral balls and boxes)",
+        distance=r"$\max_\ell$ of the leaves' distances",
+        tier="ulp",
+        tier_why="as its κ; exact when all are",
+        param_ranges={"matrices": "a κ name or Kappa (ndim ≥ 2)",
+                      "other": "a κ name or Kappa (ndim < 2)"},
+    ),
 }
 
 TIERS = ("exact", "ulp")

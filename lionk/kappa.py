@@ -8,6 +8,7 @@ from .core.kappa import *  # noqa: F403
 from .core.kappa import __all__ as _core_all
 from .core.kappa_matrix import (
     MUON_COEFFICIENTS,
+    Muon,
     Nuclear,
     PerLeaf,
     muon_settings,
@@ -16,5 +17,5 @@ from .core.kappa_matrix import (
     polar_svd,
 )
 
-__all__ = [*_core_all, "MUON_COEFFICIENTS", "Nuclear", "PerLeaf", "muon_settings",
+__all__ = [*_core_all, "MUON_COEFFICIENTS", "Muon", "Nuclear", "PerLeaf", "muon_settings",
            "newton_schulz", "newton_schulz_band", "polar_svd"]

@@ -45,6 +45,7 @@ from .array_api import Array, array_namespace, device, dtype_name, finfo_eps, re
 
 __all__ = [
     "Nuclear",
+    "Muon",
     "PerLeaf",
     "MUON_COEFFICIENTS",
     "muon_settings",
@@ -269,10 +270,8 @@ class Nuclear(_kappa.Kappa):
         if ns_dtype not in (None, "bfloat16", "float16", "float32", "float64"):
             raise ValueError(f"kappa {name!r}: ns_dtype must be None or one of bfloat16, "
                              f"float16, float32, float64; received {ns_dtype!r}")
-        params: dict[str, Any] = {"polar": polar, "scale": scale}
-        if polar == "newton-schulz":
-            params.update(ns_coefficients=coefs, ns_steps=ns_steps, ns_eps=ns_eps,
-                          ns_dtype=ns_dtype)
+        params: dict[str, Any] = {"polar": polar, "scale": scale, "ns_coefficients": coefs,
+                                  "ns_steps": ns_steps, "ns_eps": ns_eps, "ns_dtype": ns_dtype}
         super().__init__(name, exact=False, separable=False, params=params)
         self.polar = polar
         self.scale = scale
@@ -324,25 +323,37 @@ class Nuclear(_kappa.Kappa):
         return _kappa._where_in_domain(self.domain_distance(z), self.conjugate_on_domain(z))
 
 
-def muon(
-    adjust_lr_fn: str | None = "original",
-    ns_coefficients: Sequence[float] = MUON_COEFFICIENTS,
-    ns_steps: int = MUON_STEPS,
-    eps: float = MUON_EPS,
-    ns_dtype: Any = "bfloat16",
-) -> Nuclear:
-    """The κ of ``torch.optim.Muon``: nuclear norm, Newton–Schulz in bfloat16, shape scale.
+class Muon(Nuclear):
+    """The κ of ``torch.optim.Muon`` (registered as ``"muon"``): :class:`Nuclear` with
+    ``polar="newton-schulz"``, Muon's coefficients, 5 steps, eps 1e-7, bfloat16 iterates and
+    torch's shape factor ``adjust_lr_fn``: ``None``/``"original"`` (√max(1, A/B)) or
+    ``"match_rms_adamw"`` (0.2·√max(A, B)). Use with ``betas=(μ², μ)`` (Nesterov) — see
+    :func:`muon_settings`."""
 
-    ``adjust_lr_fn`` as torch's: ``None``/``"original"`` (√max(1, A/B)), ``"match_rms_adamw"``
-    (0.2·√max(A, B)). Use with ``betas=(μ², μ)`` (Nesterov) — see :func:`muon_settings`.
-    """
-    if adjust_lr_fn is None:
-        adjust_lr_fn = "original"
-    if adjust_lr_fn not in ("original", "match_rms_adamw"):
-        raise ValueError("kappa 'muon': adjust_lr_fn must be None, 'original' or "
-                         f"'match_rms_adamw'; received {adjust_lr_fn!r}")
-    return Nuclear(polar="newton-schulz", scale=adjust_lr_fn, ns_coefficients=ns_coefficients,
-                   ns_steps=ns_steps, ns_eps=eps, ns_dtype=ns_dtype)
+    def __init__(
+        self,
+        adjust_lr_fn: str | None = "original",
+        ns_coefficients: Sequence[float] = MUON_COEFFICIENTS,
+        ns_steps: int = MUON_STEPS,
+        eps: float = MUON_EPS,
+        ns_dtype: Any = "bfloat16",
+    ) -> None:
+        if adjust_lr_fn is None:
+            adjust_lr_fn = "original"
+        if adjust_lr_fn not in ("original", "match_rms_adamw"):
+            raise ValueError("kappa 'muon': adjust_lr_fn must be None, 'original' or "
+                             f"'match_rms_adamw'; received {adjust_lr_fn!r}")
+        super().__init__(polar="newton-schulz", scale=adjust_lr_fn,
+                         ns_coefficients=ns_coefficients, ns_steps=ns_steps, ns_eps=eps,
+                         ns_dtype=ns_dtype)
+        self.name = "muon"
+        self.params = {"adjust_lr_fn": adjust_lr_fn, "ns_coefficients": self.ns_coefficients,
+                       "ns_steps": self.ns_steps, "eps": self.ns_eps, "ns_dtype": self.ns_dtype}
+
+
+def muon(*args: Any, **kwargs: Any) -> Muon:
+    """``Muon(...)``: the registry's factory for ``"muon"``."""
+    return Muon(*args, **kwargs)
 
 
 def muon_settings(
@@ -371,7 +382,7 @@ def muon_settings(
         "lr": lr,
         "betas": (b1, mu),
         "weight_decay": weight_decay,
-        "kappa": muon(adjust_lr_fn, ns_coefficients, ns_steps, eps),
+        "kappa": Muon(adjust_lr_fn, ns_coefficients, ns_steps, eps),
     }
 
 
@@ -576,8 +587,8 @@ def per_leaf(matrices: Any = None, other: Any = None, rule: Any = None) -> PerLe
 
 
 def _register() -> None:
-    _kappa._BUILTINS.update({"nuclear": Nuclear, "muon": muon, "per-leaf": per_leaf})
-    _kappa._REGISTRY.update({"nuclear": Nuclear, "muon": muon, "per-leaf": per_leaf})
+    _kappa._BUILTINS.update({"nuclear": Nuclear, "muon": Muon, "per-leaf": per_leaf})
+    _kappa._REGISTRY.update({"nuclear": Nuclear, "muon": Muon, "per-leaf": per_leaf})
 
 
 _register()
