@@ -525,6 +525,7 @@ def test_optax_lion_k_per_leaf_kappa_matches_lionk_step() -> None:
 
     from lionk.optax import lion_k
 
+    was = bool(jax.config.jax_enable_x64)
     jax.config.update("jax_enable_x64", True)
     try:
         rng = np.random.default_rng(13)
@@ -538,7 +539,7 @@ def test_optax_lion_k_per_leaf_kappa_matches_lionk_step() -> None:
         for k in x:
             np.testing.assert_allclose(np.asarray(new[k]), np.asarray(want[k]), atol=1e-14)
     finally:
-        jax.config.update("jax_enable_x64", False)
+        jax.config.update("jax_enable_x64", was)
 
 
 # ---------------------------------------------------------------------------------------------
