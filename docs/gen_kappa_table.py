@@ -169,6 +169,17 @@ CATALOGUE: dict[str, Entry] = {
         param_ranges={"matrices": "a κ name or Kappa (ndim ≥ 2)",
                       "other": "a κ name or Kappa (ndim < 2)"},
     ),
+    "scaled": Entry(
+        K=r"$s\,K(y)$, $s$ a number or a rule of the leaf's shape",
+        grad=r"$s\,\nabla K(y)$",
+        conjugate=r"$s\,K^*(z/s)$",
+        problem=r"K's problem with radius $s/\lambda$ (a norm K)",
+        distance=r"$s\cdot\mathrm{dist}_K(z/s)$",
+        tier="ulp",
+        tier_why="as K (exact for a number and an exact K)",
+        param_ranges={"kappa": "a per-tensor κ name or Kappa",
+                      "scale": '> 0, `"rms"`, `"sqrt_size"` or a callable of the shape'},
+    ),
 }
 
 TIERS = ("exact", "ulp")

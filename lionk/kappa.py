@@ -16,6 +16,8 @@ from .core.kappa_matrix import (
     newton_schulz_band,
     polar_svd,
 )
+from .core.kappa_scaling import Scaled, normalized, rms_scale
 
 __all__ = [*_core_all, "MUON_COEFFICIENTS", "Muon", "Nuclear", "PerLeaf", "muon_settings",
-           "newton_schulz", "newton_schulz_band", "polar_svd"]
+           "newton_schulz", "newton_schulz_band", "polar_svd",
+           "Scaled", "normalized", "rms_scale"]

@@ -717,5 +717,7 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
                 )
 
 
-# Matrix κ (nuclear / Muon) and per-leaf selection register themselves (lionk/core/kappa_matrix.py).
+# Matrix κ (nuclear / Muon), per-leaf selection and `scaled` register themselves
+# (lionk/core/kappa_matrix.py, lionk/core/kappa_scaling.py).
 from . import kappa_matrix as _kappa_matrix  # noqa: E402,F401
+from . import kappa_scaling as _kappa_scaling  # noqa: E402,F401

@@ -592,3 +592,4 @@ def _register() -> None:
 
 
 _register()
+
