@@ -561,3 +561,46 @@ def test_muon_example_matches_torch_muon_and_keeps_the_ball(capsys: pytest.Captu
     _, p_max = newton_schulz_band()
     assert max(ours["op_norm_over_radius"]) <= p_max
     assert ours["violation"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Other backends.
+
+
+def test_nuclear_on_array_api_strict_and_jax_under_jit() -> None:
+    pytest.importorskip("array_api_strict")
+    import array_api_strict as xps
+
+    rng = np.random.default_rng(14)
+    y = rng.standard_normal((5, 3))
+    for kap in (lionk.kappa.get("nuclear"), lionk.kappa.get("nuclear", polar="newton-schulz")):
+        got = kap.grad(xps.asarray(y))
+        np.testing.assert_allclose(np.asarray(got), kap.grad(y), atol=1e-12)
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    x = {"w": jnp.asarray(y), "b": jnp.ones(3)}
+    g = {"w": jnp.asarray(rng.standard_normal((5, 3))), "b": jnp.asarray([1.0, -1.0, 0.0])}
+    choice = {"matrices": "nuclear", "other": "sign"}
+    step = jax.jit(lambda x, g, s: lionk.step(x, g, s, lr=0.1, kappa=choice))
+    got, _ = step(x, g, lionk.init(x))
+    want, _ = lionk.step({k: np.asarray(v) for k, v in x.items()},
+                         {k: np.asarray(v) for k, v in g.items()},
+                         lionk.init({k: np.asarray(v) for k, v in x.items()}), lr=0.1,
+                         kappa=choice)
+    for k in x:
+        np.testing.assert_allclose(np.asarray(got[k]), want[k], atol=1e-12)
+
+
+@needs_torch
+def test_nuclear_svd_on_16_bit_floats_runs_in_float32() -> None:
+    import torch
+
+    torch.manual_seed(3)
+    w = torch.randn(6, 4)
+    k = lionk.kappa.get("nuclear")
+    got = k.grad(w.bfloat16())
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, k.grad(w.bfloat16().float()).bfloat16())
+    assert float(k.value(w.half())) == pytest.approx(float(torch.linalg.matrix_norm(
+        w.half().float(), "nuc")), rel=1e-3)

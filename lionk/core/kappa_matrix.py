@@ -99,11 +99,22 @@ def shape_scale(scale: Any, shape: Sequence[int]) -> float:
 # Polar factors.
 
 
+def _svd_input(y: Array) -> Array:
+    """``y`` itself, or float32 for 16-bit floats (LAPACK and torch have no half SVD)."""
+    if dtype_name(y.dtype) in ("bfloat16", "float16"):
+        xp = array_namespace(y)
+        return xp.astype(y, _f32(xp, y))
+    return y
+
+
 def polar_svd(y: Array) -> Array:
-    """U·diag(1{σ > tol})·Vᵀ of the matrix ``y`` (2-D), from the thin SVD in ``y``'s dtype."""
+    """U·diag(1{σ > tol})·Vᵀ of the matrix ``y`` (2-D), from the thin SVD in ``y``'s dtype
+    (float32 for 16-bit floats, rounded back)."""
     xp = array_namespace(y)
     if 0 in tuple(y.shape):
         return y
+    if dtype_name(y.dtype) in ("bfloat16", "float16"):
+        return xp.astype(polar_svd(_svd_input(y)), y.dtype)
     u, s, vh = xp.linalg.svd(y, full_matrices=False)
     tol = max(int(y.shape[0]), int(y.shape[1])) * finfo_eps(xp, y.dtype)
     keep = s > xp.max(s) * tol
@@ -304,7 +315,8 @@ class Nuclear(_kappa.Kappa):
         mat = _as_matrix(y)
         if 0 in tuple(mat.shape):
             return xp.zeros((1,), dtype=y.dtype, device=device(y))
-        return xp.linalg.svdvals(mat)
+        sv = xp.linalg.svdvals(_svd_input(mat))
+        return sv if sv.dtype == y.dtype else xp.astype(sv, y.dtype)
 
     def value(self, y: Array) -> Array:
         xp = array_namespace(y)
