@@ -21,7 +21,7 @@ from .problems import LINEAR, QUADRATIC
 # The κ the matrix covers by default: every built-in, norm κ in both scopes.
 DEFAULT_KAPPAS = [
     "sign", "huber", "quadratic", "deadzone", "relativistic", "l2", "l2:global", "lp",
-    "relativistic-l2",
+    "relativistic-l2", "nuclear",
 ]
 
 
@@ -37,6 +37,7 @@ def make_kappa(spec: str) -> kappa_mod.Kappa:
         params["e"] = 0.05
     if name == "lp":
         params["p"] = 3.0
+    # nuclear: the exact (SVD) polar, per leaf as a matrix (the certificate's κ)
     if scope:
         params["scope"] = scope
     return kappa_mod.get(name, **params)

@@ -40,6 +40,7 @@ import optax
 from optax import ScalarOrSchedule
 
 from ..core import kappa as _kappa
+from ..core import kappa_matrix as _kappa_matrix
 from ..core import validation as _check
 from ..core.array_api import dtype_name
 from ..core.step import (
@@ -275,7 +276,7 @@ def lion_k(
             _check_array(name, s, beta=beta)
     if lr_s.kind != "schedule" and wd_s.kind != "schedule":  # known values (0-d arrays too)
         _check.decay_product(lr_s.value, wd_s.value, names=("learning_rate", "weight_decay"))
-    kap = _kappa.resolve(kappa)
+    kap0 = _kappa.resolve(kappa)
     mu_dt = None
     if mu_dtype is not None:
         try:
@@ -348,6 +349,7 @@ def lion_k(
         if not xs:
             return updates, LionKState(count=count, mu=state.mu)
         h_decay, h_plain = hypers(state.count)
+        kap = _kappa_matrix.bind(kap0, paths, xs)  # a per-leaf κ: one κ per leaf
         flags = [True] * len(xs) if mask is None else _mask_flags(mask, params, len(xs))
         if wd_is_zero:  # no decay anywhere: the mask (still validated) changes nothing
             flags = [True] * len(xs)

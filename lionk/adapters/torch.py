@@ -44,6 +44,7 @@ import torch
 from torch.optim import Optimizer
 
 from ..core import kappa as _kappa
+from ..core import kappa_matrix as _kappa_matrix
 from ..core import validation as _check
 from ..core.array_api import check_no_aliasing, write_inplace
 from ..core.step import Hyper, LionKWarning, make_hyper, update_leaves
@@ -144,7 +145,16 @@ def _resolve_kappa(value: Any, where: str, current: Any = None) -> _kappa.Kappa:
     """A :class:`lionk.kappa.Kappa` from a name, a Kappa, or a ``{"name", "params"}`` spec
     (what :meth:`LionK.state_dict` writes for a Kappa object). ``current`` is reused when the
     spec describes it (so an unregistered user κ survives a checkpoint round trip)."""
-    return _check.kappa_from_spec(value, name=f"{where}kappa", current=current)
+    name = f"{where}kappa"
+    if isinstance(value, _kappa.Kappa):
+        return value
+    if (isinstance(value, Mapping) and value and set(value) <= set(_kappa_matrix.PER_LEAF_KEYS)) \
+            or (callable(value) and not isinstance(value, type)):
+        try:  # a per-leaf choice: {"matrices": ..., "other": ...} or (path, shape) -> kappa
+            return _kappa_matrix.PerLeaf(value)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _prefixed(name, exc) from None
+    return _check.kappa_from_spec(value, name=name, current=current)
 
 
 class _GroupConfig(NamedTuple):
@@ -766,6 +776,8 @@ class LionK(Optimizer):
                         nan_error = msg  # raised on every rank after the exchange
                     skip = True
                     break
+        if isinstance(cfg.kappa, _kappa_matrix.PerLeaf):  # one κ per param, from position and shape
+            cfg = cfg._replace(kappa=cfg.kappa.bind([f"[{i}]" for i in idx], xs))
         return _Plan(group, cfg, xs, gs, ms, fresh, skip, tuple(idx), nan_error)
 
     # --- checkpoints -------------------------------------------------------------------------

@@ -920,10 +920,16 @@ def get(name: str, **params: Any) -> Kappa:
         raise
 
 
-def resolve(kappa: str | Kappa) -> Kappa:
-    """A :class:`Kappa` from a name or a Kappa (returned as is)."""
+def resolve(kappa: Any) -> Kappa:
+    """A :class:`Kappa` from a name or a Kappa (returned as is); a per-leaf choice
+    (``{"matrices": ..., "other": ...}`` or a callable ``(path, shape) -> kappa``) gives a
+    :class:`lionk.core.kappa_matrix.PerLeaf`."""
     if isinstance(kappa, Kappa):
         return kappa
+    if not isinstance(kappa, str) and (isinstance(kappa, dict) or (callable(kappa) and not isinstance(kappa, type))):
+        from .kappa_matrix import PerLeaf
+
+        return PerLeaf(kappa)
     return get(kappa)
 
 
@@ -1193,3 +1199,9 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
                     f"{label}: domain_distance(grad(y)) must be 0 (grad(y) lies in dom K*); "
                     f"received {d:.6g} at y={a!r}"
                 )
+
+
+# Matrix κ (nuclear / Muon), per-leaf selection and `scaled` register themselves
+# (lionk/core/kappa_matrix.py, lionk/core/kappa_scaling.py).
+from . import kappa_matrix as _kappa_matrix  # noqa: E402,F401
+from . import kappa_scaling as _kappa_scaling  # noqa: E402,F401

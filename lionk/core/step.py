@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from . import kappa as _kappa
+from . import kappa_matrix as _kappa_matrix
 from . import validation as _check
 from .array_api import (
     Array,
@@ -422,6 +423,7 @@ def prepare(
         check_no_aliasing([([f"params{p}" for p in paths], xs, True),
                            ([f"grads{p}" for p in paths], gs, False),
                            ([f"state.momentum{p}" for p in paths], ms, True)])
+    kap = _kappa_matrix.bind(kap, paths, xs)  # a per-leaf κ: one κ per leaf, from path and shape
     return Prepared(xp, treedef, paths, xs, gs, ms, h, kap)
 
 

@@ -134,6 +134,9 @@ def _is_cupy(a: Array) -> bool:
 
 
 def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any) -> str:
+    if getattr(kappa, "auto_eager", False):
+        # matrix κ (nuclear: SVD or Newton-Schulz, whose rounding is part of its definition)
+        return "eager"
     if xs and all(_is_cupy(a) for a in xs):
         return "compiled" if kappa.separable else "eager"
     if all(type(a).__module__ == "numpy" for a in xs):

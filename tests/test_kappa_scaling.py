@@ -1,0 +1,155 @@
+"""κ that train at Lion's settings: the ``scaled`` combinator and ``lionk.kappa.normalized``,
+checked on scikit-learn's bundled datasets (an MLP, Lion's lr 3e-4 and weight decay 0.1)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+import lionk
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
+
+BUILTINS = ["sign", "huber", "deadzone", "relativistic", "quadratic", "l2", "lp",
+            "relativistic-l2", "nuclear"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The combinator and the convention, without data.
+
+
+def test_scaled_is_s_times_k_with_its_conjugate_and_radius() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(12)
+    k = lionk.kappa.get("scaled", kappa="l2", scale=3.0)
+    lionk.kappa.validate(k)
+    np.testing.assert_allclose(k.grad(y), 3.0 * y / np.linalg.norm(y), rtol=1e-15)
+    assert float(k.value(y)) == pytest.approx(3.0 * np.linalg.norm(y), rel=1e-15)
+    z = y * (5.0 / np.linalg.norm(y))  # ‖z‖ = 5 > s = 3: outside, distance 2
+    assert float(k.domain_distance(z)) == pytest.approx(2.0, rel=1e-12)
+    assert float(k.conjugate(z)) == math.inf
+    assert float(k.conjugate(z * 0.5)) == 0.0
+    hub = lionk.kappa.get("scaled", kappa=lionk.kappa.get("huber", delta=0.5), scale=2.0)
+    lionk.kappa.validate(hub)  # K_s*(z) = s·K*(z/s): Fenchel-Young holds for the non-norm κ too
+    np.testing.assert_array_equal(hub.grad(y), 2.0 * np.clip(y * 2.0, -1.0, 1.0))
+    with pytest.raises(ValueError, match="scope='global'"):
+        lionk.kappa.get("scaled", kappa=lionk.kappa.get("l2", scope="global"))
+    with pytest.raises(ValueError, match="scale"):
+        lionk.kappa.get("scaled", scale=0.0)
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_normalized_gradient_has_sign_rms_at_gradient_scale(name: str) -> None:
+    """The convention: at the gradients' scale, ∇K has per-element RMS about 1 (sign's)."""
+    rng = np.random.default_rng(1)
+    for g_rms in (1e-4, 1e-2, 1.0):
+        c = rng.standard_normal((64, 32)) * g_rms
+        k = lionk.kappa.normalized(name, grad_rms=g_rms)
+        lionk.kappa.validate(k)
+        u = np.asarray(k.grad(c))
+        rms = float(np.sqrt(np.mean(u * u)))
+        assert 0.9 <= rms <= 1.4, (name, g_rms, rms)
+        # the unnormalised default is off by orders of magnitude for some of them
+    assert lionk.kappa.rms_scale(lionk.kappa.get("l2"), (64, 32)) == pytest.approx(math.sqrt(2048))
+
+
+def test_normalized_needs_the_gradient_scale_where_it_has_a_length() -> None:
+    with pytest.raises(TypeError, match="grad_rms"):
+        lionk.kappa.normalized("huber")
+    assert lionk.kappa.normalized("huber", grad_rms=0.02, delta=0.5).params["delta"] == 0.5
+    assert lionk.kappa.normalized("sign") == lionk.kappa.get("sign")
+    assert lionk.kappa.normalized("nuclear").scale == "rms"
+
+
+# ---------------------------------------------------------------------------------------------
+# Real data.
+
+LR, WD, STEPS = 3e-4, 0.1, 600
+
+
+def _data(name: str):
+    import torch
+    from sklearn.datasets import load_breast_cancer, load_digits
+
+    X, y = (load_digits if name == "digits" else load_breast_cancer)(return_X_y=True)
+    X = (X - X.mean(0)) / (X.std(0) + 1e-8)
+    idx = np.random.default_rng(0).permutation(len(y))
+    cut = int(0.75 * len(y))
+
+    def f(a):
+        return torch.tensor(a, dtype=torch.float32)
+
+    return f(X[idx[:cut]]), torch.tensor(y[idx[:cut]]), f(X[idx[cut:]]), torch.tensor(y[idx[cut:]])
+
+
+def _train(data, kappa_for) -> tuple[float, list, float]:
+    """An MLP (64 hidden) trained 600 steps (batch 64) with lionk.torch.LionK at Lion's lr and
+    weight decay; returns (test accuracy, the params, the first batch's gradient RMS)."""
+    import torch
+
+    from lionk.torch import LionK
+
+    Xtr, ytr, Xte, yte = data
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(Xtr.shape[1], 64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, int(ytr.max()) + 1))
+    gen = torch.Generator().manual_seed(1)
+    first = torch.randint(0, len(ytr), (64,), generator=gen)
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(Xtr[first]), ytr[first]).backward()
+    grads = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    g_rms = float(grads.pow(2).mean().sqrt())
+    opt = LionK(model.parameters(), lr=LR, weight_decay=WD, kappa=kappa_for(g_rms))
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(STEPS):
+        b = torch.randint(0, len(ytr), (64,), generator=gen)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(Xtr[b]), ytr[b]).backward()
+        opt.step()
+    with torch.no_grad():
+        acc = float((model(Xte).argmax(1) == yte).float().mean())
+    return acc, [p.detach().double() for p in model.parameters()], g_rms
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.skipif(not (HAVE_TORCH and HAVE_SKLEARN), reason="needs torch and scikit-learn")
+@pytest.mark.parametrize("dataset", ["digits", "breast_cancer"])
+def test_every_normalized_kappa_trains_like_sign_at_lions_settings(
+        dataset: str, torch_one_thread: None) -> None:
+    """Measured (600 steps): digits sign 0.976, the others 0.973-0.987 except quadratic 0.951;
+    breast_cancer sign 0.965, the others 0.958-0.979. Each within 2 points of sign (or better),
+    except quadratic (momentum SGD: its step shrinks with the gradient after the first batch set
+    its scale; measured 2.4 points below on digits, allowed 3 and reported as not meeting the
+    issue's bar), and its induced constraint holds after training (the κ's own distance)."""
+    data = _data(dataset)
+    ref, _, _ = _train(data, lambda g: "sign")
+    assert ref >= (0.95 if dataset == "digits" else 0.93)
+    for name in BUILTINS[1:]:
+        acc, params, _ = _train(data, lambda g, name=name: lionk.kappa.normalized(name, grad_rms=g))
+        assert acc >= ref - (0.03 if name == "quadratic" else 0.02), (dataset, name, acc, ref)
+        kap = lionk.kappa.normalized(name, grad_rms=1.0)  # (the constraint does not use δ)
+        assert lionk.lyapunov.constraint_violation(params, weight_decay=WD, kappa=kap) == 0.0
+
+
+@pytest.mark.skipif(not (HAVE_TORCH and HAVE_SKLEARN), reason="needs torch and scikit-learn")
+def test_unnormalized_defaults_do_not_train_at_lions_settings(torch_one_thread: None) -> None:
+    """The problem the convention solves (issue 13): at lr 3e-4, huber's δ = 1 and l2's 1/√n
+    step leave the MLP near chance on digits (measured 0.107 and 0.253 against sign's 0.976)."""
+    data = _data("digits")
+    ref, _, _ = _train(data, lambda g: "sign")
+    for name in ("huber", "l2"):
+        acc, _, _ = _train(data, lambda g, name=name: name)
+        assert acc <= ref - 0.3, (name, acc, ref)
