@@ -16,7 +16,7 @@ Under 0 ≤ b1 ≤ b2 < 1, ε > 0, λ > 0, ελ < 1, λx₀ ∈ dom K* and f L-s
 from __future__ import annotations
 
 import math
-import warnings
+import sys
 from typing import Any
 
 from ..core import kappa as _kappa
@@ -32,14 +32,34 @@ __all__ = [
 ]
 
 
+def _jax_without_x64(xp: Any) -> bool:
+    """True for a JAX namespace while ``jax_enable_x64`` is off (float64 is then unavailable and
+    asking for it only warns and returns float32)."""
+    if not getattr(xp, "__name__", "").startswith("jax"):
+        return False
+    jax = sys.modules.get("jax")
+    if jax is None:  # pragma: no cover - a JAX array implies jax is imported
+        return False
+    return not bool(jax.config.jax_enable_x64)
+
+
+def wide(x: Any) -> Any:
+    """``x`` in float64 where its namespace and device have it, else unchanged (no warning).
+
+    JAX without x64 has no float64: the array is returned as it is instead of asking JAX for a
+    float64 it would refuse with a ``UserWarning`` (one per call, so once per iteration in a
+    loop). The check reads the flag at every call, so turning x64 on later is honoured; no
+    ``warnings.catch_warnings`` is used (it would reset the warnings' show-once registry).
+    """
+    xp = array_namespace(x)
+    if _jax_without_x64(xp):
+        return x
+    return float64_or_widest(xp, x)
+
+
 def _wide_leaves(tree: Any) -> list[Any]:
     leaves, _, _ = flatten(tree)
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # JAX without x64 warns when asked for float64
-        for leaf in leaves:
-            out.append(float64_or_widest(array_namespace(leaf), leaf))
-    return out
+    return [wide(leaf) for leaf in leaves]
 
 
 def _dot(xs: list[Any], ys: list[Any]) -> float:
