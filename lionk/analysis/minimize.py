@@ -54,6 +54,8 @@ _TRAVEL = 50.0
 DEFAULT_MAXITER = 5000
 #: The fraction of the run over which the settling rule (status 0 without a certificate) looks.
 _TAIL = 0.1
+#: The scale of the stopping rules is max(|F|, _DECREASE_FLOOR·|f(x0) − F|).
+_DECREASE_FLOOR = 1e-3
 #: lr_0 is measured against min(radius, _SCALE_FACTOR·D) (D: see default_lr).
 _SCALE_FACTOR = 4.0
 
@@ -430,16 +432,17 @@ class _Diagnostics:
 
 
 def _scale(d: dict[str, float], f0: float) -> float:
-    """The scale tol is relative to: ``max(|F(x_k)|, |f(x_0) − F(x_k)|)`` (1 if both are 0).
+    """The scale tol is relative to: ``max(|F(x_k)|, 10⁻³·|f(x_0) − F(x_k)|)`` (1 if both are 0).
 
-    The second term is the decrease achieved so far: it keeps the rule relative when min F is
-    0 or tiny (a consistent least-squares system), where ``|F|`` alone would ask for an absolute
-    accuracy far below the problem's scale.
+    ``|F|`` makes tol a relative accuracy of F. The second term, a thousandth of the decrease
+    achieved so far, only matters when min F is 0 or tiny (a consistent least-squares system),
+    where ``|F|`` alone would ask for an accuracy far below the problem's scale (and below the
+    rounding of F); no absolute floor such as 1 is used, so tol stays relative when |F| < 1.
     """
     F = d["F"]
     if not math.isfinite(F):
         return math.inf
-    scale = max(abs(F), abs(f0 - F))
+    scale = max(abs(F), _DECREASE_FLOOR * abs(f0 - F))
     return scale if scale > 0 else 1.0
 
 
@@ -721,7 +724,8 @@ def minimize(
             line on stderr updated in place). Nothing is printed by default.
 
     Stopping rules (all values in float64, g = ∇f(x_k), ``scale_k = max(|F(x_k)|,
-    |f(x_0) − F(x_k)|)``)::
+    10⁻³·|f(x_0) − F(x_k)|)``: tol is relative to |F|, also when |F| < 1; the second term only
+    matters when min F ≈ 0)::
 
         gap_k = (1/λ)·( K*(λx_k) + K(−g) + λ·⟨g, x_k⟩ )          # Fenchel–Young gap ≥ 0
         kkt_k = max( gap_k / scale_k,  dist(λx_k, dom K*) )      # the KKT residual
