@@ -234,3 +234,40 @@ def test_lyapunov_wide_does_not_warn_on_numpy_float32() -> None:
         warnings.simplefilter("error")
         assert lionk.lyapunov.discrete(1.0, x, x, lr=0.1, betas=(0.9, 0.99),
                                        weight_decay=0.5) > 0
+
+
+def test_deadzone_matches_sklearn_lasso_and_its_zeros_are_what_the_docs_say() -> None:
+    """Box lasso F = ½‖Xw − y‖² + e‖w‖₁ (|w_i| ≤ r) is sklearn's Lasso with α = e/n (the box is
+    loose). The iterate's zeros: exact only where a coordinate never moved; the others decay to
+    ≈ |x|·e^(−λΣlr) (docs/kappa.md)."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    X, y = datasets.load_diabetes(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    y = y - y.mean()
+    n, alpha = len(y), 3.0
+    las = linear_model.Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=100000)
+    w = las.fit(X, y).coef_
+    zeros = np.flatnonzero(w == 0.0)
+    assert zeros.size == 3
+    e = alpha * n
+    f, jac = lsq(X, y)
+
+    def F(x: np.ndarray) -> float:
+        return f(x) + e * float(np.sum(np.abs(x)))
+
+    res = lionk.minimize(f, np.zeros(10), jac=jac, kappa=lionk.kappa.get("deadzone", e=e),
+                         radius=100.0)
+    assert np.max(np.abs(w)) < 100.0
+    assert res.success, res.message
+    assert res.F == pytest.approx(F(res.x), rel=1e-12)
+    assert abs(res.F - F(w)) <= 1e-6 * F(w)
+    support = np.flatnonzero(np.abs(res.x) > 1e-8 * np.max(np.abs(res.x)))
+    np.testing.assert_array_equal(support, np.flatnonzero(w))
+    # not every Lasso zero is an exact zero of the iterate: the ones that moved decayed
+    assert np.max(np.abs(res.x[zeros])) > 0.0
+    # the pure decay x' = (1 − lr·λ)·x keeps a coordinate at 0 exactly once it is 0
+    x, state = np.array([0.0, 0.5]), lionk.init(np.zeros(2))
+    for _ in range(50):
+        x, state = lionk.step(x, np.array([0.05, -0.05]), state, lr=0.1, weight_decay=0.5,
+                              kappa=lionk.kappa.get("deadzone", e=0.1))
+    assert x[0] == 0.0 and x[1] == pytest.approx(0.5 * (1 - 0.1 * 0.5) ** 50, rel=1e-12)

@@ -56,6 +56,10 @@ DEFAULT_MAXITER = 5000
 _TAIL = 0.1
 #: The scale of the stopping rules is max(|F|, _DECREASE_FLOOR·|f(x0) − F|).
 _DECREASE_FLOOR = 1e-3
+#: The κ whose default lr is measured against min(radius, 4·D): the norm κ, whose K* is the
+#: indicator of the ball. For the others (deadzone, huber, relativistic, a user κ) the decay
+#: λ·lr also drives the penalty (e.g. the deadzone's zeros), so lr stays proportional to r.
+_SCALED_KAPPAS = frozenset({"sign", "l2", "lp"})
 #: lr_0 is measured against min(radius, _SCALE_FACTOR·D) (D: see default_lr).
 _SCALE_FACTOR = 4.0
 
@@ -143,7 +147,8 @@ def default_lr(radius: float, maxiter: int, scale: float | None = None) -> float
     for short runs.
 
     ``scale`` is the distance D to the minimum of f along the first Lion-κ direction
-    (:func:`minimize` finds it by halving from the radius, a few evaluations of f). With a loose
+    (:func:`minimize` finds it by halving from the radius, a few evaluations of f; not when x0
+    is outside the feasible set, where phase 1 needs the radius rule). With a loose
     radius (4·D < r) the learning rate is measured against 4·D instead of r: the iterates then
     travel about 100·D and settle to the accuracy a box of radius 4·D would give, whatever the
     radius (a lr proportional to a large radius leaves an O(lr) band the cosine tail cannot
@@ -699,10 +704,13 @@ def minimize(
             exactly by the affine change of variables ``x = c + s·y``, ``c = (lo + hi)/2``,
             ``s = (hi − lo)/2``, ``‖y‖∞ ≤ 1`` (λ = 1 on y). An infinite side is replaced by
             ±``radius`` (required then, and refused when every bound is finite); a result whose
-            coordinate sits at such an artificial edge is not a success.
+            coordinate sits at such an artificial edge is not a success. Keep that radius
+            comparable to the other widths: one lr moves every y_i, so a much wider interval is
+            resolved more coarsely.
         lr: the initial learning rate lr_0 (ε). Default: :func:`default_lr`,
             ``min(r, 4·D) · min(0.1, 50/maxiter)`` with D the distance to the minimum of f along
-            the first Lion-κ direction (a few evaluations of f, halving from r). Required for
+            the first Lion-κ direction (a few evaluations of f, halving from r; D = r when x0
+            is outside the feasible set). Required for
             ``kappa="quadratic"``. Must be None with a callable schedule.
         betas: ``(b1, b2)`` of Lion-κ, 0 ≤ b1 ≤ b2 < 1 for the Lyapunov guarantee.
         schedule: ``"cosine"`` (default) ``lr_k = lr_0·(1 + cos(πk/maxiter))/2``; ``"linear"``
@@ -824,7 +832,17 @@ def minimize(
     g = _check_g(g_raw, x, xp, gname)
 
     def scale() -> float:
-        """D of :func:`default_lr`: halving along −∇K(∇f(x0)), in the constraint's units."""
+        """D of :func:`default_lr`: halving along −∇K(∇f(x0)), in the constraint's units.
+
+        From outside the feasible set the radius is kept: phase 1 (theory.md §4) needs
+        ``λ·Σ lr_k`` large to bring x in, which a lr measured against D < r would not give."""
+        if kap.name not in _SCALED_KAPPAS:  # a penalty in K*: its zeros come from the decay
+            return 1.0 / lam
+        try:
+            if _lyapunov.constraint_violation(x, weight_decay=lam, kappa=kap) > 0:
+                return 1.0 / lam
+        except NotImplementedError:
+            pass
         try:
             direction = kap.grad(g)
         except Exception:  # a κ that cannot take this array: keep the radius
