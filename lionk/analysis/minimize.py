@@ -609,6 +609,8 @@ class _BoxMap:
         s = 0.5 * hi_e - 0.5 * lo_e
         xp = array_namespace(x)
         self.xp = xp
+        self.lo_x = xp.asarray(lo_e, dtype=x.dtype, device=device(x))
+        self.hi_x = xp.asarray(hi_e, dtype=x.dtype, device=device(x))
         self.c = xp.asarray(c, dtype=x.dtype, device=device(x))
         self.s = xp.asarray(s, dtype=x.dtype, device=device(x))
         self._s64 = s
@@ -621,6 +623,15 @@ class _BoxMap:
 
     def to_x(self, y: Any) -> Any:
         return self.c + self.s * y
+
+    def to_x_result(self, y: Any, tol: float) -> Any:
+        """``c + s·y`` with the coordinates of y within ``[−1 − tol, 1 + tol]`` (feasible up to
+        ``domain_tol``) clipped into [lo, hi]: the rounding of c ± s may land an ulp beyond a
+        bound that y reaches, and a run from outside stalls just outside (docs/lyapunov.md)."""
+        x = self.to_x(y)
+        xp = self.xp
+        clipped = xp.minimum(xp.maximum(x, self.lo_x), self.hi_x)
+        return xp.where(xp.abs(y) <= 1.0 + tol, clipped, x)
 
     def violation(self, x: Any) -> float:
         """max_i dist(x_i, [lo_i, hi_i]) in the units of x."""
@@ -698,7 +709,8 @@ def minimize(
         radius: r > 0, sets λ = 1/r. Give ``radius`` or ``weight_decay`` (λ > 0), not both;
             one of them is required (λ defines the problem), except with ``bounds``.
         weight_decay: λ > 0, the radius being 1/λ.
-        bounds: ``lo ≤ x ≤ hi`` element-wise (``kappa="sign"`` only): ``(lo, hi)`` with numbers
+        bounds: ``lo ≤ x ≤ hi`` element-wise (``kappa="sign"`` only; the returned x is clipped
+            into [lo, hi] where the iterate is within ``domain_tol``): ``(lo, hi)`` with numbers
             or arrays broadcastable to x0's shape, a sequence of ``(lo, hi)`` pairs (one per
             element of x0), or ``scipy.optimize.Bounds``; None or ±inf for no bound. Solved
             exactly by the affine change of variables ``x = c + s·y``, ``c = (lo + hi)/2``,
@@ -887,7 +899,7 @@ def minimize(
     x_tail = x if k_tail == 0 else None
 
     def user_x(y: Any) -> Any:
-        return y if box is None else box.to_x(y)
+        return y if box is None else box.to_x_result(y, dom_tol)
 
     status, nit = 1, 0
     certified = False
@@ -968,6 +980,10 @@ def minimize(
     x_out = user_x(x)
     violation = d["violation"]
     if box is not None:
+        if not bool(xp.all(x_out == box.to_x(x))):  # clipped by an ulp: f at the x returned
+            f = _check_f(evaluate_x(x_out)[0], nit)
+            if math.isfinite(d["F"]):
+                d["F"] = f
         violation = box.violation(x_out)
         edge = box.at_artificial_edge(x_out)
         if edge.size and status == 0:
