@@ -22,6 +22,7 @@ import math
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -265,6 +266,10 @@ def _numpy_like(x: Any) -> bool:
     return mod in ("numpy", "cupy")
 
 
+#: ``jax.jit(jax.value_and_grad(fun))`` per fun, alive as long as fun is.
+_JAX_JITTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _make_evaluator(fun: Callable, jac: Any, x: Any, counts: dict) -> Callable[[Any], tuple[Any, Any]]:
     """``evaluate(x) -> (f, g)`` with f as returned by fun (not yet checked) and g raw."""
     if jac is True:
@@ -317,7 +322,14 @@ def _make_evaluator(fun: Callable, jac: Any, x: Any, counts: dict) -> Callable[[
         import jax
 
         eager = jax.value_and_grad(fun)
-        jitted = jax.jit(eager)
+        try:  # compiled once per fun: a second minimize of the same fun reuses the executable
+            jitted = _JAX_JITTED[fun]
+        except (KeyError, TypeError):
+            jitted = jax.jit(eager)
+            try:
+                _JAX_JITTED[fun] = jitted
+            except TypeError:  # fun cannot be weakly referenced
+                pass
         chosen: list[Callable] = []
 
         def jax_auto(x: Any) -> tuple[Any, Any]:
@@ -408,11 +420,32 @@ class _Diagnostics:
         self.betas = betas
         self.dom_tol = dom_tol
         self.available = True  # False for a user κ without value / conjugate
+        # A built-in κ evaluates the diagnostics on float64 NumPy copies: a handful of host
+        # operations per iteration instead of dozens of dispatched ones on the user's library
+        # (JAX eager, torch), and float64 even where the library has none. A user κ may be
+        # written for its library only, so it is evaluated there.
+        self.host = type(kap) is not _kappa.Kappa and type(kap).__module__ == _kappa.__name__
+        self.x_host: np.ndarray | None = None  # the host copies of the last two iterates
+        self.x_prev: np.ndarray | None = None
+
+    def step_norm(self, x_before: Any, x_after: Any) -> float:
+        """‖x_after − x_before‖₂, from the host copies when the last two calls made them."""
+        if self.host and self.x_prev is not None and self.x_host is not None:
+            return float(np.linalg.norm((self.x_host - self.x_prev).ravel()))
+        return math.sqrt(_lyapunov.bound(x_before, x_after, 2.0))
 
     def __call__(self, f: float, x: Any, g: Any, state: Any, lr: float) -> dict[str, float]:
         kap, lam = self.kap, self.lam
         out = {"f": f, "F": math.nan, "H": math.nan, "gap": math.nan, "violation": math.nan,
                "x_norm": math.nan}
+        if self.host:  # one float64 host copy of x, g and m: the diagnostics in NumPy
+            try:
+                xh, gh, mh = _to_numpy64(x), _to_numpy64(g), _to_numpy64(state.momentum)
+            except Exception:  # a library NumPy cannot read (e.g. array-api-strict)
+                self.host = False
+            else:
+                self.x_prev, self.x_host = self.x_host, xh
+                return self._host(out, f, xh, gh, mh, lr)
         xw, gw = _wide(x), _wide(g)
         out["x_norm"] = _constraint_norm(kap, xw)
         if not self.available:
@@ -433,6 +466,27 @@ class _Diagnostics:
         except NotImplementedError:
             self.available = False
             out.update(F=math.nan, H=math.nan, gap=math.nan, violation=math.nan)
+        return out
+
+
+    def _host(self, out: dict[str, float], f: float, x: np.ndarray, g: np.ndarray,
+              m: np.ndarray, lr: float) -> dict[str, float]:
+        """The same quantities as the generic path, on float64 NumPy arrays of one leaf:
+        :func:`lionk.lyapunov.discrete` and :func:`~lionk.lyapunov.constraint_violation`
+        written for a single array, calling the κ's per-array methods once each."""
+        kap, lam = self.kap, self.lam
+        out["x_norm"] = _constraint_norm(kap, x)
+        z = x * lam
+        dist = float(kap.domain_distance(z))
+        out["violation"] = dist / lam
+        if not dist <= self.dom_tol:
+            out["F"] = out["gap"] = out["H"] = math.inf
+            return out
+        kstar = float(kap.conjugate_on_domain(z))
+        out["F"] = f + kstar / lam
+        out["gap"] = (kstar + float(kap.value(-g)) + lam * float(np.dot(g.ravel(), x.ravel()))) / lam
+        c = _lyapunov.coefficient(lr=lr, betas=self.betas, weight_decay=lam)
+        out["H"] = out["F"] + c * (kstar + float(kap.value(m)) + lam * float(np.dot(m.ravel(), x.ravel())))
         return out
 
 
@@ -911,7 +965,7 @@ def minimize(
             for k in range(maxiter):
                 x_new, state = _step(x, g, state, lr=lrs[k], betas=betas_f, weight_decay=lam,
                                      kappa=kap)
-                step_norm = math.sqrt(_lyapunov.bound(x, x_new, 2.0))
+                x_before = x
                 x, nit = x_new, k + 1
                 if nit == k_tail:
                     x_tail = x
@@ -919,7 +973,7 @@ def minimize(
                 f = _check_f(f_raw, nit)
                 g = _check_g(g_raw, x, xp, gname)
                 d = diag(f, x, g, state, lrs[nit])
-                record(d, step_norm, nit)
+                record(d, diag.step_norm(x_before, x), nit)
                 if bar is not None:
                     bar.update(nit, d)
                 if not math.isfinite(f) or math.isnan(d["gap"]) and diag.available:
