@@ -573,7 +573,7 @@ def _parse_bounds(bounds: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.n
             return np.full(shape, fill)
         try:
             a = np.array(v, dtype=object)
-            a = np.where(np.equal(a, None), fill, a).astype(np.float64)
+            a = np.where(a == np.array(None), fill, a).astype(np.float64)
         except (TypeError, ValueError):
             raise TypeError(f"bounds: expected numbers, arrays or None for {what}; received "
                             f"{v!r}") from None
@@ -882,10 +882,11 @@ def minimize(
         x = box.to_y(x_user)
         bmap = box
 
-        def evaluate(y: Any) -> tuple[Any, Any]:
+        def evaluate_y(y: Any) -> tuple[Any, Any]:
             xx = bmap.to_x(y)
             f_raw, g_raw = evaluate_x(xx)
             return f_raw, bmap.s * _check_g(g_raw, xx, xp, gname)
+        evaluate: Callable[[Any], tuple[Any, Any]] = evaluate_y
     else:
         lam = _resolve_lambda(radius, weight_decay, kap)
         x = x_user
