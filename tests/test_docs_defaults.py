@@ -112,7 +112,7 @@ def test_examples_md_lists_every_script() -> None:
 def test_no_page_cites_a_private_module() -> None:
     pages = [ROOT / "README.md", *DOCS.glob("*.md")]
     cited = [(p.name, m) for p in pages
-             for m in re.findall(r"lionk\._[a-z]\w*", p.read_text(encoding="utf-8"))]
+             for m in re.findall(r"lionk\.\\?_[a-z][\w\\]*", p.read_text(encoding="utf-8"))]
     assert not cited, cited
 
 
