@@ -132,3 +132,35 @@ def test_two_element_ambiguity_is_refused_and_bounds_object_resolves_it() -> Non
     # (lo, hi) pairs that read the same both ways are accepted
     res = lionk.minimize(f, np.zeros(2), jac=jac, bounds=((0.0, 1.0), (1.0, 5.0)))
     np.testing.assert_allclose(res.x, [1.0, 3.0], atol=1e-6)
+
+
+def test_bounded_nonlinear_least_squares_matches_least_squares() -> None:
+    """A damped oscillator A·e^(−kt)·cos(ωt + φ) fitted to noisy data with bounds that bind on
+    k (the true 0.3 lies above hi = 0.25); reference: scipy.optimize.least_squares(bounds=...)
+    from the same start. Defaults only."""
+    rng = np.random.default_rng(3)
+    t = np.linspace(0.0, 10.0, 200)
+
+    def model(p: np.ndarray) -> np.ndarray:
+        return p[0] * np.exp(-p[1] * t) * np.cos(p[2] * t + p[3])
+
+    y = model(np.array([2.0, 0.3, 1.7, 0.4])) + 0.05 * rng.standard_normal(t.size)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        return model(p) - y
+
+    def jacobian(p: np.ndarray) -> np.ndarray:
+        e, c, s = np.exp(-p[1] * t), np.cos(p[2] * t + p[3]), np.sin(p[2] * t + p[3])
+        return np.stack([e * c, -p[0] * t * e * c, -p[0] * e * s * t, -p[0] * e * s], 1)
+
+    lo, hi = np.array([0.0, 0.0, 1.0, -np.pi]), np.array([5.0, 0.25, 3.0, np.pi])
+    x0 = np.array([1.0, 0.1, 1.5, 0.0])
+    ref = scipy_optimize.least_squares(residual, x0, jac=jacobian, bounds=(lo, hi),
+                                       xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    f_ref = 0.5 * float(ref.fun @ ref.fun)
+    assert ref.x[1] == pytest.approx(0.25)  # the bound binds
+    res = lionk.minimize(lambda p: 0.5 * float(residual(p) @ residual(p)), x0,
+                         jac=lambda p: jacobian(p).T @ residual(p), bounds=(lo, hi))
+    assert res.success, res.message
+    assert abs(res.fun - f_ref) <= 1e-6 * f_ref
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-5, atol=1e-6)

@@ -54,7 +54,9 @@ _TRAVEL = 50.0
 #: The default number of steps.
 DEFAULT_MAXITER = 5000
 #: The fraction of the run over which the settling rule (status 0 without a certificate) looks.
-_TAIL = 0.1
+_TAIL = 0.02
+#: The settling rule needs a decayed schedule: lr at the window's start <= _DECAYED·lr_0.
+_DECAYED = 0.05
 #: The scale of the stopping rules is max(|F|, _DECREASE_FLOOR·|f(x0) − F|).
 _DECREASE_FLOOR = 1e-3
 #: The κ whose default lr is measured against min(radius, 4·D): the norm κ, whose K* is the
@@ -776,7 +778,8 @@ def minimize(
         lr: the initial learning rate lr_0 (ε). Default: :func:`default_lr`,
             ``min(r, 4·D) · min(0.1, 50/maxiter)`` with D the distance to the minimum of f along
             the first Lion-κ direction (a few evaluations of f, halving from r; D = r when x0
-            is outside the feasible set). Required for
+            is outside the feasible set, with ``bounds``, and for a κ other than sign / l2 /
+            lp). Required for
             ``kappa="quadratic"``. Must be None with a callable schedule.
         betas: ``(b1, b2)`` of Lion-κ, 0 ≤ b1 ≤ b2 < 1 for the Lyapunov guarantee.
         schedule: ``"cosine"`` (default) ``lr_k = lr_0·(1 + cos(πk/maxiter))/2``; ``"linear"``
@@ -806,13 +809,14 @@ def minimize(
 
     1. *certified* (checked after every step): ``kkt_k ≤ tol``. For convex f and feasible x,
        ``F(x_k) − min F ≤ gap_k``: F is certified to the relative accuracy tol. Stops at once.
-    2. *settled* (checked at maxiter, when rule 1 never held): over the last 10% of the steps
-       (k₀ = maxiter − ⌈maxiter/10⌉ … maxiter) ``|F(x_k₀) − F(x_end)| ≤ tol·scale``, the iterates
-       oscillated (``‖x_end − x_k₀‖₂ ≤ ½·Σ‖x_{k+1} − x_k‖₂`` over those steps: a band around a
-       point, not a path still travelling) and x is feasible (``dist ≤ domain_tol``). This is
-       the relative change rule of SciPy's solvers, made insensitive to a vanishing lr; it is
-       not a certificate (``result.certified`` is False), and ``result.gap`` still bounds the
-       error for convex f.
+    2. *settled* (checked at maxiter, when rule 1 never held): the schedule has decayed
+       (``lr_k₀ ≤ 0.05·lr_0`` at k₀ = maxiter − ⌈maxiter/50⌉; cosine and linear do, constant
+       does not) and over the last 2% of the steps ``|F(x_k₀) − F(x_end)| ≤ tol·scale``, the
+       iterates oscillated (``‖x_end − x_k₀‖₂ ≤ ½·Σ‖x_{k+1} − x_k‖₂`` over those steps: a band
+       around a point, not a path still travelling) and x is feasible (``dist ≤ domain_tol``).
+       This is the relative change rule of SciPy's solvers, made insensitive to a vanishing
+       lr; it is not a certificate (``result.certified`` is False), and ``result.gap`` still
+       bounds the error for convex f.
 
     Either sets ``success=True`` (status 0). For Lion the gap is ``Σ_i (r|g_i| + g_i x_i)``,
     the Frank–Wolfe gap of the box: with a loose radius (no binding constraint) it is about
@@ -904,6 +908,8 @@ def minimize(
         From outside the feasible set the radius is kept: phase 1 (theory.md §4) needs
         ``λ·Σ lr_k`` large to bring x in, which a lr measured against D < r would not give."""
         if kap.name not in _SCALED_KAPPAS:  # a penalty in K*: its zeros come from the decay
+            return 1.0 / lam
+        if box is not None:  # the user's own box: its edges are meant to bind
             return 1.0 / lam
         try:
             if _lyapunov.constraint_violation(x, weight_decay=lam, kappa=kap) > 0:
@@ -1014,7 +1020,9 @@ def minimize(
         path = float(np.sum(hist["step_norm"][k_tail + 1:])) if nit == maxiter else 0.0
         net = math.sqrt(_lyapunov.bound(x_tail, x, 2.0)) if x_tail is not None else math.inf
         feasible = d["violation"] * lam <= dom_tol
-        if math.isfinite(change) and change <= tol_f * sc and net <= 0.5 * path and feasible:
+        decayed = lrs[k_tail] <= _DECAYED * lrs[0]
+        if (math.isfinite(change) and change <= tol_f * sc and net <= 0.5 * path and feasible
+                and decayed):
             status = 0
             message = (f"converged (settled): F changed by {change / sc:.3g} (relative) over the "
                        f"last {maxiter - k_tail} steps, <= tol {tol_f:.3g}, while x oscillated "
@@ -1022,6 +1030,10 @@ def minimize(
                        f"KKT residual {d['kkt']:.3g}")
         else:
             why = []
+            if not decayed:
+                why.append(f"the schedule had not decayed (lr_{k_tail} = {lrs[k_tail]:.3g} > "
+                           f"{_DECAYED}·lr_0), so the iterates are only within O(lr) of a "
+                           "stationary point")
             if not feasible:
                 why.append(f"x is outside the feasible set by {d['violation']:.3g}")
             if not change <= tol_f * sc:
