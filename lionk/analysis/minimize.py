@@ -70,8 +70,8 @@ _SCALE_FACTOR = 4.0
 class OptimizeResult(dict):
     """The result of :func:`minimize`: a ``dict`` whose keys are also attributes (as SciPy's).
 
-    Keys: ``x``, ``fun``, ``F``, ``success``, ``status``, ``message``, ``nit``, ``nfev``,
-    ``njev``, ``kkt_residual``, ``gap``, ``H``, ``constraint_violation``, ``radius``,
+    Keys: ``x``, ``fun``, ``F``, ``success``, ``certified``, ``status``, ``message``, ``nit``,
+    ``nfev``, ``njev``, ``kkt_residual``, ``gap``, ``H``, ``constraint_violation``, ``radius``,
     ``weight_decay``, ``lr``, ``kappa``, ``history`` (see :func:`minimize`).
     """
 
