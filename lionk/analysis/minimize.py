@@ -401,7 +401,7 @@ _wide = _lyapunov.wide  # float64 where available; no warning on JAX without x64
 
 def _constraint_norm(kap: _kappa.Kappa, xw: Any) -> float:
     """‖x‖ in the norm whose ball of radius 1/λ is the feasible set (nan when unknown)."""
-    xp = array_namespace(xw)
+    xp = np if isinstance(xw, np.ndarray) else array_namespace(xw)
     if math.prod(int(s) for s in xw.shape) == 0:
         return 0.0
     if isinstance(kap, _kappa._Sign):  # sign, huber, deadzone, relativistic: the box
