@@ -4,8 +4,8 @@
 
 is what Lion (``kappa="sign"``) solves with weight decay λ = 1/r (docs/theory.md). The right-hand
 side is built so that the unconstrained solution leaves the box: about half of the coordinates
-end on the box edge. Everything but the radius is left at its default: the learning rate
-``radius · min(0.1, 50/maxiter)``, the cosine schedule, 1000 iterations.
+end on the box edge. Everything but the radius and ``maxiter=1000`` is left at its default: the
+learning rate (``radius · min(0.1, 50/maxiter)`` here, the box binding), the cosine schedule.
 
 ``scipy.optimize.lsq_linear`` with bounds solves the same problem; the objectives agree to far
 better than 1e-6 relative. The result also carries its own certificate: for convex f,

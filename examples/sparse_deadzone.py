@@ -16,8 +16,10 @@ Independent references, both in float64:
 * FISTA (accelerated proximal gradient) written out here: the prox of e‖·‖₁ + box is
   ``clip(soft_threshold(v, e/L), −r, r)``.
 
-Lion-κ's coordinates whose |momentum| stays within the deadzone do not move, and are driven to
-zero by the decay: the solution is sparse, with the same support as the references.
+Lion-κ's coordinates whose |momentum| stays within the deadzone get no sign step, only the decay
+x ← (1 − lr·λ)·x: the ones that start at 0 and never leave the deadzone stay exactly 0, the ones
+that moved decay geometrically toward 0 (docs/kappa.md, "The deadzone's zeros"). The solution is
+sparse, with the same support as the references (read with a threshold 1e-8·radius).
 
 Run: ``python examples/sparse_deadzone.py``
 """

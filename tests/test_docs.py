@@ -4,9 +4,9 @@
   what an earlier one defined); each block is reported as its own test, named ``FILE:LINE``.
 * A block whose first line is ``# skip-test`` is skipped, and so is a block that imports a
   module this environment does not have (torch, jax, ... are optional extras of lionk).
-* Blocks run in a temporary working directory; κ a file registers are unregistered afterwards.
-  JAX's x64 mode is whatever the test session set (tests/conftest.py); a block may not assume
-  either mode unless it sets the flag itself.
+* Each file's blocks run in a fresh Python process, in a temporary working directory, under
+  every backend's *default* settings (JAX in float32: tests/conftest.py's global x64 flag does
+  not reach them), as a reader running the page would.
 
 Relative links between the pages are checked too.
 """
@@ -16,17 +16,15 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+import json
 import os
 import re
-import tempfile
-import traceback
-import warnings
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-import lionk
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -41,7 +39,10 @@ class Block:
 
     @property
     def id(self) -> str:
-        return f"{self.path.relative_to(ROOT)}:{self.line}"
+        try:
+            return f"{self.path.relative_to(ROOT)}:{self.line}"
+        except ValueError:  # a page outside the repository (tests/test_docs_defaults.py)
+            return f"{self.path.name}:{self.line}"
 
 
 def python_blocks(path: Path) -> list[Block]:
@@ -74,39 +75,58 @@ def missing_imports(code: str) -> list[str]:
     return sorted(n for n in names if importlib.util.find_spec(n) is None)
 
 
+RUNNER = r"""
+import json, os, sys, tempfile, traceback
+blocks = json.load(sys.stdin)
+outcomes = []
+namespace = {"__name__": sys.argv[1]}
+with tempfile.TemporaryDirectory() as tmp:
+    os.chdir(tmp)
+    for block in blocks:
+        if block["outcome"] is not None:
+            outcomes.append(block["outcome"])
+            continue
+        source = "\n" * (block["line"] - 1) + block["code"]
+        try:
+            exec(compile(source, block["path"], "exec"), namespace)
+        except BaseException:
+            outcomes.append(["fail", block["id"] + " raised:\n" + traceback.format_exc()])
+        else:
+            outcomes.append(["ok", ""])
+    os.chdir("/")
+sys.stdout.write("\n@@OUTCOMES@@" + json.dumps(outcomes) + "\n")
+"""
+
+
 @functools.cache
 def run_file(path: Path) -> tuple[tuple[str, str], ...]:
-    """Run a file's blocks in order in one namespace; ``(outcome, detail)`` for each block,
-    outcome being ``"ok"``, ``"skip"`` or ``"fail"``."""
-    outcomes: list[tuple[str, str]] = []
-    namespace: dict[str, object] = {"__name__": f"doc_{path.stem.replace('-', '_')}"}
-    registered_before = set(lionk.kappa.available())
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        os.chdir(tmp)
-        try:
-            for block in python_blocks(path):
-                first = block.code.lstrip().splitlines()[0] if block.code.strip() else ""
-                if first.strip() == SKIP_MARK:
-                    outcomes.append(("skip", f"{block.id}: marked {SKIP_MARK}"))
-                    continue
-                missing = missing_imports(block.code)
-                if missing:
-                    outcomes.append(("skip", f"{block.id}: needs {', '.join(missing)}"))
-                    continue
-                # pad with newlines so that tracebacks show the Markdown file's line numbers
-                source = "\n" * (block.line - 1) + block.code
-                try:
-                    exec(compile(source, str(block.path), "exec"), namespace)
-                except Exception:
-                    outcomes.append(("fail", f"{block.id} raised:\n{traceback.format_exc()}"))
-                else:
-                    outcomes.append(("ok", ""))
-        finally:
-            os.chdir(cwd)
-            for name in set(lionk.kappa.available()) - registered_before:
-                lionk.kappa.unregister(name)
-    return tuple(outcomes)
+    """Run a file's blocks in order in one namespace, in a fresh process (default backend
+    settings); ``(outcome, detail)`` for each block, outcome being ``"ok"``, ``"skip"`` or
+    ``"fail"``."""
+    payload = []
+    for block in python_blocks(path):
+        first = block.code.lstrip().splitlines()[0] if block.code.strip() else ""
+        outcome = None
+        if first.strip() == SKIP_MARK:
+            outcome = ["skip", f"{block.id}: marked {SKIP_MARK}"]
+        else:
+            missing = missing_imports(block.code)
+            if missing:
+                outcome = ["skip", f"{block.id}: needs {', '.join(missing)}"]
+        payload.append({"id": block.id, "line": block.line, "code": block.code,
+                        "path": str(block.path), "outcome": outcome})
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("MPLBACKEND", "Agg")
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, f"doc_{path.stem.replace('-', '_')}"],
+        input=json.dumps(payload), capture_output=True, text=True, env=env, timeout=1800,
+    )
+    marker = proc.stdout.rfind("@@OUTCOMES@@")
+    if marker < 0:
+        detail = f"{path.name}: the block runner died (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
+        return tuple(("fail", detail) for _ in payload)
+    return tuple((o, d) for o, d in json.loads(proc.stdout[marker + len("@@OUTCOMES@@"):]))
 
 
 ALL_BLOCKS = [(path, k, b) for path in DOC_FILES for k, b in enumerate(python_blocks(path))]

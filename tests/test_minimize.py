@@ -72,9 +72,10 @@ def test_one_dimensional_known_answer() -> None:
     res = minimize(lambda x: float((x - 2.0) ** 2), 0.0, jac=lambda x: 2.0 * (x - 2.0),
                    radius=1.0, maxiter=500)
     assert isinstance(res.x, np.ndarray) and res.x.shape == () and res.x.dtype == np.float64
-    assert res.success, res.message
-    # stopped by the rule: gap = |f'(x)|·(1 − x) = 2(2 − x)(1 − x) ≤ tol·max(1, f(x)) ≈ 1e-6
+    assert res.success and res.certified, res.message
+    # stopped by the rule: gap = |f'(x)|·(1 − x) = 2(2 − x)(1 − x) ≤ tol·|F| with F ≈ 1
     assert 0.0 <= 1.0 - float(res.x) <= 0.5e-6
+    assert res.gap <= 1e-6 * abs(res.F)
     assert res.gap == pytest.approx(2.0 * (2.0 - float(res.x)) * (1.0 - float(res.x)), rel=1e-6)
     assert res.constraint_violation == 0.0
     res = minimize(lambda x: float((x - 2.0) ** 2), 5.0, jac=lambda x: 2.0 * (x - 2.0),
@@ -178,8 +179,10 @@ def test_lp_ball_matches_slsqp(lsq: dict) -> None:
     res = minimize(lsq["f"], np.zeros(10), jac=lsq["jac"], kappa=lionk.kappa.get("lp", p=3.0),
                    radius=r, maxiter=3000, tol=1e-9)
     assert res.success, res.message
-    # SLSQP's point may sit ~1e-12 outside the ball, hence slightly below the optimum
-    check_against_reference(res, lsq["f"](ref.x), rel=1e-8)
+    # SLSQP's point may sit ~1e-12 outside the ball: scaled onto the sphere it is feasible, so
+    # its f is >= min F and the certificate F − f(x_ref) ≤ gap must hold
+    x_ref = ref.x * (r / np.sum(np.abs(ref.x) ** q) ** (1 / q))
+    check_against_reference(res, lsq["f"](x_ref), rel=1e-8)
     assert res.history["x_norm"][-1] == pytest.approx(np.sum(np.abs(res.x) ** q) ** (1 / q))
 
 
@@ -341,18 +344,18 @@ def test_callable_schedule_and_history(lsq: dict) -> None:
 
 
 def test_stopping_rule_and_certificate_values(lsq: dict) -> None:
-    """kkt = gap / max(1, |F|) with gap = Σ r|g_i| + g_i x_i for the box; both rules hold at stop."""
+    """kkt = gap / max(|F|, 1e-3·|f(x0) − F|) with gap = Σ r|g_i| + g_i x_i for the box."""
     res = minimize(lsq["f"], np.zeros(10), jac=lsq["jac"], radius=1.0, maxiter=3000, tol=1e-6)
-    assert res.success and res.status == 0 and res.nit < 3000
+    assert res.success and res.certified and res.status == 0 and res.nit < 3000
     g = lsq["jac"](res.x)
     assert res.gap == pytest.approx(float(np.sum(np.abs(g)) + g @ res.x), rel=1e-9, abs=1e-12)
-    assert res.kkt_residual == pytest.approx(res.gap / max(1.0, abs(res.F)))
-    H = res.history["H"]
-    assert res.kkt_residual <= 1e-6 and abs(H[-1] - H[-2]) <= 1e-6 * max(1.0, abs(H[-1]))
+    f0 = lsq["f"](np.zeros(10))
+    assert res.kkt_residual == pytest.approx(res.gap / max(abs(res.F), 1e-3 * abs(f0 - res.F)))
+    assert res.kkt_residual <= 1e-6
     # one step earlier the rule did not hold
-    k = res.nit - 1
-    assert not (res.history["kkt"][k] <= 1e-6 and abs(H[k] - H[k - 1]) <= 1e-6 * max(1.0, abs(H[k])))
-    assert res.nfev == res.njev == res.nit + 1
+    assert not res.history["kkt"][res.nit - 1] <= 1e-6
+    # the evaluations: one per iterate, plus those of the line search that chose lr_0
+    assert res.nfev == res.njev >= res.nit + 1
 
 
 def test_maxiter_reached_is_not_success(lsq: dict) -> None:

@@ -16,7 +16,7 @@ Under 0 ≤ b1 ≤ b2 < 1, ε > 0, λ > 0, ελ < 1, λx₀ ∈ dom K* and f L-s
 from __future__ import annotations
 
 import math
-import warnings
+import sys
 from typing import Any
 
 from ..core import kappa as _kappa
@@ -30,17 +30,38 @@ __all__ = [
     "bound",
     "constraint_violation",
     "continuous",
+    "monitor",
 ]
+
+
+def _jax_without_x64(xp: Any) -> bool:
+    """True for a JAX namespace while ``jax_enable_x64`` is off (float64 is then unavailable and
+    asking for it only warns and returns float32)."""
+    if not getattr(xp, "__name__", "").startswith("jax"):
+        return False
+    jax = sys.modules.get("jax")
+    if jax is None:  # pragma: no cover - a JAX array implies jax is imported
+        return False
+    return not bool(jax.config.jax_enable_x64)
+
+
+def wide(x: Any) -> Any:
+    """``x`` in float64 where its namespace and device have it, else unchanged (no warning).
+
+    JAX without x64 has no float64: the array is returned as it is instead of asking JAX for a
+    float64 it would refuse with a ``UserWarning`` (one per call, so once per iteration in a
+    loop). The check reads the flag at every call, so turning x64 on later is honoured; no
+    ``warnings.catch_warnings`` is used (it would reset the warnings' show-once registry).
+    """
+    xp = array_namespace(x)
+    if _jax_without_x64(xp):
+        return x
+    return float64_or_widest(xp, x)
 
 
 def _wide_leaves(tree: Any) -> list[Any]:
     leaves, _, _ = flatten(tree)
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # JAX without x64 warns when asked for float64
-        for leaf in leaves:
-            out.append(float64_or_widest(array_namespace(leaf), leaf))
-    return out
+    return [wide(leaf) for leaf in leaves]
 
 
 def _check_same_tree(fn: str, a: Any, b: Any, names: tuple[str, str]) -> None:
@@ -202,3 +223,137 @@ def continuous(
     eps = float(lr)
     k = (1.0 - eps * gamma) / (1.0 + eps * wd)
     return alpha * float(f_value) + (gamma / wd) * kstar + k * (kstar + km - wd * mx)
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapters' state, read without hand-collection.
+
+
+def _is_torch_optimizer(obj: Any) -> bool:
+    return hasattr(obj, "param_groups") and hasattr(obj, "state") and hasattr(obj, "step")
+
+
+def _find_optax_state(state: Any) -> Any:
+    """The ``LionKState`` inside an optax state (itself, or nested in chain / wrapper tuples)."""
+    if type(state).__name__ == "LionKState" and hasattr(state, "mu") and hasattr(state, "count"):
+        return state
+    if isinstance(state, (tuple, list)):
+        for item in state:
+            found = _find_optax_state(item)
+            if found is not None:
+                return found
+    inner = getattr(state, "inner_state", None)  # optax wrappers (MultiSteps, apply_if_finite…)
+    if inner is not None:
+        return _find_optax_state(inner)
+    return None
+
+
+def _torch_groups(opt: Any) -> list[tuple[str, list[Any], list[Any], float, tuple, float, Any]]:
+    import torch
+
+    groups = []
+    for i, group in enumerate(opt.param_groups):
+        xs, ms = [], []
+        for p in group["params"]:
+            x = p.detach()
+            st = opt.state.get(p, {}) if hasattr(opt.state, "get") else opt.state[p]
+            m = st.get("exp_avg") if isinstance(st, dict) else None
+            xs.append(x)
+            ms.append(torch.zeros_like(x) if m is None else m.detach())
+        groups.append((f"param_groups[{i}]", xs, ms, float(group["lr"]),
+                       tuple(float(b) for b in group["betas"]), float(group["weight_decay"]),
+                       group["kappa"]))
+    return groups
+
+
+def monitor(
+    optimizer: Any,
+    f_value: float,
+    *,
+    params: Any = None,
+    learning_rate: Any = None,
+    betas: tuple[float, float] = (0.9, 0.99),
+    weight_decay: float | None = None,
+    kappa: str | _kappa.Kappa = "sign",
+    domain_tol: float = 0.0,
+) -> dict[str, float]:
+    r"""The Lyapunov diagnostics of a running optimizer, read from its own state.
+
+    ``H = f + Σ_groups [ (1/λ)K*(λx) + c·(K*(λx) + K(m) + λ mᵀx) ]`` (:func:`discrete` summed over
+    the param groups, each with its own lr, betas, λ and κ; c from :func:`coefficient` at the lr
+    of the *next* step), ``F = f + Σ (1/λ)K*(λx)`` and the constraint violation.
+
+    * **torch**: ``monitor(opt, loss.item())`` for a :class:`lionk.torch.LionK`: params, momentum
+      (``opt.state[p]["exp_avg"]``, zeros before the first step) and every group's options are
+      read from ``opt``; the group's current ``lr`` (as a scheduler left it) is the next step's.
+    * **optax**: ``monitor(opt_state, f_value, params=params, learning_rate=…, betas=(b1, b2),
+      weight_decay=…, kappa=…)``: the momentum is the ``LionKState`` found in ``opt_state``
+      (alone or inside ``optax.chain`` / wrapper states); optax keeps the hyper-parameters in
+      the transformation, so pass the ones given to :func:`lionk.optax.lion_k` (a schedule is
+      evaluated at the state's ``count``, the next step's). A ``mask`` is not supported.
+
+    Args:
+        optimizer: a ``lionk.torch.LionK`` or an optax state holding a ``LionKState``.
+        f_value: f at the current params (the function the optimizer descends: with
+            ``maximize=True``, the negated objective).
+        params, learning_rate, betas, weight_decay, kappa: optax only (see above).
+        domain_tol: as in :func:`discrete` (0: strict; a float32 run from outside the set
+            stalls about ``eps/(lr·λ)`` outside it, docs/lyapunov.md).
+
+    Returns:
+        ``{"H": …, "F": …, "constraint_violation": …, "fenchel_young": …}``, Python floats:
+        ``constraint_violation`` is the largest over the groups of ``dist(λx, dom K*)/λ`` (units
+        of x), ``fenchel_young`` the sum of the groups' ``c·(K*(λx) + K(m) + λmᵀx) ≥ 0``; H and F
+        are +inf when a group is farther than ``domain_tol`` from its domain.
+
+    Raises:
+        ValueError: a group with weight_decay 0 (H needs λ > 0), or an optax state without a
+            ``LionKState`` / without the hyper-parameters.
+    """
+    if _is_torch_optimizer(optimizer):
+        if params is not None or learning_rate is not None or weight_decay is not None:
+            raise ValueError("monitor: a torch optimizer carries its params and options; pass "
+                             "only monitor(opt, f_value)")
+        groups = _torch_groups(optimizer)
+    else:
+        st = _find_optax_state(optimizer)
+        if st is None:
+            raise ValueError(
+                "monitor: expected a lionk.torch.LionK or an optax state holding a LionKState "
+                f"(from lionk.optax.lion_k); received {type(optimizer).__name__}"
+            )
+        if params is None or learning_rate is None or weight_decay is None:
+            raise ValueError(
+                "monitor: with an optax state pass params=, learning_rate= and weight_decay= "
+                "(optax keeps the hyper-parameters in the transformation, not in its state)"
+            )
+        lr = learning_rate(st.count) if callable(learning_rate) else learning_rate
+        xs, _, _ = flatten(params)
+        ms, _, _ = flatten(st.mu)
+        if len(xs) != len(ms):
+            raise ValueError(f"monitor: params has {len(xs)} leaves but the state's momentum "
+                             f"has {len(ms)}")
+        groups = [("optax", list(xs), list(ms), float(lr), tuple(float(b) for b in betas),
+                   float(weight_decay), kappa)]
+    H = F = float(f_value)
+    fy_total, violation = 0.0, 0.0
+    for name, xs_g, ms_g, lr_g, betas_g, wd, kap_g in groups:
+        if not (math.isfinite(wd) and wd > 0):
+            raise ValueError(f"monitor: {name}: weight_decay must be > 0 (H is defined for "
+                             f"λ > 0); received {wd!r}")
+        kap = _kappa.resolve(kap_g)
+        xw = [wide(x) for x in xs_g]
+        mw = [wide(m) for m in ms_g]
+        zs = [x * wd for x in xw]
+        dist = kap.tree_domain_distance(zs)
+        violation = max(violation, dist / wd)
+        if not dist <= domain_tol:
+            H = F = math.inf
+            continue
+        kstar = kap.tree_conjugate(zs, on_domain=True)
+        c = coefficient(lr=lr_g, betas=betas_g, weight_decay=wd)
+        fy = c * (kstar + kap.tree_value(mw) + wd * _dot(mw, xw))
+        fy_total += fy
+        F += kstar / wd
+        H += kstar / wd + fy
+    return {"H": H, "F": F, "constraint_violation": violation, "fenchel_young": fy_total}

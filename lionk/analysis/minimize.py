@@ -22,6 +22,7 @@ import math
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,6 @@ from ..core.array_api import (
     device,
     dtype_name,
     finfo_eps,
-    float64_or_widest,
     is_array,
     is_floating,
     to_float,
@@ -49,16 +49,30 @@ __all__ = ["minimize", "OptimizeResult", "default_lr", "SCHEDULES"]
 
 SCHEDULES = ("cosine", "linear", "constant")
 
-#: lr·λ of the default learning rate is ``min(_MAX_FRACTION, _TRAVEL / maxiter)``.
+#: lr·λ of the default learning rate is ``min(_MAX_FRACTION, _TRAVEL / maxiter)·D/r``.
 _MAX_FRACTION = 0.1
 _TRAVEL = 50.0
+#: The default number of steps.
+DEFAULT_MAXITER = 5000
+#: The fraction of the run over which the settling rule (status 0 without a certificate) looks.
+_TAIL = 0.02
+#: The settling rule needs a decayed schedule: lr at the window's start <= _DECAYED·lr_0.
+_DECAYED = 0.05
+#: The scale of the stopping rules is max(|F|, _DECREASE_FLOOR·|f(x0) − F|).
+_DECREASE_FLOOR = 1e-3
+#: The κ whose default lr is measured against min(radius, 4·D): the norm κ, whose K* is the
+#: indicator of the ball. For the others (deadzone, huber, relativistic, a user κ) the decay
+#: λ·lr also drives the penalty (e.g. the deadzone's zeros), so lr stays proportional to r.
+_SCALED_KAPPAS = frozenset({"sign", "l2", "lp"})
+#: lr_0 is measured against min(radius, _SCALE_FACTOR·D) (D: see default_lr).
+_SCALE_FACTOR = 4.0
 
 
 class OptimizeResult(dict):
     """The result of :func:`minimize`: a ``dict`` whose keys are also attributes (as SciPy's).
 
-    Keys: ``x``, ``fun``, ``F``, ``success``, ``status``, ``message``, ``nit``, ``nfev``,
-    ``njev``, ``kkt_residual``, ``gap``, ``H``, ``constraint_violation``, ``radius``,
+    Keys: ``x``, ``fun``, ``F``, ``success``, ``certified``, ``status``, ``message``, ``nit``,
+    ``nfev``, ``njev``, ``kkt_residual``, ``gap``, ``H``, ``constraint_violation``, ``radius``,
     ``weight_decay``, ``lr``, ``kappa``, ``constraint``, ``history`` (see :func:`minimize`).
     """
 
@@ -124,20 +138,45 @@ def _resolve_lambda(radius: Any, weight_decay: Any, kap: _kappa.Kappa) -> float:
         ) from None
 
 
-def default_lr(radius: float, maxiter: int) -> float:
-    """The default initial learning rate: ``radius · min(0.1, 50 / maxiter)``.
+def default_lr(radius: float, maxiter: int, scale: float | None = None) -> float:
+    """The default initial learning rate: ``min(radius, 4·scale) · min(0.1, 50 / maxiter)``.
 
-    A Lion-κ step is ``x' = (1 − lr·λ)·x + lr·λ·(−∇K(c)/λ)``: a move of the fraction
-    ``s = lr·λ`` of the way toward a point of the feasible set (∇K(c) lies in dom K*). A
-    coordinate that ends on the boundary approaches it like ``exp(−λ·Σ_k lr_k)``; with
-    ``s = 50/maxiter`` the cosine schedule has ``λ·Σ lr_k = 25`` (e^−25 ≈ 1e-11) and travels
-    about 25 radii in all. ``s`` is capped at 0.1 for short runs.
+    A Lion-κ step is ``x' = (1 − lr·λ)·x + lr·λ·(−∇K(c)/λ)``: each coordinate moves by about lr
+    per step (for the box κ), and a coordinate that ends on the boundary approaches it like
+    ``exp(−λ·Σ_k lr_k)``. With ``lr_0 = r·s``, ``s = 50/maxiter``, the cosine schedule has
+    ``λ·Σ lr_k = 25`` (e^−25 ≈ 1e-11) and travels about 25 radii in all; ``s`` is capped at 0.1
+    for short runs.
+
+    ``scale`` is the distance D to the minimum of f along the first Lion-κ direction
+    (:func:`minimize` finds it by halving from the radius, a few evaluations of f; not when x0
+    is outside the feasible set, where phase 1 needs the radius rule). With a loose
+    radius (4·D < r) the learning rate is measured against 4·D instead of r: the iterates then
+    travel about 100·D and settle to the accuracy a box of radius 4·D would give, whatever the
+    radius (a lr proportional to a large radius leaves an O(lr) band the cosine tail cannot
+    remove). The factor 4 covers that D is found to a factor 2 and that the minimum along one
+    direction underestimates the distance to the optimum of an ill-conditioned f, while keeping
+    ``λ·Σ lr_k`` large for the coordinates that end on the boundary (measured in
+    tests/test_minimize_defaults.py).
     """
-    return float(radius) * min(_MAX_FRACTION, _TRAVEL / int(maxiter))
+    d = float(radius) if scale is None else min(float(radius), _SCALE_FACTOR * float(scale))
+    return d * min(_MAX_FRACTION, _TRAVEL / int(maxiter))
+
+
+def _travel_scale(value_at: Callable[[float], float], radius: float) -> float:
+    """D: the step t ∈ {r, r/2, r/4, …} along the first Lion-κ direction where f stops
+    decreasing when t is halved (f non-finite at t counts as too far); at most 60 halvings."""
+    t = float(radius)
+    ft = value_at(t)
+    for _ in range(60):
+        fh = value_at(0.5 * t)
+        if math.isfinite(ft) and not fh < ft:
+            break
+        t, ft = 0.5 * t, fh
+    return t
 
 
 def _schedule_table(schedule: Any, lr: Any, lam: float, maxiter: int,
-                    kap: _kappa.Kappa) -> list[float]:
+                    kap: _kappa.Kappa, scale: Callable[[], float] | None = None) -> list[float]:
     """Learning rates lr_0 … lr_maxiter (the last one only weighs H of the final iterate)."""
     if callable(schedule):
         if lr is not None:
@@ -168,7 +207,7 @@ def _schedule_table(schedule: Any, lr: Any, lam: float, maxiter: int,
                     "lr: kappa='quadratic' moves x by lr times the momentum of ∇f, so a stable lr "
                     "depends on the smoothness L of f (lr < 1/L); pass lr; received None"
                 )
-            lr0 = default_lr(1.0 / lam, maxiter)
+            lr0 = default_lr(1.0 / lam, maxiter, None if scale is None else scale())
         else:
             lr0 = _check.learning_rate(_real("lr", lr))
         if schedule == "cosine":
@@ -227,6 +266,10 @@ def _numpy_like(x: Any) -> bool:
     return mod in ("numpy", "cupy")
 
 
+#: ``jax.jit(jax.value_and_grad(fun))`` per fun, alive as long as fun is.
+_JAX_JITTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _make_evaluator(fun: Callable, jac: Any, x: Any, counts: dict) -> Callable[[Any], tuple[Any, Any]]:
     """``evaluate(x) -> (f, g)`` with f as returned by fun (not yet checked) and g raw."""
     if jac is True:
@@ -279,7 +322,14 @@ def _make_evaluator(fun: Callable, jac: Any, x: Any, counts: dict) -> Callable[[
         import jax
 
         eager = jax.value_and_grad(fun)
-        jitted = jax.jit(eager)
+        try:  # compiled once per fun: a second minimize of the same fun reuses the executable
+            jitted = _JAX_JITTED[fun]
+        except (KeyError, TypeError):
+            jitted = jax.jit(eager)
+            try:
+                _JAX_JITTED[fun] = jitted
+            except TypeError:  # fun cannot be weakly referenced
+                pass
         chosen: list[Callable] = []
 
         def jax_auto(x: Any) -> tuple[Any, Any]:
@@ -344,8 +394,7 @@ def _check_g(g: Any, x: Any, xp: Any, name: str) -> Any:
 # Diagnostics of one iterate (Python floats, computed in float64 where available).
 
 
-def _wide(x: Any) -> Any:
-    return float64_or_widest(array_namespace(x), x)
+_wide = _lyapunov.wide  # float64 where available; no warning on JAX without x64
 
 
 def _constraint_norm(kap: _kappa.Kappa, xw: Any) -> float:
@@ -362,11 +411,32 @@ class _Diagnostics:
         self.betas = betas
         self.dom_tol = dom_tol
         self.available = True  # False for a user κ without value / conjugate
+        # A built-in κ evaluates the diagnostics on float64 NumPy copies: a handful of host
+        # operations per iteration instead of dozens of dispatched ones on the user's library
+        # (JAX eager, torch), and float64 even where the library has none. A user κ may be
+        # written for its library only, so it is evaluated there.
+        self.host = type(kap) is not _kappa.Kappa and type(kap).__module__ == _kappa.__name__
+        self.x_host: np.ndarray | None = None  # the host copies of the last two iterates
+        self.x_prev: np.ndarray | None = None
+
+    def step_norm(self, x_before: Any, x_after: Any) -> float:
+        """‖x_after − x_before‖₂, from the host copies when the last two calls made them."""
+        if self.host and self.x_prev is not None and self.x_host is not None:
+            return float(np.linalg.norm((self.x_host - self.x_prev).ravel()))
+        return math.sqrt(_lyapunov.bound(x_before, x_after, 2.0))
 
     def __call__(self, f: float, x: Any, g: Any, state: Any, lr: float) -> dict[str, float]:
         kap, lam = self.kap, self.lam
         out = {"f": f, "F": math.nan, "H": math.nan, "gap": math.nan, "violation": math.nan,
                "x_norm": math.nan}
+        if self.host:  # one float64 host copy of x, g and m: the diagnostics in NumPy
+            try:
+                xh, gh, mh = _to_numpy64(x), _to_numpy64(g), _to_numpy64(state.momentum)
+            except Exception:  # a library NumPy cannot read (e.g. array-api-strict)
+                self.host = False
+            else:
+                self.x_prev, self.x_host = self.x_host, xh
+                return self._host(out, f, xh, gh, mh, lr)
         xw, gw = _wide(x), _wide(g)
         out["x_norm"] = _constraint_norm(kap, xw)
         if not self.available:
@@ -390,15 +460,51 @@ class _Diagnostics:
         return out
 
 
-def _kkt(d: dict[str, float], lam: float) -> float:
-    """The KKT residual: max(gap / max(1, |F|), dist(λx, dom K*)); inf beyond the domain
-    tolerance, nan when the κ cannot evaluate it."""
+    def _host(self, out: dict[str, float], f: float, x: np.ndarray, g: np.ndarray,
+              m: np.ndarray, lr: float) -> dict[str, float]:
+        """The same quantities as the generic path, on float64 NumPy arrays of one leaf:
+        :func:`lionk.lyapunov.discrete` and :func:`~lionk.lyapunov.constraint_violation`
+        written for a single array, calling the κ's per-array methods once each."""
+        kap, lam = self.kap, self.lam
+        out["x_norm"] = _constraint_norm(kap, x)
+        z = x * lam
+        dist = float(kap.domain_distance(z))
+        out["violation"] = dist / lam
+        if not dist <= self.dom_tol:
+            out["F"] = out["gap"] = out["H"] = math.inf
+            return out
+        kstar = float(kap.conjugate_on_domain(z))
+        out["F"] = f + kstar / lam
+        out["gap"] = (kstar + float(kap.value(-g)) + lam * float(np.dot(g.ravel(), x.ravel()))) / lam
+        c = _lyapunov.coefficient(lr=lr, betas=self.betas, weight_decay=lam)
+        out["H"] = out["F"] + c * (kstar + float(kap.value(m)) + lam * float(np.dot(m.ravel(), x.ravel())))
+        return out
+
+
+def _scale(d: dict[str, float], f0: float) -> float:
+    """The scale tol is relative to: ``max(|F(x_k)|, 10⁻³·|f(x_0) − F(x_k)|)`` (1 if both are 0).
+
+    ``|F|`` makes tol a relative accuracy of F. The second term, a thousandth of the decrease
+    achieved so far, only matters when min F is 0 or tiny (a consistent least-squares system),
+    where ``|F|`` alone would ask for an accuracy far below the problem's scale (and below the
+    rounding of F); no absolute floor such as 1 is used, so tol stays relative when |F| < 1.
+    """
+    F = d["F"]
+    if not math.isfinite(F):
+        return math.inf
+    scale = max(abs(F), _DECREASE_FLOOR * abs(f0 - F))
+    return scale if scale > 0 else 1.0
+
+
+def _kkt(d: dict[str, float], lam: float, f0: float) -> float:
+    """The KKT residual: max(gap / scale, dist(λx, dom K*)) with scale from :func:`_scale`; inf
+    beyond the domain tolerance, nan when the κ cannot evaluate it."""
     gap, F = d["gap"], d["F"]
     if math.isnan(gap):
         return math.nan
     if math.isinf(gap) or math.isinf(F):
         return math.inf
-    return max(max(gap, 0.0) / max(1.0, abs(F)), d["violation"] * lam)
+    return max(max(gap, 0.0) / _scale(d, f0), d["violation"] * lam)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,6 +549,161 @@ class _Progress:
 # The driver.
 
 
+def _parse_bounds(bounds: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)``: float64 NumPy arrays of ``shape`` (−inf / +inf for no bound).
+
+    Accepted: ``scipy.optimize.Bounds(lb, ub)``; a pair ``(lo, hi)`` of numbers or arrays
+    broadcastable to x0's shape (``lsq_linear``'s convention); a sequence of ``(lo, hi)`` pairs,
+    one per element of x0 in C order (``scipy.optimize.minimize``'s convention). None in place of
+    a number means no bound.
+    """
+    n = int(np.prod(shape)) if shape else 1
+
+    def as_array(v: Any, fill: float, what: str) -> np.ndarray:
+        if v is None:
+            return np.full(shape, fill)
+        try:
+            a = np.array(v, dtype=object)
+            a = np.where(a == np.array(None), fill, a).astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"bounds: expected numbers, arrays or None for {what}; received "
+                            f"{v!r}") from None
+        try:
+            return np.broadcast_to(a, shape).astype(np.float64)
+        except ValueError:
+            raise ValueError(f"bounds: {what} has shape {a.shape}, not broadcastable to x0's "
+                             f"shape {shape}") from None
+
+    def is_pair(p: Any) -> bool:
+        return isinstance(p, (tuple, list)) and len(p) == 2 and all(
+            q is None or (isinstance(q, (int, float, np.floating, np.integer))
+                          and not isinstance(q, bool)) for q in p)
+
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
+        lo, hi = as_array(bounds.lb, -math.inf, "lb"), as_array(bounds.ub, math.inf, "ub")
+    elif isinstance(bounds, (tuple, list)):
+        pairs = len(bounds) == n and all(is_pair(p) for p in bounds)
+        two = len(bounds) == 2
+        if pairs and two and n == 2:
+            as_pairs = [[p[0] for p in bounds], [p[1] for p in bounds]]
+            as_lohi = [list(bounds[0]), list(bounds[1])]
+            if as_pairs != as_lohi:
+                raise ValueError(
+                    f"bounds: {bounds!r} reads both as two (lo, hi) pairs and as (lo, hi) "
+                    "arrays for a 2-element x0; pass scipy.optimize.Bounds(lo, hi) to say which"
+                )
+        if pairs:
+            lo = as_array([p[0] for p in bounds], -math.inf, "lo").reshape(shape)
+            hi = as_array([p[1] for p in bounds], math.inf, "hi").reshape(shape)
+        elif two:
+            lo, hi = as_array(bounds[0], -math.inf, "lo"), as_array(bounds[1], math.inf, "hi")
+        else:
+            raise ValueError(
+                f"bounds: expected (lo, hi) or {n} (lo, hi) pairs (one per element of x0) or "
+                f"scipy.optimize.Bounds; received a sequence of length {len(bounds)}"
+            )
+    else:
+        raise TypeError("bounds: expected (lo, hi), a sequence of (lo, hi) pairs or "
+                        f"scipy.optimize.Bounds; received {type(bounds).__name__}")
+    if np.any(np.isnan(lo)) or np.any(np.isnan(hi)):
+        raise ValueError("bounds: expected numbers, ±inf or None; received nan")
+    bad = np.flatnonzero((lo > hi).ravel())
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"bounds: expected lo <= hi; element {i} has lo = {lo.ravel()[i]!r} > "
+                         f"hi = {hi.ravel()[i]!r}")
+    if np.any(lo == math.inf) or np.any(hi == -math.inf):
+        raise ValueError("bounds: expected lo < +inf and hi > -inf (an empty set)")
+    return lo, hi
+
+
+class _BoxMap:
+    """The affine map ``x = c + s·y`` from the box ``‖y‖∞ ≤ 1`` onto ``lo ≤ x ≤ hi``.
+
+    A side at ±inf is replaced by ±radius (``|x_i| ≤ radius`` on that side), so an unbounded
+    coordinate needs ``radius``. With ``s_i = 0`` (lo_i = hi_i) x_i is fixed.
+    """
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, radius: float | None, x: Any) -> None:
+        open_side = ~np.isfinite(lo) | ~np.isfinite(hi)
+        if np.any(open_side) and radius is None:
+            raise ValueError(
+                "radius: bounds has an infinite side (element "
+                f"{int(np.flatnonzero(open_side.ravel())[0])}); Lion-κ works in a box, so pass "
+                "radius=R to bound those sides by |x_i| <= R (a large R for no constraint)"
+            )
+        if not np.any(open_side) and radius is not None:
+            raise ValueError(
+                f"radius: every bound is finite, so radius={radius!r} would constrain nothing; "
+                "pass radius only with an infinite side in bounds"
+            )
+        self.open = open_side
+        R = math.inf if radius is None else float(radius)
+        lo_e = np.where(np.isfinite(lo), lo, -R)
+        hi_e = np.where(np.isfinite(hi), hi, R)
+        bad = np.flatnonzero((lo_e > hi_e).ravel())
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"radius, bounds: element {i} has bounds ({lo.ravel()[i]!r}, {hi.ravel()[i]!r}) "
+                f"outside |x_i| <= radius = {R!r}; raise radius"
+            )
+        self.lo, self.hi = lo, hi
+        self.lo_e, self.hi_e = lo_e, hi_e
+        c = 0.5 * lo_e + 0.5 * hi_e
+        s = 0.5 * hi_e - 0.5 * lo_e
+        xp = array_namespace(x)
+        self.xp = xp
+        self.lo_x = xp.asarray(lo_e, dtype=x.dtype, device=device(x))
+        self.hi_x = xp.asarray(hi_e, dtype=x.dtype, device=device(x))
+        self.c = xp.asarray(c, dtype=x.dtype, device=device(x))
+        self.s = xp.asarray(s, dtype=x.dtype, device=device(x))
+        self._s64 = s
+        self._c64 = c
+
+    def to_y(self, x: Any) -> Any:
+        xn = np.asarray(_to_numpy64(x))
+        y = np.where(self._s64 > 0, (xn - self._c64) / np.where(self._s64 > 0, self._s64, 1.0), 0.0)
+        return self.xp.asarray(y, dtype=x.dtype, device=device(x))
+
+    def to_x(self, y: Any) -> Any:
+        return self.c + self.s * y
+
+    def to_x_result(self, y: Any, tol: float) -> Any:
+        """``c + s·y`` with the coordinates of y within ``[−1 − tol, 1 + tol]`` (feasible up to
+        ``domain_tol``) clipped into [lo, hi]: the rounding of c ± s may land an ulp beyond a
+        bound that y reaches, and a run from outside stalls just outside (docs/lyapunov.md)."""
+        x = self.to_x(y)
+        xp = self.xp
+        clipped = xp.minimum(xp.maximum(x, self.lo_x), self.hi_x)
+        return xp.where(xp.abs(y) <= 1.0 + tol, clipped, x)
+
+    def violation(self, x: Any) -> float:
+        """max_i dist(x_i, [lo_i, hi_i]) in the units of x."""
+        xn = np.asarray(_to_numpy64(x))
+        return float(np.max(np.maximum(np.maximum(self.lo - xn, xn - self.hi), 0.0), initial=0.0))
+
+    def at_artificial_edge(self, x: Any) -> np.ndarray:
+        """Indices (flat) of coordinates with an infinite side that sit at ±radius."""
+        xn = np.asarray(_to_numpy64(x))
+        tol = 1e-6 * np.maximum(np.abs(self.hi_e - self.lo_e), 1e-300)
+        lo_hit = ~np.isfinite(self.lo) & (xn <= self.lo_e + tol)
+        hi_hit = ~np.isfinite(self.hi) & (xn >= self.hi_e - tol)
+        return np.flatnonzero((lo_hit | hi_hit).ravel())
+
+
+def _to_numpy64(x: Any) -> np.ndarray:
+    detach = getattr(x, "detach", None)
+    if callable(detach):
+        x = detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()
+        return x.numpy().astype(np.float64)
+    if type(x).__module__.split(".")[0] == "cupy":  # pragma: no cover - needs a GPU
+        return x.get().astype(np.float64)
+    return np.asarray(x, dtype=np.float64)
+
+
 def minimize(
     fun: Callable[[Any], Any],
     x0: Any,
@@ -451,11 +712,13 @@ def minimize(
     kappa: str | _kappa.Kappa = "sign",
     radius: float | None = None,
     weight_decay: float | None = None,
+    bounds: Any = None,
     lr: float | None = None,
     betas: tuple[float, float] = (0.9, 0.99),
     schedule: str | Callable[[int], float] = "cosine",
-    maxiter: int = 1000,
+    maxiter: int = DEFAULT_MAXITER,
     tol: float = 1e-6,
+    domain_tol: float | None = None,
     callback: Callable[[OptimizeResult], Any] | None = None,
     progress: bool = False,
 ) -> OptimizeResult:
@@ -464,7 +727,7 @@ def minimize(
     ======================  =====================================================================
     kappa                   problem solved (λ = 1/radius)
     ======================  =====================================================================
-    sign (l1, lion)         min f(x)  s.t. ‖x‖_∞ ≤ radius
+    sign (l1, lion)         min f(x)  s.t. ‖x‖_∞ ≤ radius  (or lo ≤ x ≤ hi with ``bounds``)
     l2, relativistic-l2     min f(x)  s.t. ‖x‖₂ ≤ radius  (relativistic-l2: plus a barrier)
     lp (p)                  min f(x)  s.t. ‖x‖_q ≤ radius, 1/p + 1/q = 1
     huber (delta)           min f(x) + (δλ/2)‖x‖₂²  s.t. ‖x‖_∞ ≤ radius
@@ -474,7 +737,7 @@ def minimize(
     ======================  =====================================================================
 
     Every iterate is ``lionk.step(x_k, ∇f(x_k), state, lr=lr_k, betas=betas,
-    weight_decay=λ, kappa=kappa)``.
+    weight_decay=λ, kappa=kappa)`` (with ``bounds``: on y, where x = c + s·y, below).
 
     Args:
         fun: ``f(x)``, returning a Python number or a 0-d array (``(f, g)`` when ``jac=True``).
@@ -482,105 +745,214 @@ def minimize(
             ...) and real floating dtype, of any shape; or a Python number or (nested) list of
             numbers, converted like SciPy does to a float64 NumPy array (of the list's shape;
             a number becomes a 0-d array). x0 may lie outside the feasible set (phase 1 brings
-            it in, theory.md §3).
+            it in, theory.md §4).
         jac: ``jac(x) -> ∇f(x)`` (an array of x's shape; converted to x's library and dtype),
             ``True`` when ``fun`` returns ``(f, g)``, or None: autodiff for a torch x0
-            (``torch.func.grad_and_value``) or a JAX x0 (``jax.value_and_grad``, under
-            ``jax.jit`` when fun can be traced); NumPy and CuPy need a jac (TypeError).
+            (``torch.autograd``) or a JAX x0 (``jax.value_and_grad``, under ``jax.jit`` when
+            fun can be traced); NumPy and CuPy need a jac (TypeError).
         kappa: a κ name or a :class:`lionk.kappa.Kappa` (see the table).
         radius: r > 0, sets λ by the κ's radius rule, ``λ = constraint.scale / r``
             (``λ = 1/r`` for every built-in and for a κ that states no constraint). Give
-            ``radius`` or ``weight_decay`` (λ > 0), not both; one of them is required.
+            ``radius`` or ``weight_decay`` (λ > 0), not both; one of them is required (λ defines the problem), except with
+            ``bounds``.
         weight_decay: λ > 0, the radius being 1/λ.
+        bounds: ``lo ≤ x ≤ hi`` element-wise (``kappa="sign"`` only; the returned x is clipped
+            into [lo, hi] where the iterate is within ``domain_tol``): ``(lo, hi)`` with numbers
+            or arrays broadcastable to x0's shape, a sequence of ``(lo, hi)`` pairs (one per
+            element of x0), or ``scipy.optimize.Bounds``; None or ±inf for no bound. Solved
+            exactly by the affine change of variables ``x = c + s·y``, ``c = (lo + hi)/2``,
+            ``s = (hi − lo)/2``, ``‖y‖∞ ≤ 1`` (λ = 1 on y). An infinite side is replaced by
+            ±``radius`` (required then, and refused when every bound is finite); a result whose
+            coordinate sits at such an artificial edge is not a success. Keep that radius
+            comparable to the other widths: one lr moves every y_i, so a much wider interval is
+            resolved more coarsely.
         lr: the initial learning rate lr_0 (ε). Default: :func:`default_lr`,
-            ``radius · min(0.1, 50/maxiter)`` (each step moves x the fraction lr·λ of the way
-            toward a point of the feasible set). Required for ``kappa="quadratic"``. Must be
-            None with a callable schedule.
+            ``min(r, 4·D) · min(0.1, 50/maxiter)`` with D the distance to the minimum of f along
+            the first Lion-κ direction (a few evaluations of f, halving from r; D = r when x0
+            is outside the feasible set, with ``bounds``, and for a κ other than sign / l2 /
+            lp). Required for
+            ``kappa="quadratic"``. Must be None with a callable schedule.
         betas: ``(b1, b2)`` of Lion-κ, 0 ≤ b1 ≤ b2 < 1 for the Lyapunov guarantee.
         schedule: ``"cosine"`` (default) ``lr_k = lr_0·(1 + cos(πk/maxiter))/2``; ``"linear"``
             ``lr_k = lr_0·(1 − k/maxiter)``; ``"constant"`` ``lr_k = lr_0``; or a callable
             ``schedule(k) -> lr_k``, called for k = 0 … maxiter (lr_maxiter, which may be 0, only
             weighs H of the last iterate). A decaying schedule is what makes Lion converge to
             the optimum; at a constant lr it settles within O(lr) of it.
-        maxiter: the largest number of steps (≥ 1).
-        tol: the stopping tolerance (≥ 0; 0 runs all maxiter steps), see below.
+        maxiter: the largest number of steps (≥ 1; default 5000).
+        tol: the relative tolerance on F (≥ 0; 0 runs all maxiter steps), see below.
+        domain_tol: points with ``dist(λx, dom K*) ≤ domain_tol`` count as feasible (F, gap and
+            H evaluated at the nearest point of the domain). Default
+            ``max(16·eps, 2·eps/(lr_0·λ), tol)`` with eps of x0's dtype: a run started outside
+            the set stalls about ``eps·|x|/(lr·λ)`` outside it in finite precision
+            (docs/lyapunov.md).
         callback: ``callback(intermediate_result)`` after every step, with an
             :class:`OptimizeResult` holding ``x, fun, F, H, kkt_residual, constraint_violation,
             nit, lr``; returning True or raising StopIteration stops the run (status 2).
         progress: show a progress bar with f, H and the violation (tqdm when installed, else one
             line on stderr updated in place). Nothing is printed by default.
 
-    Stopping rule, checked after every step k ≥ 1 (all values in float64, g = ∇f(x_k))::
+    Stopping rules (all values in float64, g = ∇f(x_k), ``scale_k = max(|F(x_k)|,
+    10⁻³·|f(x_0) − F(x_k)|)``: tol is relative to |F|, also when |F| < 1; the second term only
+    matters when min F ≈ 0)::
 
         gap_k = (1/λ)·( K*(λx_k) + K(−g) + λ·⟨g, x_k⟩ )          # Fenchel–Young gap ≥ 0
-        kkt_k = max( gap_k / max(1, |F(x_k)|),  dist(λx_k, dom K*) )   # the KKT residual
-        stop when  kkt_k ≤ tol  and  |H_k − H_{k−1}| ≤ tol · max(1, |H_k|)
+        kkt_k = max( gap_k / scale_k,  dist(λx_k, dom K*) )      # the KKT residual
 
-    ``gap_k`` is zero exactly at the KKT points of F (−∇f(x) ∈ ∂K*(λx), the Fenchel–Young
-    equality) and, for convex f and feasible x, bounds the suboptimality:
-    ``F(x_k) − min F ≤ gap_k``; success then certifies a relative accuracy tol in F. For Lion it
-    is ``Σ_i (r|g_i| + g_i x_i)``, the Frank–Wolfe gap of the box. Points with
-    ``dist(λx, dom K*) ≤ max(16·eps(dtype), tol)`` count as inside (K* evaluated at the nearest
-    point of the domain, in F, the gap and H); farther out F, gap, kkt and H are +inf. H_k is
-    :func:`lionk.lyapunov.discrete` at (x_k, m_k) with lr_k. For a user κ without ``value`` or
-    ``conjugate`` neither can be computed: kkt and H are nan and the run ends at maxiter with
-    ``success=False``.
+    1. *certified* (checked after every step): ``kkt_k ≤ tol``. For convex f and feasible x,
+       ``F(x_k) − min F ≤ gap_k``: F is certified to the relative accuracy tol. Stops at once.
+    2. *settled* (checked at maxiter, when rule 1 never held): the schedule has decayed
+       (``lr_k₀ ≤ 0.05·lr_0`` at k₀ = maxiter − ⌈maxiter/50⌉; cosine and linear do, constant
+       does not) and over the last 2% of the steps ``|F(x_k₀) − F(x_end)| ≤ tol·scale``, the
+       iterates oscillated (``‖x_end − x_k₀‖₂ ≤ ½·Σ‖x_{k+1} − x_k‖₂`` over those steps: a band
+       around a point, not a path still travelling) and x is feasible (``dist ≤ domain_tol``).
+       This is the relative change rule of SciPy's solvers, made insensitive to a vanishing
+       lr; it is not a certificate (``result.certified`` is False), and ``result.gap`` still
+       bounds the error for convex f.
+
+    Either sets ``success=True`` (status 0). For Lion the gap is ``Σ_i (r|g_i| + g_i x_i)``,
+    the Frank–Wolfe gap of the box: with a loose radius (no binding constraint) it is about
+    ``r·‖g‖₁`` and certifies little, so such runs end by rule 2. For a user κ without ``value``
+    or ``conjugate`` neither F nor the gap exist: the run ends at maxiter with ``success=False``.
 
     Returns:
         :class:`OptimizeResult` with ``x`` (library, device, shape and dtype of x0), ``fun`` =
-        f(x), ``F`` = F(x), ``success``, ``status`` (0 converged, 1 maxiter reached, 2 stopped by
-        the callback, 3 non-finite f or ∇f), ``message``, ``nit`` (steps taken), ``nfev``,
-        ``njev``, ``kkt_residual``, ``gap``, ``H``, ``constraint_violation``
-        (:func:`lionk.lyapunov.constraint_violation`), ``radius`` (the κ's
-        ``constraint.radius(λ)``), ``weight_decay``, ``lr``
-        (lr_0), ``kappa`` (the name), ``constraint`` (the κ's :class:`lionk.kappa.Constraint`
-        fact, None when it states none) and ``history``: a dict of float64 NumPy arrays of length nit + 1,
-        entry k for the iterate x_k: ``f``, ``F``, ``H``, ``violation``, ``kkt``, ``gap``,
-        ``step_norm`` (‖x_k − x_{k−1}‖₂, nan at k = 0), ``lr`` (lr_k) and ``x_norm`` (‖x_k‖ in
-        the constraint's norm, ``constraint.evaluate(x_k)``: ∞ for the box κ, 2 for l2 /
-        relativistic-l2 / quadratic, q for lp; nan for a κ that states no constraint).
+        f(x), ``F`` = F(x), ``success``, ``certified`` (rule 1 held), ``status`` (0 converged,
+        1 maxiter reached, 2 stopped by the callback, 3 non-finite f or ∇f), ``message``,
+        ``nit`` (steps taken), ``nfev``, ``njev`` (including the evaluations that chose lr_0),
+        ``kkt_residual``, ``gap``, ``H``, ``constraint_violation`` (in the units of x:
+        :func:`lionk.lyapunov.constraint_violation`, or max_i dist(x_i, [lo_i, hi_i]) with
+        ``bounds``), ``radius`` (the κ's ``constraint.radius(λ)``), ``weight_decay``, ``lr`` (lr_0),
+        ``kappa`` (the name), ``constraint`` (the κ's :class:`lionk.kappa.Constraint` fact, None
+        when it states none) and ``history``: a
+        dict of float64 NumPy arrays of length nit + 1, entry k for the iterate x_k: ``f``,
+        ``F``, ``H``, ``violation``, ``kkt``, ``gap``, ``step_norm`` (‖x_k − x_{k−1}‖₂, nan at
+        k = 0), ``lr`` (lr_k) and ``x_norm`` (‖x_k‖ in the constraint's norm: ∞ for the box κ,
+        2 for l2 / relativistic-l2 / quadratic, q for lp; nan for a κ that states no constraint). With ``bounds``
+        the history's ``violation``, ``step_norm`` and ``x_norm`` are those of y (x = c + s·y,
+        the box ``‖y‖∞ ≤ 1``), and ``radius`` / ``weight_decay`` are 1.
     """
     if not callable(fun):
         raise TypeError(f"fun: expected a callable f(x) -> float; received {type(fun).__name__}")
     kap = _kappa.resolve(kappa)
-    lam = _resolve_lambda(radius, weight_decay, kap)
     maxiter = _check.counter("maxiter", maxiter, minimum=1)
     tol_f = _real("tol", tol)
     if not (math.isfinite(tol_f) and tol_f >= 0):
         raise ValueError(f"tol: expected a finite number >= 0; received {tol!r}")
+    if domain_tol is not None:
+        dt = _real("domain_tol", domain_tol)
+        if not (math.isfinite(dt) and dt >= 0):
+            raise ValueError(f"domain_tol: expected a finite number >= 0 or None; received "
+                             f"{domain_tol!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable or None; received {type(callback).__name__}")
-    lrs = _schedule_table(schedule, lr, lam, maxiter, kap)
+
+    x_user = _as_x0(x0)
+    xp = array_namespace(x_user)
+    counts = {"nfev": 0, "njev": 0}
+    evaluate_x = _make_evaluator(fun, jac, x_user, counts)
+    gname = "jac" if callable(jac) else "fun"
+    box: _BoxMap | None = None
+    if bounds is not None:
+        if kap.name != "sign":
+            raise ValueError(
+                f"bounds: supported with kappa='sign' (the box κ) only; received kappa="
+                f"{kap.name!r} (its penalty would act on the rescaled variable)"
+            )
+        if weight_decay is not None:
+            raise ValueError(
+                "weight_decay: with bounds the box is [lo, hi] (λ = 1 on the rescaled "
+                f"variable); pass radius only for infinite sides; received weight_decay="
+                f"{weight_decay!r}"
+            )
+        r_open = None
+        if radius is not None:
+            r_open = _real("radius", radius)
+            if not (math.isfinite(r_open) and r_open > 0):
+                raise ValueError(f"radius: expected a finite number > 0; received {radius!r}")
+        lo, hi = _parse_bounds(bounds, tuple(x_user.shape))
+        box = _BoxMap(lo, hi, r_open, x_user)
+        lam = 1.0
+        x = box.to_y(x_user)
+        bmap = box
+
+        def evaluate_y(y: Any) -> tuple[Any, Any]:
+            xx = bmap.to_x(y)
+            f_raw, g_raw = evaluate_x(xx)
+            return f_raw, bmap.s * _check_g(g_raw, xx, xp, gname)
+        evaluate: Callable[[Any], tuple[Any, Any]] = evaluate_y
+    else:
+        lam = _resolve_lambda(radius, weight_decay, kap)
+        x = x_user
+        evaluate = evaluate_x
+
+    f_raw, g_raw = evaluate(x)
+    f0 = _check_f(f_raw, 0)
+    if not math.isfinite(f0):
+        raise ValueError(f"fun: expected a finite f(x0); received {f0!r}")
+    g = _check_g(g_raw, x, xp, gname)
+
+    def scale() -> float:
+        """D of :func:`default_lr`: halving along −∇K(∇f(x0)), in the constraint's units.
+
+        From outside the feasible set the radius is kept: phase 1 (theory.md §4) needs
+        ``λ·Σ lr_k`` large to bring x in, which a lr measured against D < r would not give."""
+        if kap.name not in _SCALED_KAPPAS:  # a penalty in K*: its zeros come from the decay
+            return 1.0 / lam
+        if box is not None:  # the user's own box: its edges are meant to bind
+            return 1.0 / lam
+        try:
+            if _lyapunov.constraint_violation(x, weight_decay=lam, kappa=kap) > 0:
+                return 1.0 / lam
+        except NotImplementedError:
+            pass
+        try:
+            direction = kap.grad(g)
+        except Exception:  # a κ that cannot take this array: keep the radius
+            return 1.0 / lam
+        if not float(xp.max(xp.abs(_wide(direction)))) > 0:
+            return 1.0 / lam
+
+        def value_at(t: float) -> float:
+            try:
+                fv = _check_f(evaluate(x - t * direction)[0], 0)
+            except Exception:
+                return math.nan
+            return fv
+        return _travel_scale(value_at, 1.0 / lam)
+
+    lrs = _schedule_table(schedule, lr, lam, maxiter, kap, scale)
     hyper = _make_hyper(lrs[0], betas, lam, stacklevel=2)  # validates betas (warns on b1 > b2)
     betas_f = (float(hyper.b1), float(hyper.b2))
 
-    x = _as_x0(x0)
-    xp = array_namespace(x)
-    counts = {"nfev": 0, "njev": 0}
-    evaluate = _make_evaluator(fun, jac, x, counts)
     state = _init(x)
-    dom_tol = max(16.0 * finfo_eps(xp, x.dtype), tol_f)
+    eps = finfo_eps(xp, x.dtype)
+    if domain_tol is None:
+        dom_tol = max(16.0 * eps, 2.0 * eps / (lrs[0] * lam), tol_f)
+    else:
+        dom_tol = float(domain_tol)
     diag = _Diagnostics(kap, lam, betas_f, dom_tol)
     names = ("f", "F", "H", "violation", "kkt", "gap", "step_norm", "lr", "x_norm")
     hist: dict[str, list[float]] = {n: [] for n in names}
 
     def record(d: dict[str, float], step_norm: float, k: int) -> None:
-        d["kkt"] = _kkt(d, lam)
+        d["kkt"] = _kkt(d, lam, f0)
         d["step_norm"] = step_norm
         d["lr"] = lrs[k]
         for n in names:
             hist[n].append(float(d[n]))
 
-    f_raw, g_raw = evaluate(x)
-    f = _check_f(f_raw, 0)
-    if not math.isfinite(f):
-        raise ValueError(f"fun: expected a finite f(x0); received {f!r}")
-    g = _check_g(g_raw, x, xp, "jac" if callable(jac) else "fun")
+    f = f0
     d = diag(f, x, g, state, lrs[0])
     record(d, math.nan, 0)
     bar = _Progress(maxiter) if progress else None
+    k_tail = maxiter - max(1, math.ceil(_TAIL * maxiter))
+    x_tail = x if k_tail == 0 else None
+
+    def user_x(y: Any) -> Any:
+        return y if box is None else box.to_x_result(y, dom_tol)
 
     status, nit = 1, 0
+    certified = False
     message = ""
     with warnings.catch_warnings():
         # make_hyper above warned once at the caller's line (b1 > b2); not again at every step
@@ -589,13 +961,15 @@ def minimize(
             for k in range(maxiter):
                 x_new, state = _step(x, g, state, lr=lrs[k], betas=betas_f, weight_decay=lam,
                                      kappa=kap)
-                step_norm = math.sqrt(_lyapunov.bound(x, x_new, 2.0))
+                x_before = x
                 x, nit = x_new, k + 1
+                if nit == k_tail:
+                    x_tail = x
                 f_raw, g_raw = evaluate(x)
                 f = _check_f(f_raw, nit)
-                g = _check_g(g_raw, x, xp, "jac" if callable(jac) else "fun")
+                g = _check_g(g_raw, x, xp, gname)
                 d = diag(f, x, g, state, lrs[nit])
-                record(d, step_norm, nit)
+                record(d, diag.step_norm(x_before, x), nit)
                 if bar is not None:
                     bar.update(nit, d)
                 if not math.isfinite(f) or math.isnan(d["gap"]) and diag.available:
@@ -604,8 +978,10 @@ def minimize(
                     message = f"{what} is not finite at iteration {nit}; stopped"
                     break
                 if callback is not None:
-                    info = OptimizeResult(x=x, fun=f, F=d["F"], H=d["H"], kkt_residual=d["kkt"],
-                                          constraint_violation=d["violation"], nit=nit, lr=lrs[k])
+                    info = OptimizeResult(x=user_x(x), fun=f, F=d["F"], H=d["H"],
+                                          kkt_residual=d["kkt"],
+                                          constraint_violation=d["violation"], nit=nit,
+                                          lr=lrs[k])
                     try:
                         stop = callback(info)
                     except StopIteration:
@@ -614,29 +990,69 @@ def minimize(
                         status = 2
                         message = f"stopped by the callback at iteration {nit}"
                         break
-                h_prev, h_now = hist["H"][-2], hist["H"][-1]
-                if d["kkt"] <= tol_f and abs(h_now - h_prev) <= tol_f * max(1.0, abs(h_now)):
-                    status = 0
-                    message = (f"converged: KKT residual {d['kkt']:.3g} <= tol {tol_f:.3g} and "
-                               f"|H_k - H_k-1| = {abs(h_now - h_prev):.3g} <= tol·max(1, |H_k|)")
+                if d["kkt"] <= tol_f:
+                    status, certified = 0, True
+                    message = (f"converged (certified): KKT residual {d['kkt']:.3g} <= tol "
+                               f"{tol_f:.3g}; F(x) - min F <= gap = {d['gap']:.3g} for convex f")
                     break
         finally:
             if bar is not None:
                 bar.close(nit, d)
 
-    if status == 1:
-        if not diag.available:
-            message = (f"maxiter ({maxiter}) reached; kappa {kap.name!r} has no value or "
-                       "conjugate, so no KKT residual or H can certify the result")
+    if status == 1 and not diag.available:
+        message = (f"maxiter ({maxiter}) reached; kappa {kap.name!r} has no value or "
+                   "conjugate, so no KKT residual or H can certify the result")
+    elif status == 1:
+        F_hist = hist["F"]
+        sc = _scale(d, f0)
+        change = abs(F_hist[k_tail] - F_hist[-1]) if nit == maxiter else math.inf
+        path = float(np.sum(hist["step_norm"][k_tail + 1:])) if nit == maxiter else 0.0
+        net = math.sqrt(_lyapunov.bound(x_tail, x, 2.0)) if x_tail is not None else math.inf
+        feasible = d["violation"] * lam <= dom_tol
+        decayed = lrs[k_tail] <= _DECAYED * lrs[0]
+        if (math.isfinite(change) and change <= tol_f * sc and net <= 0.5 * path and feasible
+                and decayed):
+            status = 0
+            message = (f"converged (settled): F changed by {change / sc:.3g} (relative) over the "
+                       f"last {maxiter - k_tail} steps, <= tol {tol_f:.3g}, while x oscillated "
+                       f"in a band (net move {net:.3g} of a path {path:.3g}); not certified: "
+                       f"KKT residual {d['kkt']:.3g}")
         else:
-            message = (f"maxiter ({maxiter}) reached before the stopping rule held: KKT residual "
-                       f"{d['kkt']:.3g} (tol {tol_f:.3g}); raise maxiter or tol")
+            why = []
+            if not decayed:
+                why.append(f"the schedule had not decayed (lr_{k_tail} = {lrs[k_tail]:.3g} > "
+                           f"{_DECAYED}·lr_0), so the iterates are only within O(lr) of a "
+                           "stationary point")
+            if not feasible:
+                why.append(f"x is outside the feasible set by {d['violation']:.3g}")
+            if not change <= tol_f * sc:
+                why.append(f"F still changed by {change / sc:.3g} (relative) over the last "
+                           f"{maxiter - k_tail} steps")
+            if not net <= 0.5 * path:
+                why.append(f"x was still travelling (net move {net:.3g} of a path {path:.3g})")
+            message = (f"maxiter ({maxiter}) reached before a stopping rule held: KKT residual "
+                       f"{d['kkt']:.3g} (tol {tol_f:.3g}); " + "; ".join(why)
+                       + "; raise maxiter or tol, or pass a smaller lr")
+    x_out = user_x(x)
+    violation = d["violation"]
+    if box is not None:
+        if not bool(xp.all(x_out == box.to_x(x))):  # clipped by an ulp: f at the x returned
+            f = _check_f(evaluate_x(x_out)[0], nit)
+            if math.isfinite(d["F"]):
+                d["F"] = f
+        violation = box.violation(x_out)
+        edge = box.at_artificial_edge(x_out)
+        if edge.size and status == 0:
+            status, certified = 1, False
+            message = (f"element(s) {edge[:5].tolist()} of x end at ±radius = ±{radius!r}, the "
+                       "edge that replaced an infinite bound: raise radius")
     history = {n: np.asarray(v, dtype=np.float64) for n, v in hist.items()}
     return OptimizeResult(
-        x=x,
+        x=x_out,
         fun=f,
         F=d["F"],
         success=status == 0,
+        certified=certified,
         status=status,
         message=message,
         nit=nit,
@@ -645,7 +1061,7 @@ def minimize(
         kkt_residual=d["kkt"],
         gap=d["gap"],
         H=d["H"],
-        constraint_violation=d["violation"],
+        constraint_violation=violation,
         radius=kap.constraint.radius(lam) if kap.constraint is not None else 1.0 / lam,
         weight_decay=lam,
         lr=lrs[0],
