@@ -46,7 +46,7 @@ from torch.optim import Optimizer
 from ..core import kappa as _kappa
 from ..core.array_api import write_inplace
 from ..core.step import NAN_POLICIES, Hyper, LionKWarning, make_hyper, update_leaves
-from ..execution.paths import EXECUTIONS, run_inplace
+from ..execution.paths import EXECUTIONS, ExecutionRecord, run_inplace
 
 __all__ = ["LionK"]
 
@@ -307,6 +307,8 @@ class LionK(Optimizer):
         self.process_group = process_group
         self.vote_packing = vote_packing
         self.last_execution: list[str | None] = []
+        # per param group: the path its steps take and any fallback (execution_report())
+        self._records: list[ExecutionRecord] = []
         self.last_communication: dict[str, Any] | None = None
         defaults: dict[str, Any] = dict(
             lr=lr, betas=betas, weight_decay=weight_decay, kappa=kappa, maximize=maximize,
@@ -486,11 +488,28 @@ class LionK(Optimizer):
                 else:
                     # DTensor params (FSDP2): the update runs on the DTensors, eagerly
                     path = "eager" if any(_is_dtensor(x) for x in plan.params) else self.execution
+                    while len(self._records) <= gi:
+                        self._records.append(ExecutionRecord(self.execution))
                     self.last_execution.append(run_inplace(
                         plan.params, plan.grads, plan.moms, plan.config.hyper,
-                        plan.config.kappa, execution=path))
+                        plan.config.kappa, execution=path, record=self._records[gi]))
                 self._count_step(plan)
         return loss
+
+    def execution_report(self) -> dict[str, Any]:
+        """How this optimizer's steps run: ``requested`` (the ``execution`` option) and, per
+        param group, the path its last step took, what ran it, every fallback with its reason
+        and the number of steps (see :meth:`lionk.LionK.execution_report`). A group run by the
+        eager-only branches (``execution="eager"``, ``communication=...``) reports
+        ``"eager"``."""
+        groups = []
+        for gi, ran in enumerate(self.last_execution):
+            if gi < len(self._records) and self._records[gi].path is not None:
+                groups.append(self._records[gi].as_dict())
+            else:
+                groups.append({"requested": self.execution, "path": ran, "detail": "",
+                               "fallbacks": [], "steps": None})
+        return {"requested": self.execution, "groups": groups}
 
     def _count_step(self, plan: _Plan) -> None:
         for p, m, fresh in zip(plan.params, plan.moms, plan.fresh):

@@ -27,6 +27,7 @@ from .array_api import (
     resolve_dtype,
     to_float,
 )
+from .caches import BoundedCache
 from .trees import TreeDef, flatten
 
 __all__ = [
@@ -284,7 +285,8 @@ def _same_device(a: Array, b: Array) -> bool:
         return True
 
 
-_FLOATING: dict[Any, bool] = {}  # (namespace, dtype) -> is a real floating dtype
+# (namespace, dtype) -> is a real floating dtype
+_FLOATING: BoundedCache[bool] = BoundedCache("core.step: floating dtypes", 256)
 
 
 def _floating(xp: Any, a: Array) -> bool:
@@ -293,7 +295,7 @@ def _floating(xp: Any, a: Array) -> bool:
         key = (id(xp), a.dtype)
         ok = _FLOATING.get(key)
         if ok is None:
-            ok = _FLOATING[key] = is_floating(xp, a)
+            ok = _FLOATING.put(key, is_floating(xp, a))
         return ok
     except TypeError:  # an unhashable dtype
         return is_floating(xp, a)

@@ -17,13 +17,17 @@ leaves or on pieces of them, and copies the results into the parameter and momen
   learning-rate schedule does not recompile. Compiled kernels may contract ``a*b + c`` into FMA:
   this path is in the ulp tier (the conformance suite measures it).
   NumPy and CuPy arrays: one fused elementwise kernel generated from the recorded step
-  (:mod:`lionk._kernel`), compiled by the system C compiler (NumPy; elements split between
-  threads) or by CuPy (NVRTC), with no FMA contraction, and checked byte for byte against the
-  eager step on probe values before use: bitwise.
-* ``"auto"`` — ``"chunked"`` for NumPy arrays where it applies (separable κ, C-contiguous
-  leaves), else ``"eager"``; torch: compiled from 2^20 elements; CuPy: compiled for an
-  elementwise κ. (NumPy's compiled path needs a C compiler at run time, so it is never chosen
-  automatically.)
+  (:mod:`lionk.execution.kernels`), compiled by numba (NumPy; a ``prange`` loop over
+  ``threads``) or by CuPy (NVRTC), with no FMA contraction, and checked byte for byte against
+  the eager step on probe values before use: bitwise.
+* ``"auto"`` — NumPy: the numba kernel (``"compiled"``) from ``NUMPY_KERNEL_MIN_ELEMENTS``
+  elements when numba is installed and the kernel applies (elementwise κ, contiguous float32 or
+  float64 leaves), else ``"chunked"`` where it applies, else ``"eager"``; torch: compiled from
+  2^20 elements; CuPy: compiled for an elementwise κ.
+
+Which path ran, and any fallback with its reason, is recorded per optimizer in an
+:class:`ExecutionRecord` (``opt.execution_report()``); nothing in this module switches paths for
+the whole process.
 
 For JAX, :func:`jit_step` is the compiled path of the functional API: ``jax.jit`` of the same
 step with the parameter and momentum buffers donated.
@@ -33,7 +37,9 @@ The conformance suite runs every path against the reference.
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -41,9 +47,10 @@ from typing import Any
 import numpy as np
 
 from ..core.array_api import Array, write_inplace
+from ..core.caches import BoundedCache, register_clear_hook
 from ..core.step import Hyper, update_leaves
 
-__all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable"]
+__all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable", "ExecutionRecord"]
 
 EXECUTIONS = ("auto", "eager", "chunked", "compiled")
 # NumPy chunks (elements). Measured on a 2-core EPYC (2 MiB L2 per core), 2^24 float32, sign:
@@ -57,13 +64,66 @@ DEFAULT_CHUNK = MAX_CHUNK
 NUMPY_CHUNK_MIN_ELEMENTS = 1 << 18  # below this a whole-array step is faster than chunks
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
+    """The thread pool of the chunked NumPy path (made on first use, grown when more threads
+    are asked for; shut down at exit and by :func:`lionk.clear_caches`)."""
     global _POOL
-    if _POOL is None or _POOL._max_workers < threads:  # noqa: SLF001
-        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lionk")
-    return _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < threads:  # noqa: SLF001
+            old, _POOL = _POOL, ThreadPoolExecutor(max_workers=threads,
+                                                   thread_name_prefix="lionk")
+            if old is not None:
+                old.shutdown(wait=False)
+        return _POOL
+
+
+def shutdown_pool() -> None:
+    """Shut the thread pool down (waiting for running pieces); the next chunked step makes a
+    new one. Registered with :mod:`atexit` and :func:`lionk.clear_caches`."""
+    global _POOL
+    with _POOL_LOCK:
+        old, _POOL = _POOL, None
+    if old is not None:
+        old.shutdown(wait=True)
+
+
+atexit.register(shutdown_pool)
+register_clear_hook(shutdown_pool)
+
+
+class ExecutionRecord:
+    """How one optimizer's steps run: the path asked for, the path the last step took (with
+    the kernel or program behind it), and every fallback with its reason. Kept per optimizer
+    (``lionk.LionK``, ``lionk.torch.LionK``) and passed to :func:`run_inplace`; a failure
+    (``torch.compile`` raising, a kernel refused) changes this optimizer's path only.
+    ``as_dict()`` is what ``opt.execution_report()`` returns."""
+
+    __slots__ = ("requested", "path", "detail", "fallbacks", "compile_failed", "steps")
+
+    def __init__(self, requested: str = "auto") -> None:
+        self.requested = requested
+        self.path: str | None = None
+        self.detail = ""
+        self.fallbacks: list[str] = []  # distinct reasons, oldest first (at most 8)
+        self.compile_failed: str | None = None  # torch.compile raised: not tried again
+        self.steps = 0
+
+    def ran(self, path: str, detail: str = "") -> str:
+        self.path, self.detail = path, detail
+        self.steps += 1
+        return path
+
+    def fell_back(self, why: str) -> None:
+        if why not in self.fallbacks:
+            self.fallbacks.append(why)
+            del self.fallbacks[:-8]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requested": self.requested, "path": self.path, "detail": self.detail,
+                "fallbacks": list(self.fallbacks), "steps": self.steps}
 
 
 def default_threads() -> int:
@@ -107,7 +167,10 @@ def chunkable(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kap
 
 
 COMPILE_MIN_ELEMENTS = 1 << 20  # below this, torch.compile's one-off cost does not pay back
-_COMPILE_FAILED: list[str] = []
+# NumPy "auto" runs the numba kernel from this many elements on: below it the first step's
+# compilation (about 1 s per (κ, dtypes) and process; numba's disk cache makes later processes
+# faster) outweighs what it saves over eager NumPy (a few µs per 64K elements)
+NUMPY_KERNEL_MIN_ELEMENTS = 1 << 16
 
 
 def _is_torch(a: Array) -> bool:
@@ -118,15 +181,19 @@ def _is_cupy(a: Array) -> bool:
     return type(a).__module__.startswith("cupy")
 
 
-def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any) -> str:
+def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any,
+               record: ExecutionRecord) -> str:
     if xs and all(_is_cupy(a) for a in xs):
         return "compiled" if kappa.separable else "eager"
     if all(type(a).__module__ == "numpy" for a in xs):
-        big = sum(int(a.size) for a in xs) >= NUMPY_CHUNK_MIN_ELEMENTS
+        n = sum(int(a.size) for a in xs)
+        if n >= NUMPY_KERNEL_MIN_ELEMENTS and kappa.separable:
+            return "compiled"  # the numba kernel; run_inplace falls back when it cannot
+        big = n >= NUMPY_CHUNK_MIN_ELEMENTS
         return "chunked" if big and chunkable(xs, gs, ms, kappa) else "eager"
     if xs and all(_is_torch(a) for a in xs):
         n = sum(int(a.numel()) for a in xs)
-        if n >= COMPILE_MIN_ELEMENTS and not _COMPILE_FAILED:
+        if n >= COMPILE_MIN_ELEMENTS and record.compile_failed is None:
             return "compiled"
         if chunkable(xs, gs, ms, kappa) and n >= 4 * TORCH_CHUNK:
             return "chunked"
@@ -138,19 +205,23 @@ TORCH_CHUNK = 1 << 16  # torch's per-operation dispatch cost wants larger pieces
 
 def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                 kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
-                threads: int | None = None) -> str:
+                threads: int | None = None, record: ExecutionRecord | None = None) -> str:
     """Compute the step and write it into ``xs`` and ``ms``; returns the path that ran.
 
-    ``"auto"``: NumPy → chunked (elementwise κ, contiguous) else eager; torch → compiled from
-    ``COMPILE_MIN_ELEMENTS`` elements on (eager or chunked below, and if compilation ever
-    failed in this process, with a warning), else eager. ``chunk_size``/``threads`` default per
-    backend (NumPy: sized from a scratch budget of 1% of the parameters, 8K-64K elements, over
-    all cores; torch: 64K elements, one Python thread, torch's
-    own intra-op threads).
+    ``"auto"``: NumPy → the numba kernel (elementwise κ, contiguous float32/float64, numba
+    installed, from ``NUMPY_KERNEL_MIN_ELEMENTS`` elements), else chunked (elementwise κ,
+    contiguous), else eager; torch → compiled from ``COMPILE_MIN_ELEMENTS`` elements on (eager
+    or chunked below, and after ``torch.compile`` failed for this optimizer, with a warning),
+    else eager. ``chunk_size``/``threads`` default per backend (NumPy: chunks sized from a
+    scratch budget of 1% of the parameters, 8K-64K elements, over all cores; torch: 64K
+    elements, one Python thread, torch's own intra-op threads). ``record`` (one per optimizer)
+    receives the path that ran, what ran it and the reason of any fallback.
     """
     if execution not in EXECUTIONS:
         raise ValueError(f"execution: expected one of {EXECUTIONS}; received {execution!r}")
-    path = _auto_path(xs, gs, ms, kappa) if execution == "auto" else execution
+    if record is None:
+        record = ExecutionRecord(execution)
+    path = _auto_path(xs, gs, ms, kappa, record) if execution == "auto" else execution
     if path == "chunked" and not chunkable(xs, gs, ms, kappa):
         raise ValueError(
             "execution='chunked' needs an elementwise (separable) kappa and contiguous arrays; "
@@ -163,7 +234,7 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
         threads = 1
     if path == "compiled" and xs and _is_cupy(xs[0]):
         if _run_cupy_fused(xs, gs, ms, h, kappa):
-            return path
+            return record.ran(path, "fused CuPy ElementwiseKernel")
         if execution == "compiled":
             raise ValueError(
                 "execution='compiled' on CuPy arrays runs one fused elementwise kernel and needs "
@@ -171,33 +242,42 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
                 f"{kappa.name!r} (separable={kappa.separable}), dtypes "
                 f"{sorted({str(x.dtype) for x in xs} | {str(m.dtype) for m in ms})}"
             )
+        record.fell_back("compiled -> eager: no fused CuPy kernel for this kappa and dtypes")
         path = "eager"
     if path == "compiled" and xs and type(xs[0]) is np.ndarray:
-        why = _run_numpy_c_kernel(xs, gs, ms, h, kappa, threads)
+        why = _run_numpy_kernel(xs, gs, ms, h, kappa, threads)
         if why is None:
-            return path
-        raise ValueError(f"execution='compiled' on NumPy arrays {why}")
+            return record.ran(path, "numba kernel")
+        if execution == "compiled":
+            raise ValueError(f"execution='compiled' on NumPy arrays {why}")
+        big = sum(int(a.size) for a in xs) >= NUMPY_CHUNK_MIN_ELEMENTS
+        path = "chunked" if big and chunkable(xs, gs, ms, kappa) else "eager"
+        record.fell_back(f"compiled -> {path}: the numba kernel {why}")
     if path == "compiled" and execution == "auto":
         try:
             _run_torch_compiled(xs, gs, ms, h, kappa)
-            return path
+            return record.ran(path, "torch.compile")
         except Exception as exc:  # no C++ compiler, an unsupported op, ...: run it another way
             import warnings
 
-            _COMPILE_FAILED.append(repr(exc))
-            warnings.warn(f"lionk: torch.compile failed ({type(exc).__name__}: {exc}); "
-                          "running the step eagerly from now on", RuntimeWarning, stacklevel=3)
+            record.compile_failed = f"{type(exc).__name__}: {exc}"
             path = "chunked" if chunkable(xs, gs, ms, kappa) else "eager"
+            record.fell_back(f"compiled -> {path}: torch.compile failed "
+                             f"({record.compile_failed[:300]}); not tried again by this "
+                             "optimizer")
+            warnings.warn(f"lionk: torch.compile failed ({type(exc).__name__}: {exc}); "
+                          "this optimizer runs the step eagerly from now on "
+                          "(opt.execution_report())", RuntimeWarning, stacklevel=3)
     if path == "compiled":
         _run_torch_compiled(xs, gs, ms, h, kappa)
-        return path
+        return record.ran(path, "torch.compile")
     if path == "eager":
         new_xs, new_ms = update_leaves(xs, gs, ms, h, kappa)
         for dst, src in zip(xs, new_xs):
             write_inplace(dst, src)
         for dst, src in zip(ms, new_ms):
             write_inplace(dst, src)
-        return path
+        return record.ran(path)
     flats = _flat_views(xs, gs, ms)
     assert flats is not None  # checked by chunkable above
     # Split the concatenated index range [0, total) into one span per thread; each thread walks
@@ -210,7 +290,8 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
     chunk = chunk_size
     _run_in_threads(sizes, min(nthreads, sum(sizes) // (2 * chunk)),
                     lambda lo, hi: _run_span(flats, sizes, lo, hi, chunk, h, kappa, programs))
-    return path
+    recorded = all(p is not None for p in programs)
+    return record.ran(path, "recorded program" if recorded else "update_leaves per chunk")
 
 
 def _run_in_threads(sizes: list[int], nthreads: int, run_span: Any) -> None:
@@ -258,7 +339,8 @@ def _tape_program(h: Hyper, kappa: Any, dtype: Any, mdtype: Any) -> Any:
     cannot be recorded: then update_leaves runs per chunk)."""
     from . import tape as _tape
 
-    return _tape.program_for(update_leaves, h, kappa, dtype, mdtype)
+    program = _tape.program_for(update_leaves, h, kappa, dtype, mdtype)
+    return None if program is None else program.bind(h)
 
 
 def _numpy_chunk(flats: list[tuple[Array, Array, Array]], programs: list[Any],
@@ -303,15 +385,13 @@ def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int
 
 
 # ---------------------------------------------------------------------------------------------
-# NumPy: the fused kernel's C body, compiled by the system C compiler (lionk._kernel).
-
-C_KERNEL_MIN_PER_THREAD = 1 << 16  # elements; below this one thread is faster than two
+# NumPy: the fused kernel compiled by numba (lionk.execution.kernels).
 
 
-def _run_numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-                        kappa: Any, threads: int | None) -> str | None:
-    """Run the compiled kernel over every leaf, the elements split between threads (ctypes
-    releases the GIL). Returns None when it ran, else why it cannot (nothing is written)."""
+def _run_numpy_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+                      kappa: Any, threads: int | None) -> str | None:
+    """Run the numba kernel over every leaf (a ``prange`` loop over ``threads`` for large
+    leaves). Returns None when it ran, else why it cannot (then nothing is written)."""
     from . import kernels as _kernel
 
     if not kappa.separable:
@@ -320,29 +400,25 @@ def _run_numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[A
     flats = _flat_views(xs, gs, ms)
     if flats is None:
         return "needs C-contiguous arrays"
-    if _kernel.c_compiler() is None:
-        return "compiles the step with the system C compiler and found none (install cc or set CC)"
-    kernels = _per_dtype_pair(flats, lambda dt, mdt: _kernel.checked_c_kernel(
-        update_leaves, h, kappa, dt, mdt))
-    for (fx, _, fm), kernel in zip(flats, kernels):
+    found: dict[tuple[Any, Any], Any] = {}
+    kernels = []
+    for fx, _, fm in flats:
+        key = (fx.dtype, fm.dtype)
+        if key not in found:
+            found[key] = _kernel.numba_kernel(update_leaves, h, kappa, *key)
+        kernel, why = found[key]
         if kernel is None:
-            why = _kernel.why_not(update_leaves, h, kappa, fx.dtype, fm.dtype)
-            why = why or "these arguments: it differs from the eager step on the probes"
-            return f"has no kernel for {why} (dtypes {fx.dtype}/{fm.dtype})"
-    coef = np.array([float(c) for c in h], dtype=np.float64)
-    sizes = [int(fx.shape[0]) for fx, _, _ in flats]
+            return f"has no kernel for dtypes {fx.dtype}/{fm.dtype}: {why}"
+        kernels.append(kernel)
     nthreads = default_threads() if threads is None else max(1, int(threads))
-    # element addresses, once per step (a view's .ctypes costs microseconds per leaf)
-    address = [(fx.ctypes.data, fg.ctypes.data, fm.ctypes.data, fx.itemsize, fm.itemsize)
-               for fx, fg, fm in flats]
-    pcoef = coef.ctypes.data
-
-    def run_span(lo: int, hi: int) -> None:
-        for leaf, a, b in _pieces(sizes, lo, hi):
-            px, pg, pm, sx, sm = address[leaf]
-            kernels[leaf].raw(b - a, px + a * sx, pg + a * sx, pm + a * sm, pcoef)
-
-    _run_in_threads(sizes, min(nthreads, sum(sizes) // C_KERNEL_MIN_PER_THREAD), run_span)
+    try:  # every variant compiled and checked before anything is written
+        plans = [kernel.plan(int(fx.shape[0]), nthreads) for (fx, _, _), kernel in
+                 zip(flats, kernels)]
+    except ValueError as exc:
+        return f"has no checked kernel: {exc}"
+    coefs = tuple(float(c) for c in h)
+    for (fx, fg, fm), kernel, (fn, use) in zip(flats, kernels, plans):
+        kernel.run(fn, use, fx, fg, fm, coefs)
     return None
 
 
@@ -371,7 +447,7 @@ def _run_cupy_fused(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array
 # ---------------------------------------------------------------------------------------------
 # torch: torch.compile of the same step.
 
-_TORCH_COMPILED: dict[Any, Any] = {}
+_TORCH_COMPILED: BoundedCache[Any] = BoundedCache("execution.paths: torch.compile functions", 16)
 
 
 def _torch_compiled_fn(kappa: Any) -> Any:
@@ -386,8 +462,7 @@ def _torch_compiled_fn(kappa: Any) -> Any:
             for dst, src in zip(ms, new_ms):
                 dst.copy_(src)
 
-        fn = torch.compile(fused, dynamic=False)
-        _TORCH_COMPILED[kappa] = fn
+        fn = _TORCH_COMPILED.put(kappa, torch.compile(fused, dynamic=False))
     return fn
 
 
