@@ -16,7 +16,6 @@ import warnings
 import numpy as np
 import pytest
 
-import lionk
 from lionk import kappa as K
 from lionk.core.step import make_hyper, update_leaves
 from lionk.execution import kernels as _kernel
