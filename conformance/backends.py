@@ -36,8 +36,8 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
     "jax-cpu-jit-fused": ("cpu", "bitwise", "lionk.jit_step(fused=True): the fused kernel as an "
                           "XLA FFI call, no FMA; a norm κ runs jit_step's XLA loops"),
-    "numpy-compiled": ("cpu", "bitwise", "LionK's compiled path: the fused kernel's body "
-                       "(also CuPy's) compiled as C by the system compiler, no FMA"),
+    "numpy-numba": ("cpu", "bitwise", "LionK's compiled path on NumPy: the fused kernel as "
+                    "Python scalar code compiled by numba (fastmath=False: no FMA)"),
     "torch-cuda": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
     "jax-gpu": ("cuda", "ulp", "XLA:GPU contracts FMA even in eager op-by-op kernels"),
     "jax-gpu-jit": ("cuda", "ulp", "XLA:GPU contracts FMA"),
@@ -76,7 +76,8 @@ class Backend:
                                   fused=fused)
         elif self.execution is not None:
             step = functools.partial(_inplace_step, self.execution, lr=lr, betas=betas,
-                                     weight_decay=weight_decay, kappa=kappa)
+                                     weight_decay=weight_decay, kappa=kappa,
+                                     summary=self.extra.setdefault("execution", {}))
         if grad_fn is None:
             fn = step
         else:
@@ -92,10 +93,13 @@ class Backend:
 
 
 def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: float,
-                  betas: tuple[float, float], weight_decay: float, kappa: Any) -> Any:
-    """A pure step made of an in-place execution path: copy, run the path on the copies."""
+                  betas: tuple[float, float], weight_decay: float, kappa: Any,
+                  summary: dict[str, Any] | None = None) -> Any:
+    """A pure step made of an in-place execution path: copy, run the path on the copies.
+    ``summary`` counts the paths that ran (``"compiled: numba kernel"``, ...) and collects the
+    fallbacks the execution record reported (shown in the conformance report)."""
     from lionk.core.step import make_hyper
-    from lionk.execution.paths import chunkable, run_inplace
+    from lionk.execution.paths import ExecutionRecord, chunkable, run_inplace
     from lionk.tree import flatten
 
     kap = lionk.kappa.resolve(kappa)
@@ -110,8 +114,18 @@ def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: fl
     if path == "compiled" and not kap.separable and not type(xs[0]).__module__.startswith("torch"):
         path = "eager"  # the fused NumPy/CuPy kernel is elementwise: a norm κ runs eagerly
     # tiny pieces and two threads, so that piece and thread boundaries fall inside the leaves
+    record = ExecutionRecord(path)
     run_inplace(xs, gs, ms, make_hyper(lr, betas, weight_decay), kap, execution=path,
-                chunk_size=7, threads=2)
+                chunk_size=7, threads=2, record=record)
+    if summary is not None:
+        key = f"{record.path}: {record.detail}" if record.detail else str(record.path)
+        if path != execution:
+            key += f" (kappa {kap.name} is not elementwise)"
+        paths = summary.setdefault("paths", {})
+        paths[key] = paths.get(key, 0) + 1
+        for why in record.fallbacks:
+            if why not in summary.setdefault("fallbacks", []):
+                summary["fallbacks"].append(why)
     return treedef.unflatten(xs), lionk.State(state.count + 1, treedef.unflatten(ms), state.skipped)
 
 
@@ -174,18 +188,18 @@ def enable_jax_x64() -> None:
 
 def _make(name: str) -> Backend:
     kind, tier, _ = KNOWN_BACKENDS[name]
-    if name in ("numpy", "numpy-chunked", "numpy-compiled"):
+    if name in ("numpy", "numpy-chunked", "numpy-numba"):
         import array_api_compat.numpy as xp
 
-        if name == "numpy-compiled":
-            from lionk.execution.kernels import c_compiler
+        if name == "numpy-numba":
+            from lionk.execution.kernels import numba_available
 
-            if c_compiler() is None:
-                return _missing(name, "no C compiler (set CC)")
+            if not numba_available():
+                return _missing(name, "numba not installed (pip install 'lionk[numba]')")
         return Backend(name, kind, tier, True, xp=xp, put=lambda a: np.array(a, copy=True),
                        get=lambda a: np.asarray(a),
                        execution={"numpy-chunked": "chunked",
-                                  "numpy-compiled": "compiled"}.get(name))
+                                  "numpy-numba": "compiled"}.get(name))
     if name == "array_api_strict":
         if not _has("array_api_strict"):
             return _missing(name, "array_api_strict not installed")
