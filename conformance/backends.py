@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +35,8 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "numpy-chunked": ("cpu", "bitwise", "LionK's chunked path: same operations on pieces"),
     "torch-cpu-compiled": ("cpu", "ulp", "torch.compile (inductor may contract FMA)"),
     "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
-    "jax-cpu-jit-fused": ("cpu", "bitwise", "lionk.jit_step(fused=True): the fused kernel as an "
-                          "XLA FFI call, no FMA; a norm κ runs jit_step's XLA loops"),
+    "jax-cpu-jit-fused": ("cpu", "bitwise", "lionk.jit_step(fused=True), experimental: the fused "
+                          "kernel as an XLA FFI call, no FMA; a norm κ runs jit_step's XLA loops"),
     "numpy-numba": ("cpu", "bitwise", "LionK's compiled path on NumPy: the fused kernel as "
                     "Python scalar code compiled by numba (fastmath=False: no FMA)"),
     "torch-cuda": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
@@ -72,8 +73,10 @@ class Backend:
                                  kappa=kappa)
         if self.execution in ("jit_step", "jit_step-fused"):
             fused = self.execution == "jit_step-fused" and lionk.kappa.resolve(kappa).separable
-            step = lionk.jit_step(lr=lr, betas=betas, weight_decay=weight_decay, kappa=kappa,
-                                  fused=fused)
+            with warnings.catch_warnings():  # the row tests the experimental path on purpose
+                warnings.filterwarnings("ignore", message=".*experimental", category=lionk.LionKWarning)
+                step = lionk.jit_step(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      kappa=kappa, fused=fused)
         elif self.execution is not None:
             step = functools.partial(_inplace_step, self.execution, lr=lr, betas=betas,
                                      weight_decay=weight_decay, kappa=kappa,
