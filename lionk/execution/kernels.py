@@ -383,8 +383,11 @@ def _matches_eager_cached(build: Hashable, run: Callable[..., None], source: Ker
     if verdict is None:
         verdict = ""
         for h in (hyper, _tape.alternative_hyper(hyper)):
-            label = _tape.differs_from_eager(lambda x, g, m, h=h: run(x, g, m, h), update, h,
-                                             kappa, source.dtype, source.mdtype)
+            def run_h(x: np.ndarray, g: np.ndarray, m: np.ndarray, h: Any = h) -> None:
+                run(x, g, m, h)
+
+            label = _tape.differs_from_eager(run_h, update, h, kappa, source.dtype,
+                                             source.mdtype)
             if label:
                 verdict = f"the kernel's {label} differ from the eager step on the probes"
                 break

@@ -562,8 +562,7 @@ _CACHE: BoundedCache[tuple[Any, Any, str]] = BoundedCache("execution.tape: recor
                                                           CACHE_SIZE)
 
 
-def cache_key(update: Callable[..., Any], kappa: Any, dtype: Any,
-              mdtype: Any) -> tuple[Any, ...]:
+def cache_key(update: Any, kappa: Any, dtype: Any, mdtype: Any) -> tuple[Any, ...]:
     """What a recorded step depends on: the step function, κ and dtypes (not the
     coefficients). κ by equality (``lionk.kappa.resolve("huber")`` twice gives equal objects);
     an unhashable κ by identity."""
@@ -575,10 +574,11 @@ def cache_key(update: Callable[..., Any], kappa: Any, dtype: Any,
     return (kap, np.dtype(dtype), np.dtype(mdtype), update)
 
 
-def memoized(cache: BoundedCache[Any], make: Callable[[], Any], update: Callable[..., Any],
+def memoized(cache: BoundedCache[Any], make: Callable[[], Any], update: Any,
              kappa: Any, dtype: Any, mdtype: Any) -> tuple[Any, str]:
-    """``(make(), "")`` for this step function, κ and dtypes, made once and kept in ``cache``;
-    ``(None, reason)`` when ``make`` raised (any failure means: do not use what it makes)."""
+    """``(make(), "")`` for this step function (or any hashable that stands for it), κ and
+    dtypes, made once and kept in ``cache``; ``(None, reason)`` when ``make`` raised (any
+    failure means: do not use what it makes)."""
     key = cache_key(update, kappa, dtype, mdtype)
     hit = cache.get(key)
     if hit is None or (isinstance(key[0], tuple) and hit[0] is not kappa):
