@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..core.caches import BoundedCache
+from ..core.caches import BoundedCache, register_clear_hook
 from . import tape as _tape
 
 __all__ = ["COEFFICIENTS", "KernelSource", "kernel_source", "why_not", "c_function",
@@ -445,10 +445,19 @@ NUMBA_FLAGS = dict(fastmath=False, error_model="numpy", nogil=True, cache=True)
 
 
 def numba_available() -> bool:
-    """Whether numba can be imported (without importing it)."""
+    """Whether numba can be imported (without importing it; looked up once, and again after
+    :func:`lionk.clear_caches`)."""
+    return _find_numba()
+
+
+@functools.lru_cache(maxsize=1)
+def _find_numba() -> bool:  # a search of sys.path costs tens of µs: not once per step
     import importlib.util
 
     return importlib.util.find_spec("numba") is not None
+
+
+register_clear_hook(_find_numba.cache_clear)
 
 
 def cache_dir() -> str:
