@@ -595,6 +595,9 @@ def _which(name: str) -> str | None:  # a PATH search per step costs ~75 µs
     return shutil.which(name)
 
 
+register_clear_hook(_which.cache_clear)
+
+
 def _shared_library(compiler: str, code: str, suffix: str, flags: tuple[str, ...],
                     libs: tuple[str, ...]) -> Any:
     """Compile ``code`` into a shared library (``NATIVE_FLAGS`` first, without them if the
