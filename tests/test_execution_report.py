@@ -154,3 +154,33 @@ def test_the_thread_pool_is_shut_down_at_exit() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_without_numba_installed_numpy_still_runs_and_says_why() -> None:
+    """numba made unimportable (as on an install without the ``numba`` extra): "auto" runs the
+    chunked path, bitwise equal to eager, and reports why; "compiled" refuses clearly."""
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["numba"] = None  # import numba now raises ImportError
+        import numpy as np
+        import lionk
+        x = np.linspace(-1, 1, 1 << 18, dtype=np.float32)
+        ref = x.copy()
+        opt = lionk.LionK(x, lr=1e-3, weight_decay=0.1)
+        opt.step(np.cos(3 * ref))
+        lionk.LionK(ref, lr=1e-3, weight_decay=0.1, execution="eager").step(np.cos(3 * ref))
+        report = opt.execution_report()
+        assert report["path"] == "chunked", report
+        assert "numba is not installed" in report["fallbacks"][0], report
+        assert np.array_equal(x.view(np.uint32), ref.view(np.uint32))
+        try:
+            lionk.LionK(np.zeros(8, np.float32), execution="compiled").step(np.ones(8, np.float32))
+        except ValueError as exc:
+            assert "numba is not installed" in str(exc)
+        else:
+            raise AssertionError("compiled ran without numba")
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
