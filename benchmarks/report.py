@@ -38,6 +38,16 @@ TARGETS = [
          text="model (148 tensors): lionk torch fast path ≤ 1.6× floor"),
     dict(id="jax-model", size="model", kind="floor", pick="jit_step", backend="jax", max=1.8,
          text="model (148 tensors): lionk JAX (jit_step) ≤ 1.8× floor"),
+    dict(id="numpy-numba-2^24", size="2^24", kind="floor", pick="name",
+         name="lionk.LionK numpy compiled", backend="numpy", max=1.3,
+         text="2^24: lionk NumPy numba kernel (execution='compiled') ≤ 1.3× floor"),
+    dict(id="schedule-auto-2^20", size="2^20", kind="speedup", pick="name",
+         name="lionk.LionK numpy auto, cosine lr", backend="numpy", peer="lionk.LionK numpy auto",
+         min=1 / 1.1, text="2^20: NumPy auto with a cosine lr schedule within 10% of a fixed lr"),
+    dict(id="schedule-chunked-2^20", size="2^20", kind="speedup", pick="name",
+         name="lionk.LionK numpy chunked, cosine lr", backend="numpy",
+         peer="lionk.LionK numpy chunked", min=1 / 1.1,
+         text="2^20: NumPy chunked with a cosine lr schedule within 10% of a fixed lr"),
     dict(id="mem-numpy-2^24", size="2^24", kind="memory", pick="best", backend="numpy", max=0.02,
          text="2^24: peak extra memory of the lionk NumPy fast path ≤ 2% of param bytes"),
     dict(id="mem-torch-2^24", size="2^24", kind="memory", pick="best", backend="torch", max=0.02,
@@ -115,6 +125,11 @@ def _pick(result: dict[str, Any], t: dict[str, Any]) -> tuple[dict[str, Any] | N
             extra = (f"; for comparison the user-written jax.jit(lionk.step) ran "
                      f"{_fmt_x(fb['ratio_floor'])} floor") if fb and fb["ratio_floor"] else ""
             return None, f"lionk.jit_step skipped ({why}){extra}"
+        return r, ""
+    if t["pick"] == "name":
+        r = next((r for r in rows if r["name"] == t["name"]), None)
+        if r is None or r["status"] != "ok":
+            return None, f"{t['name']} did not run" + (f" ({r['reason']})" if r else "")
         return r, ""
     if t["pick"] == "torch-default":
         r = next((r for r in rows if r["name"] == "lionk.torch.LionK default"), None)

@@ -27,6 +27,7 @@ from .array_api import (
     is_jax_array,
     is_numpy_namespace,
 )
+from .caches import BoundedCache
 from .trees import TreeDef, flatten
 
 __all__ = [
@@ -298,7 +299,8 @@ def _same_device(a: Array, b: Array) -> bool:
         return True
 
 
-_FLOATING: dict[Any, bool] = {}  # (namespace, dtype) -> is a real floating dtype
+# (namespace, dtype) -> is a real floating dtype
+_FLOATING: BoundedCache[bool] = BoundedCache("core.step: floating dtypes", 256)
 
 
 def _supported(xp: Any, a: Array) -> bool:
@@ -313,7 +315,7 @@ def _floating(xp: Any, a: Array) -> bool:
         key = (id(xp), a.dtype)
         ok = _FLOATING.get(key)
         if ok is None:
-            ok = _FLOATING[key] = _supported(xp, a)
+            ok = _FLOATING.put(key, _supported(xp, a))
         return ok
     except TypeError:  # an unhashable dtype
         return _supported(xp, a)
