@@ -185,3 +185,91 @@ def test_without_numba_installed_numpy_still_runs_and_says_why() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# The record and the atomic paths together: the record is written with the step, never before.
+
+
+def test_a_step_that_raises_records_nothing_on_the_numba_path() -> None:
+    """np.seterr(all="raise") and an overflow in the last element: the numba kernel's dry run
+    raises in the compute phase; nothing is written and the report does not count the step."""
+    x = np.linspace(-1, 1, _paths.NUMPY_KERNEL_MIN_ELEMENTS, dtype=np.float32)
+    opt = lionk.LionK(x, lr=0.9, kappa="quadratic", execution="compiled")
+    opt.step(np.ones_like(x))
+    assert opt.execution_report()["steps"] == 1
+    x[-1] = np.finfo(np.float32).max  # x - lr * (m = g) overflows in the last element
+    before, m_before = x.copy(), opt.state.momentum.copy()
+    g = np.ones_like(x)
+    g[-1] = -np.finfo(np.float32).max
+    with np.errstate(all="raise"), pytest.raises(FloatingPointError, match="overflow"):
+        opt.step(g)
+    assert np.array_equal(bits(x), bits(before))
+    report = opt.execution_report()
+    assert opt.state.count == 1 and np.array_equal(bits(opt.state.momentum), bits(m_before))
+    assert report["steps"] == 1 and report["path"] == "compiled"
+    assert report["detail"] == "numba kernel" and report["fallbacks"] == []
+
+
+def test_auto_on_non_contiguous_numpy_arrays_falls_back_and_says_why() -> None:
+    """"auto" picks the numba kernel by size; strided params have no flat view, so the step runs
+    eagerly (bitwise) and the reason is in the report; "compiled" refuses naming the leaf."""
+    n = 2 * _paths.NUMPY_KERNEL_MIN_ELEMENTS
+    base, ref_base = np.zeros(2 * n, np.float32), np.zeros(2 * n, np.float32)
+    x, ref = base[::2], ref_base[::2]
+    g = np.cos(np.arange(n, dtype=np.float32))
+    opt = lionk.LionK({"w": x}, lr=1e-3, weight_decay=0.1)
+    opt.step({"w": g})
+    lionk.LionK({"w": ref}, lr=1e-3, weight_decay=0.1, execution="eager").step({"w": g})
+    assert np.array_equal(bits(base), bits(ref_base))
+    report = opt.execution_report()
+    assert report["path"] == "eager"
+    assert report["fallbacks"] == ["compiled -> eager: the numba kernel needs C-contiguous arrays"]
+    with pytest.raises(ValueError, match=r"params\['w'\].*C-contiguous"):
+        lionk.LionK({"w": x}, lr=1e-3, execution="compiled").step({"w": g})
+
+
+def test_numba_kernel_with_a_read_only_gradient_is_bitwise_equal_to_eager() -> None:
+    """A read-only gradient is another argument type for numba: compiled in the compute phase
+    (on empty pieces), and the step still equals eager bit for bit."""
+    n = _paths.NUMPY_KERNEL_MIN_ELEMENTS + 3
+    x = np.linspace(-1, 1, n, dtype=np.float64)
+    ref = x.copy()
+    g = np.sin(7 * x)
+    g.flags.writeable = False
+    opt = lionk.LionK(x, lr=1e-3, weight_decay=0.1, execution="compiled", threads=2)
+    eager = lionk.LionK(ref, lr=1e-3, weight_decay=0.1, execution="eager")
+    for _ in range(3):
+        opt.step(g)
+        eager.step(g)
+    assert np.array_equal(bits(x), bits(ref))
+    assert np.array_equal(bits(opt.state.momentum), bits(eager.state.momentum))
+    assert opt.execution_report()["detail"] == "numba kernel"
+
+
+def test_a_torch_compile_failure_is_recorded_for_every_group_of_the_call(monkeypatch) -> None:
+    """Two param groups compiled in one torch.compile call: when it fails, both groups fall
+    back (before anything is written), both records keep the reason and neither tries again."""
+    torch = pytest.importorskip("torch")
+    n = _paths.COMPILE_MIN_ELEMENTS
+    calls = []
+
+    def failing(groups):
+        calls.append(len(groups))
+        raise RuntimeError("no C++ compiler (simulated)")
+
+    monkeypatch.setattr(_paths, "_run_torch_compiled_groups", failing)
+    p1, p2 = torch.nn.Parameter(torch.zeros(n)), torch.nn.Parameter(torch.zeros(n))
+    opt = lionk.torch.LionK([{"params": [p1]}, {"params": [p2], "lr": 0.5}], lr=0.1)
+    p1.grad, p2.grad = torch.ones(n), torch.ones(n)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        opt.step()
+    assert calls == [2]
+    assert torch.all(p1 == -0.1) and torch.all(p2 == -0.5)
+    groups = opt.execution_report()["groups"]
+    assert [g["path"] for g in groups] == ["chunked", "chunked"]
+    assert all("no C++ compiler (simulated)" in g["fallbacks"][0] for g in groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()
+    assert calls == [2] and [g["steps"] for g in opt.execution_report()["groups"]] == [2, 2]
