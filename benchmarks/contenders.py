@@ -147,15 +147,28 @@ def build_np_floor(ctx: Context, w: Workload) -> Runner:
                   note="in-place x += y, one thread")
 
 
+SCHEDULE_STEPS = 1000
+
+
+def cosine_lr(t: int) -> float:
+    """A 1,000-step cosine schedule from LR towards 0, repeated (the schedule benchmark rows)."""
+    return 0.5 * LR * (1.0 + math.cos(math.pi * (t % SCHEDULE_STEPS) / SCHEDULE_STEPS))
+
+
 def _lionk_inplace(ctx: Context, xs: list[Any], gs: list[Any], execution: str | None,
-                   sync: Callable[[], None], memory: Any) -> Runner:
-    """``lionk.LionK`` over arrays it updates in place; the note says which path ran."""
+                   sync: Callable[[], None], memory: Any, schedule: bool = False) -> Runner:
+    """``lionk.LionK`` over arrays it updates in place; the note says which path ran. With
+    ``schedule`` the learning rate follows :func:`cosine_lr` (a new value every step)."""
     import lionk
 
     kw = {} if execution is None else {"execution": execution}
     opt = lionk.LionK(xs, lr=LR, betas=BETAS, weight_decay=WD, kappa="sign", **kw)
+    t = [0]
 
     def step() -> None:
+        if schedule:
+            t[0] += 1
+            opt.lr = cosine_lr(t[0])
         opt.step(gs)
 
     def note() -> str:
@@ -169,18 +182,24 @@ def _lionk_inplace(ctx: Context, xs: list[Any], gs: list[Any], execution: str | 
             th = getattr(opt, "threads", None) or f"default={default_threads()}"
             cs = getattr(opt, "chunk_size", None) or "default"
             extra = (f" (threads={th}, chunk_size={cs})" if ran == "chunked" else
-                     f" (threads={th}; C kernel built by the system compiler)")
+                     f" (threads={th}; numba kernel)")
+        report = getattr(opt, "execution_report", None)
+        fallbacks = report()["fallbacks"] if report else []
+        if fallbacks:
+            extra += f"; fallback: {fallbacks[0][:100]}"
         return f"ran {ran}{extra}"
 
     return Runner(step, sync, memory(ctx, step), note)
 
 
-def build_lionk_np(execution: str | None) -> Callable[[Context, Workload], Runner]:
-    """``lionk.LionK`` on NumPy arrays (CuPy with ``--device cuda``)."""
+def build_lionk_np(execution: str | None,
+                   schedule: bool = False) -> Callable[[Context, Workload], Runner]:
+    """``lionk.LionK`` on NumPy arrays (CuPy with ``--device cuda``); ``schedule``: a new
+    learning rate every step (cosine)."""
 
     def build(ctx: Context, w: Workload) -> Runner:
         xs, gs = _xp_copies(ctx, w)
-        return _lionk_inplace(ctx, xs, gs, execution, _xp_sync(ctx), _xp_memory)
+        return _lionk_inplace(ctx, xs, gs, execution, _xp_sync(ctx), _xp_memory, schedule)
 
     return build
 
@@ -507,9 +526,16 @@ def all_contenders(device: str) -> list[Contender]:
     # NumPy / CuPy
     out.append(Contender(f"lionk.LionK {np_backend} eager", np_backend, "lionk", build_lionk_np("eager")))
     out.append(Contender(f"lionk.LionK {np_backend} chunked", np_backend, "lionk", build_lionk_np("chunked")))
-    # NumPy: the fused kernel compiled by the system C compiler; CuPy: the same kernel via NVRTC
+    # NumPy: the fused kernel compiled by numba; CuPy: the same kernel (C body) via NVRTC
     out.append(Contender(f"lionk.LionK {np_backend} compiled", np_backend, "lionk",
                          build_lionk_np("compiled"), compiles=True))
+    # coefficients are run-time arguments: a schedule costs what a fixed lr costs
+    out.append(Contender(f"lionk.LionK {np_backend} auto", np_backend, "lionk",
+                         build_lionk_np("auto")))
+    out.append(Contender(f"lionk.LionK {np_backend} auto, cosine lr", np_backend, "lionk",
+                         build_lionk_np("auto", schedule=True)))
+    out.append(Contender(f"lionk.LionK {np_backend} chunked, cosine lr", np_backend, "lionk",
+                         build_lionk_np("chunked", schedule=True)))
     out.append(Contender(f"{np_backend} naive Lion", np_backend, "reference", build_np_naive))
     # torch
     for ex in ("eager", "chunked", "compiled"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +38,10 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
                          "operations; a norm κ runs eagerly"),
     "torch-cpu-compiled": ("cpu", "ulp", "torch.compile (inductor may contract FMA)"),
     "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
-    "jax-cpu-jit-fused": ("cpu", "bitwise", "lionk.jit_step(fused=True): the fused kernel as an "
-                          "XLA FFI call, no FMA; a norm κ runs jit_step's XLA loops"),
-    "numpy-compiled": ("cpu", "bitwise", "LionK's compiled path: the fused kernel's body "
-                       "(also CuPy's) compiled as C by the system compiler, no FMA"),
+    "jax-cpu-jit-fused": ("cpu", "bitwise", "lionk.jit_step(fused=True), experimental: the fused "
+                          "kernel as an XLA FFI call, no FMA; a norm κ runs jit_step's XLA loops"),
+    "numpy-numba": ("cpu", "bitwise", "LionK's compiled path on NumPy: the fused kernel as "
+                    "Python scalar code compiled by numba (fastmath=False: no FMA)"),
     "torch-cuda": ("cuda", "bitwise", "to be verified on a GPU (reproducibility.md)"),
     "jax-gpu": ("cuda", "ulp", "XLA:GPU contracts FMA even in eager op-by-op kernels"),
     "jax-gpu-jit": ("cuda", "ulp", "XLA:GPU contracts FMA"),
@@ -87,11 +88,14 @@ class Backend:
                                  kappa=kappa)
         if self.execution in ("jit_step", "jit_step-fused"):
             fused = self.execution == "jit_step-fused" and lionk.kappa.resolve(kappa).separable
-            step = lionk.jit_step(lr=lr, betas=betas, weight_decay=weight_decay, kappa=kappa,
-                                  fused=fused)
+            with warnings.catch_warnings():  # the row tests the experimental path on purpose
+                warnings.filterwarnings("ignore", message=".*experimental", category=lionk.LionKWarning)
+                step = lionk.jit_step(lr=lr, betas=betas, weight_decay=weight_decay,
+                                      kappa=kappa, fused=fused)
         elif self.execution is not None:
             step = functools.partial(_inplace_step, self.execution, lr=lr, betas=betas,
-                                     weight_decay=weight_decay, kappa=kappa)
+                                     weight_decay=weight_decay, kappa=kappa,
+                                     summary=self.extra.setdefault("execution", {}))
         if grad_fn is None:
             fn = step
         else:
@@ -107,10 +111,13 @@ class Backend:
 
 
 def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: float,
-                  betas: tuple[float, float], weight_decay: float, kappa: Any) -> Any:
-    """A pure step made of an in-place execution path: copy, run the path on the copies."""
+                  betas: tuple[float, float], weight_decay: float, kappa: Any,
+                  summary: dict[str, Any] | None = None) -> Any:
+    """A pure step made of an in-place execution path: copy, run the path on the copies.
+    ``summary`` counts the paths that ran (``"compiled: numba kernel"``, ...) and collects the
+    fallbacks the execution record reported (shown in the conformance report)."""
     from lionk.core.step import make_hyper
-    from lionk.execution.paths import chunkable, run_inplace
+    from lionk.execution.paths import ExecutionRecord, chunkable, run_inplace
     from lionk.tree import flatten
 
     kap = lionk.kappa.resolve(kappa)
@@ -127,8 +134,18 @@ def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: fl
     if path == "compiled" and not kap.separable and not type(xs[0]).__module__.startswith("torch"):
         path = "eager"  # the fused NumPy/CuPy kernel is elementwise: a norm κ runs eagerly
     # tiny pieces and two threads, so that piece and thread boundaries fall inside the leaves
+    record = ExecutionRecord(path)
     run_inplace(xs, gs, ms, make_hyper(lr, betas, weight_decay), kap, execution=path,
-                chunk_size=7, threads=2)
+                chunk_size=7, threads=2, record=record)
+    if summary is not None:
+        key = f"{record.path}: {record.detail}" if record.detail else str(record.path)
+        if path != execution:
+            key += f" (kappa {kap.name} is not elementwise)"
+        paths = summary.setdefault("paths", {})
+        paths[key] = paths.get(key, 0) + 1
+        for why in record.fallbacks:
+            if why not in summary.setdefault("fallbacks", []):
+                summary["fallbacks"].append(why)
     return treedef.unflatten(xs), lionk.State(state.count + 1, treedef.unflatten(ms), state.skipped)
 
 
@@ -186,7 +203,7 @@ def _library_of(name: str) -> tuple[str, str]:
 
 
 # rows that run another execution path of lionk on their library
-_EXECUTION = {"numpy-chunked": "chunked", "numpy-compiled": "compiled",
+_EXECUTION = {"numpy-chunked": "chunked", "numpy-numba": "compiled",
               "torch-cpu-compiled": "compiled", "torch-cpu-packed": "packed",
               "jax-cpu-jit-donated": "jit_step", "jax-cpu-jit-fused": "jit_step-fused",
               "cupy-compiled": "compiled"}
@@ -207,11 +224,11 @@ def _make(name: str) -> Backend:
         if lib_name == "dask" and "not installed" in reason:
             reason += " (pip install 'dask[array]')"
         return _missing(name, reason)
-    if name == "numpy-compiled":
-        from lionk.execution.kernels import c_compiler
+    if name == "numpy-numba":
+        from lionk.execution.kernels import numba_available
 
-        if c_compiler() is None:
-            return _missing(name, "no C compiler (set CC)")
+        if not numba_available():
+            return _missing(name, "numba not installed (pip install 'lionk[numba]')")
     if name == "jax-cpu-jit-fused":
         from lionk.execution.kernels import cxx_compiler
 

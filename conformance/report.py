@@ -71,6 +71,17 @@ def render(report: dict[str, Any], md: bool = False) -> str:
     for b in report["backends"]:
         if not b["available"]:
             parts.append(f"- {b['backend']} ({b['device']}): {b['reason']}")
+    ran = [b for b in report["backends"] if b.get("execution")]
+    if ran:
+        parts.append("")
+        parts.append("Execution paths (the execution record of each in-place row: path: what ran "
+                     "it, number of steps; fallbacks with their reason):")
+        for b in ran:
+            ex = b["execution"]
+            paths = ", ".join(f"{k} ×{n}" for k, n in ex.get("paths", {}).items())
+            parts.append(f"- {b['backend']}: {paths}")
+            for why in ex.get("fallbacks", []):
+                parts.append(f"  - fallback: {why}")
     parts.append("")
     parts.append("Controls: negative ones must be detected as a Lyapunov violation; positive ones "
                  "(the same tight starts with the right H) must pass:")

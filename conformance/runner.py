@@ -137,6 +137,8 @@ def run(backends: list[str] | None, dtypes: list[str], kappas: list[str], steps:
                           f"lyapunov={'ok' if cell['lyapunov_ok'] else 'FAIL'} "
                           f"constraint={'ok' if cell['constraint_ok'] else 'FAIL'} "
                           f"({cell['seconds']}s)", file=sys.stderr, flush=True)
+        if b.extra.get("execution"):  # what the execution record of the path reported
+            rows[-1]["execution"] = b.extra["execution"]
         ctl_dtype = "float64" if "float64" in dtypes else dtypes[0]
         for chk in checks.negative_controls(b, ctl_dtype, steps):
             controls.append({"backend": b.name, **asdict(chk)})

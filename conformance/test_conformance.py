@@ -46,6 +46,9 @@ def test_backend_row_conforms(name: str) -> None:
         assert all(c["tier"] == "bitwise" for c in exact_cells)
     detected = [c for c in rep["negative_controls"] if not c["detail"].get("positive")]
     assert len(detected) == 4 and all(c["detail"]["detected"] for c in detected)
+    if name == "numpy-numba":  # the report shows the path that ran (no silent fallback)
+        assert "compiled: numba kernel" in row["execution"]["paths"], row
+        assert not row["execution"].get("fallbacks"), row
 
 
 # ---------------------------------------------------------------------------------------------

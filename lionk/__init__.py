@@ -19,6 +19,7 @@ from ._version import __version__
 from .adapters.arrays import LionK
 from .adapters.jax import jit_step
 from .analysis.minimize import OptimizeResult, minimize
+from .core.caches import clear_caches
 from .core.step import LionKWarning, State, init, step
 from .io.checkpoint import CheckpointError, load, save
 
@@ -47,6 +48,7 @@ __all__ = [
     "save",
     "load",
     "CheckpointError",
+    "clear_caches",
     "checkpoint",
     "kappa",
     "lyapunov",

@@ -28,7 +28,7 @@ from lionk.core import array_api
 from lionk.core.trees import flatten
 from lionk.execution import kernels as _kernel
 
-PATHS = ["eager", "chunked", "auto"] + (["compiled"] if _kernel.c_compiler() else [])
+PATHS = ["eager", "chunked", "auto"] + (["compiled"] if _kernel.numba_available() else [])
 
 
 def snapshot(opt) -> list[bytes]:

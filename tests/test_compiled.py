@@ -202,6 +202,11 @@ def test_fused_jit_step_is_bitwise_equal_to_the_numpy_step_and_donates(jnp, kapp
         assert np.array_equal(bits(np.asarray(state.momentum[k])), bits(ref_s.momentum[k])), k
 
 
+def test_fused_jit_step_says_it_is_experimental(jnp) -> None:
+    with pytest.warns(lionk.LionKWarning, match="experimental"):
+        lionk.jit_step(lr=LR, fused=True)
+
+
 def test_fused_jit_step_refuses_what_it_cannot_run(jnp) -> None:
     with pytest.raises(ValueError, match="split=True does not apply"):
         lionk.jit_step(lr=LR, fused=True, split=True)

@@ -43,12 +43,16 @@ def test_chunked_is_bitwise_equal_to_eager(kappa, dtype, chunk_size, threads) ->
         assert np.array_equal(bits(m_ref), bits(m_got)), k
 
 
-def test_auto_chunks_large_numpy_with_a_separable_kappa_only() -> None:
+def test_auto_chunks_large_numpy_with_a_separable_kappa_only(monkeypatch) -> None:
+    from lionk.execution import kernels
     from lionk.execution.paths import NUMPY_CHUNK_MIN_ELEMENTS
 
+    # without numba (with it, auto runs the numba kernel: tests/test_numba_kernel.py)
+    monkeypatch.setattr(kernels, "numba_available", lambda: False)
     big = [(NUMPY_CHUNK_MIN_ELEMENTS,)]
     _, opt = _run("auto", "sign", "float32", big, steps=1)
     assert opt.last_execution == "chunked"
+    assert "numba is not installed" in opt.execution_report()["fallbacks"][0]
     _, opt = _run("auto", "l2", "float32", big, steps=1)
     assert opt.last_execution == "eager"
     # small arrays: one whole-array step beats many Python-level chunk calls

@@ -78,7 +78,7 @@ def _numpy_paths() -> list[str]:
     from lionk.execution import kernels
 
     paths = ["eager", "chunked"]
-    if kernels.c_compiler() is not None:
+    if kernels.numba_available():
         paths.append("compiled")
     return paths
 

@@ -1,9 +1,10 @@
 """lionk.execution.kernels: the fused elementwise kernel (CuPy on a GPU) generated from the recorded step.
 
-Its body is C. Compiled here by the system C compiler with no FMA contraction, it must give the
-eager NumPy step bit for bit — that checks the translation of every recorded call on a machine
-without a GPU. The CuPy glue is checked with a stand-in ``cupy`` module whose ElementwiseKernel
-compiles the same body with the C compiler.
+Its CuPy body is C. Compiled here by the system C compiler with no FMA contraction (a test
+helper, tests/_c_kernel.py: lionk itself compiles no C on the host), it must give the eager
+NumPy step bit for bit — that checks the translation of every recorded call on a machine without
+a GPU. The CuPy glue is checked with a stand-in ``cupy`` module whose ElementwiseKernel compiles
+the same body with the C compiler. NumPy's kernel (numba) is tested in tests/test_numba_kernel.py.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ import warnings
 import numpy as np
 import pytest
 
-import lionk
 from lionk import kappa as K
 from lionk.core.step import make_hyper, update_leaves
 from lionk.execution import kernels as _kernel
 from lionk.execution import tape as _tape
 
+from ._c_kernel import c_compiler, c_kernel
 from ._util import bits
 
 SEPARABLE = ["sign", "huber", "deadzone", "quadratic", "relativistic"]
 H = make_hyper(1e-3, (0.9, 0.99), 0.1)
 
-needs_cc = pytest.mark.skipif(_kernel.c_compiler() is None, reason="no C compiler")
+needs_cc = pytest.mark.skipif(c_compiler() is None, reason="no C compiler")
 
 
 def _data(n, dtype, seed):
@@ -49,7 +50,7 @@ def test_the_kernel_compiled_as_c_is_the_eager_step_bit_for_bit(kappa, dtype) ->
     kap = K.resolve(kappa)
     source = _kernel.kernel_source(update_leaves, H, kap, dtype, dtype)
     assert source is not None, _kernel.why_not(update_leaves, H, kap, dtype, dtype)
-    run = _kernel.c_kernel(source)
+    run = c_kernel(source)
     for x, g, m in (_tape.probes(np.dtype(dtype), np.dtype(dtype)), _data(20_000, dtype, 3)):
         with np.errstate(all="ignore"):
             (ex,), (em,) = update_leaves([x.copy()], [g.copy()], [m.copy()], H, kap)
@@ -76,11 +77,9 @@ def test_one_build_serves_every_learning_rate() -> None:
     h2 = make_hyper(3e-2, (0.5, 0.999), 0.0)
     s1 = _kernel.kernel_source(update_leaves, H, kap, "float64", "float64")
     s2 = _kernel.kernel_source(update_leaves, h2, kap, "float64", "float64")
-    assert s1.body == s2.body
-    assert _kernel.c_kernel(s1) is _kernel.c_kernel(s2)
+    assert s1 is s2  # one record per (kappa, dtypes), not per coefficients
+    kernel = c_kernel(s1)
     for h in (H, h2):
-        kernel = _kernel.checked_c_kernel(update_leaves, h, kap, "float64", "float64")
-        assert kernel is not None
         x, g, m = _data(5000, "float64", 11)
         (ex,), (em,) = update_leaves([x.copy()], [g.copy()], [m.copy()], h, kap)
         kernel(x, g, m, h)
@@ -111,7 +110,7 @@ class _FakeElementwiseKernel:
                                     preamble=preamble, options=options))
         dt = np.dtype(in_params.split(",")[-1].split()[0])
         mdt = np.dtype(out_params.split(",")[1].split()[0])
-        self._run = _kernel.c_kernel(_kernel.KernelSource(operation, dt, mdt))
+        self._run = c_kernel(_kernel.KernelSource(operation, dt, mdt))
 
     def __call__(self, *args):
         *coefs, g, x, m = args
@@ -126,10 +125,12 @@ def fake_cupy(monkeypatch):
     mod.asarray = lambda a: np.array(a, copy=True)
     mod.asnumpy = lambda a: np.asarray(a)
     monkeypatch.setitem(sys.modules, "cupy", mod)
-    monkeypatch.setattr(_kernel, "_CUPY_BUILT", {})
-    monkeypatch.setattr(_kernel, "_CHECKED", {})
+    _kernel._CUPY_BUILT.clear()
+    _kernel._CHECKED.clear()
     _FakeElementwiseKernel.made = []
-    return mod
+    yield mod
+    for cache in (_kernel._CACHE, _kernel._CHECKED, _kernel._CUPY_BUILT):
+        cache.clear()  # nothing built with the stand-in (or a broken translation) outlives it
 
 
 @needs_cc
@@ -162,7 +163,9 @@ def test_a_kernel_that_differs_on_the_probes_is_not_used(fake_cupy, monkeypatch)
         return body.replace(") - (", ") + (", 1)
 
     monkeypatch.setattr(_kernel, "_translate", wrong)
-    monkeypatch.setattr(_kernel, "_CACHE", {})
+    _kernel._CACHE.clear()
+    _kernel._CHECKED.clear()
+    _kernel._CUPY_BUILT.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert _kernel.cupy_kernel(update_leaves, H, K.resolve("sign"), "float32", "float32") is None
@@ -190,72 +193,3 @@ def test_the_cupy_execution_path_runs_one_kernel_per_leaf(fake_cupy, monkeypatch
         _execution.run_inplace(xs, gs, ms, H, K.resolve("l2"), execution="compiled")
     assert all(np.array_equal(a, b) for a, b in zip(xs, before))
     assert _execution.run_inplace(xs, gs, ms, H, K.resolve("l2"), execution="auto") == "eager"
-
-
-# ---------------------------------------------------------------------------------------------
-# NumPy's execution="compiled": the C kernel over every leaf, elements split between threads.
-
-
-def _leaves(dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    shapes = [(100_000,), (37, 29), (), (0,), (70_000,), (5,)]  # > 2 x 64K: two threads
-    xs = {f"p{i}": rng.uniform(-1.5, 1.5, size=s).astype(dtype) for i, s in enumerate(shapes)}
-    a = {k: rng.uniform(-1, 1, size=v.shape).astype(dtype) for k, v in xs.items()}
-    return xs, a
-
-
-def _train(execution, kappa, dtype, steps=8, lrs=None, **kw):
-    xs, a = _leaves(dtype)
-    opt = lionk.LionK(xs, lr=0.01, weight_decay=0.5, kappa=kappa, execution=execution, **kw)
-    for t in range(steps):
-        if lrs is not None:
-            opt.lr = lrs[t]
-        opt.step({k: ((x * x) * x - x) + a[k] for k, x in xs.items()})
-    return xs, opt
-
-
-@needs_cc
-@pytest.mark.parametrize("kappa", SEPARABLE)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_numpy_compiled_is_bitwise_equal_to_eager(kappa, dtype) -> None:
-    ref, ref_opt = _train("eager", kappa, dtype)
-    got, opt = _train("compiled", kappa, dtype, threads=2)
-    assert opt.last_execution == "compiled"
-    for k in ref:
-        assert np.array_equal(bits(ref[k]), bits(got[k])), k
-        assert np.array_equal(bits(ref_opt.state.momentum[k]), bits(opt.state.momentum[k])), k
-
-
-@needs_cc
-def test_a_learning_rate_schedule_compiles_once() -> None:
-    lrs = [0.01 * (0.8 ** t) for t in range(6)]
-    _train("compiled", "sign", "float32", steps=1)
-    before = len(_kernel._C_BUILDS)
-    ref, _ = _train("eager", "sign", "float32", steps=6, lrs=lrs)
-    got, _ = _train("compiled", "sign", "float32", steps=6, lrs=lrs)
-    assert len(_kernel._C_BUILDS) == before  # every lr ran the same build
-    for k in ref:
-        assert np.array_equal(bits(ref[k]), bits(got[k])), k
-
-
-@pytest.mark.parametrize("kappa,dtype,match", [
-    ("l2", "float32", "elementwise"),
-    ("sign", "float16", "float32 and float64 only"),
-])
-def test_numpy_compiled_refuses_clearly_and_writes_nothing(kappa, dtype, match) -> None:
-    xs, _ = _leaves(dtype)
-    before = {k: v.copy() for k, v in xs.items()}
-    opt = lionk.LionK(xs, lr=0.01, kappa=kappa, execution="compiled")
-    with pytest.raises(ValueError, match=match):
-        opt.step({k: np.ones_like(v) for k, v in xs.items()})
-    assert all(np.array_equal(before[k], xs[k]) for k in xs)
-    assert all(not np.any(m) for m in opt.state.momentum.values())
-
-
-def test_numpy_compiled_without_a_c_compiler_says_so(monkeypatch) -> None:
-    monkeypatch.setattr(_kernel, "c_compiler", lambda: None)
-    x = np.zeros(10, np.float32)
-    opt = lionk.LionK(x, lr=0.01, execution="compiled")
-    with pytest.raises(ValueError, match="C compiler"):
-        opt.step(np.ones_like(x))
-    assert not np.any(x)

@@ -35,10 +35,10 @@ def _data(n: int, dtype, mdtype, seed: int = 0):
         return vec(0).astype(dtype), vec(1).astype(dtype), vec(2).astype(mdtype)
 
 
-def _replay(program, x, g, m):
+def _replay(program, x, g, m, h=H):
     x, m = x.copy(), m.copy()
     with np.errstate(all="ignore"):
-        program.run(x, g, m, *program.buffers(x.shape[0]))
+        program.bind(h).run(x, g, m, *program.buffers(x.shape[0]))
     return x, m
 
 
@@ -67,15 +67,36 @@ def test_the_sign_program_writes_into_x_and_m_and_copies_nothing() -> None:
     assert "out=x)" in src and "out=m)" in src, src
     assert "[...] =" not in src and " = " not in src.split(":", 1)[1], src  # no fresh arrays
     assert len(program.buffer_dtypes) == 2, src  # two chunk-sized scratch buffers
-    # the coefficients appear as the doubles make_hyper computed, in the published order
-    assert "multiply(0.9, m" in src and f"multiply({1.0 - 0.9!r}, g" in src
+    # the coefficients are arguments, passed to the ufuncs in the published order
+    assert "multiply(c_b1, m" in src and "multiply(c_one_minus_b1, g" in src
+    assert "0.9" not in src and "0.001" not in src
 
 
-def test_a_new_learning_rate_records_a_new_program() -> None:
+def test_a_new_learning_rate_reuses_the_program_and_replays_bitwise() -> None:
+    kap = K.resolve("huber")
+    h1 = make_hyper(1e-3, (0.9, 0.99), 0.0)
+    h2 = make_hyper(2e-3, (0.8, 0.95), 0.3)
+    p1 = _tape.program_for(update_leaves, h1, kap, "float32", "float32")
+    p2 = _tape.program_for(update_leaves, h2, kap, "float32", "float32")
+    assert p1 is p2
+    x, g, m = _data(3000, "float32", "float32", seed=12)
+    for h in (h1, h2):
+        got_x, got_m = _replay(p1, x, g, m, h)
+        want_x, want_m = _eager(update_leaves, x, g, m, h=h, kappa="huber")
+        assert np.array_equal(bits(got_x), bits(want_x))
+        assert np.array_equal(bits(got_m), bits(want_m))
+
+
+def test_a_step_whose_operations_depend_on_the_coefficients_is_not_recorded() -> None:
+    """A coefficient turned into another constant (here lr*2, computed in Python) would be
+    baked into the program: the two recordings differ, and the step is refused."""
+    def update(xs, gs, ms, h, kappa):
+        return [xs[0] - (h.lr * 2.0) * gs[0]], [ms[0] * h.b2]
+
     kap = K.resolve("sign")
-    p1 = _tape.program_for(update_leaves, make_hyper(1e-3, (0.9, 0.99), 0.0), kap, "float32", "float32")
-    p2 = _tape.program_for(update_leaves, make_hyper(2e-3, (0.9, 0.99), 0.0), kap, "float32", "float32")
-    assert p1 is not p2 and "0.002" in p2.source and "0.002" not in p1.source
+    assert _tape.program_for(update, H, kap, "float32", "float32") is None
+    assert "depends on the coefficient values" in _tape.why_not(update, H, kap, "float32",
+                                                                "float32")
 
 
 def test_a_value_dependent_step_is_not_recorded_and_chunked_still_matches() -> None:
@@ -112,20 +133,21 @@ def test_a_user_kappa_built_from_namespace_functions_is_recorded() -> None:
     assert np.array_equal(bits(got_m), bits(want_m))
 
 
-def test_a_program_that_differs_from_the_eager_step_is_refused(monkeypatch) -> None:
+def test_a_program_that_differs_from_the_eager_step_is_refused(monkeypatch, request) -> None:
     """The probe check is what makes replay safe: break the generated code (subtract -> add)
     and the program must be refused, and the chunked path must still give the eager result."""
     real = _tape._compile
 
-    def broken(tape, inputs, outputs):
-        program = real(tape, inputs, outputs)
+    def broken(tape, inputs, outputs, hyper=None):
+        program = real(tape, inputs, outputs, hyper)
         src = program.source.replace("subtract(", "add(")
         scope = {"add": np.add, "multiply": np.multiply, "sign": np.sign, "subtract": np.subtract}
         exec(compile(src, "<broken>", "exec"), scope)
-        return _tape.Program(src, scope["lionk_chunk"], program.buffer_dtypes)
+        return _tape.Program(src, scope["lionk_program"], program.buffer_dtypes)
 
     monkeypatch.setattr(_tape, "_compile", broken)
-    monkeypatch.setattr(_tape, "_CACHE", {})
+    _tape._CACHE.clear()
+    request.addfinalizer(_tape._CACHE.clear)
     kap = K.resolve("sign")
     assert _tape.program_for(update_leaves, H, kap, "float32", "float32") is None
     assert "differ from the eager step" in _tape.why_not(update_leaves, H, kap, "float32", "float32")

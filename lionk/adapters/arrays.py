@@ -29,7 +29,7 @@ from ..core.step import (
     prepare,
 )
 from ..core.trees import flatten
-from ..execution.paths import commit_all, interrupts_deferred, prepare_inplace
+from ..execution.paths import ExecutionRecord, commit_all, interrupts_deferred, prepare_inplace
 
 __all__ = ["LionK"]
 
@@ -48,14 +48,14 @@ class LionK:
     Hyper-parameters are attributes (``opt.lr = 1e-3`` between steps is fine: they are validated
     at every step). JAX arrays are immutable: use :func:`lionk.step` for them.
 
-    ``execution`` chooses how the step runs (see ``lionk._execution`` and docs/execution.md):
-    ``"auto"`` (default: NumPy → cache-sized chunks over threads for an elementwise κ; torch →
-    ``torch.compile`` from 2^20 elements on; CuPy → one fused kernel for an elementwise κ),
-    ``"eager"``, ``"chunked"`` (bitwise equal to eager) or ``"compiled"`` (torch:
-    ``torch.compile``, ulp tier; NumPy and CuPy: one fused elementwise kernel generated from the
-    recorded step, compiled by the system C compiler or by CuPy, checked against eager on probe
-    values before use, bitwise). ``chunk_size`` (elements) and ``threads`` tune the chunked and
-    compiled paths (defaults per backend).
+    ``execution`` chooses how the step runs (docs/execution.md has the rule ``"auto"`` follows
+    at each size): ``"auto"`` (default), ``"eager"``, ``"chunked"`` (bitwise equal to eager) or
+    ``"compiled"`` (torch: ``torch.compile``, ulp tier; NumPy and CuPy: one fused elementwise
+    kernel generated from the recorded step, compiled by numba or by CuPy, checked against
+    eager on probe values before use, bitwise). ``chunk_size`` (elements) and ``threads`` tune
+    the chunked and compiled paths (defaults per backend). :meth:`execution_report` tells which
+    path the last step took and why any fallback happened (per optimizer: a failure in one
+    optimizer never changes another's path).
 
     Example::
 
@@ -109,6 +109,7 @@ class LionK:
         self.nan_policy = nan_policy
         self._params = params
         self.last_execution: str | None = None  # the path the last step ran (for inspection)
+        self._record = ExecutionRecord(execution)
         self._state = init(params, state_dtype=state_dtype)
 
     @property
@@ -146,15 +147,25 @@ class LionK:
         # shapes, floating-point traps), then write and count, Ctrl-C held back meanwhile.
         pending = None
         if prep.xs:
+            self._record.requested = self.execution
             pending = prepare_inplace(
                 prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa, execution=self.execution,
                 chunk_size=self.chunk_size, threads=self.threads,
-                names=[f"params{p}" for p in prep.paths],
+                names=[f"params{p}" for p in prep.paths], record=self._record,
             )
         with interrupts_deferred():
             if pending is not None:
                 self.last_execution = commit_all([pending])[0]
             self._state = State(st.count + 1, st.momentum, st.skipped)
+
+    def execution_report(self) -> dict[str, Any]:
+        """How this optimizer's steps run: ``requested`` (the ``execution`` option), ``path``
+        (what the last step ran: ``"eager"``, ``"chunked"``, ``"compiled"``; None before the
+        first step), ``detail`` (what ran it: ``"numba kernel"``, ``"recorded program"``,
+        ``"torch.compile"``, ...), ``fallbacks`` (each distinct reason a step ran another path
+        than the one chosen first, e.g. numba not installed or a dtype without a kernel) and
+        ``steps`` (steps that ran a path)."""
+        return self._record.as_dict()
 
     # --- checkpoints -----------------------------------------------------------------------------
     STATE_DICT_FORMAT = "lionk.LionK"

@@ -76,12 +76,16 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
     new compilation, so for a schedule call :func:`lionk.step` under your own ``jax.jit`` with a
     traced lr instead.
 
-    ``fused=True`` (CPU): each leaf's step is one call of the fused kernel generated from the
-    recorded step (:mod:`lionk._kernel`), built once by the system C++ compiler against the XLA
-    FFI headers that jaxlib ships, with x and m aliased to its outputs: one pass over the five
-    arrays instead of XLA's two loops. No FMA contraction: bitwise equal to eager NumPy (checked
-    on probe values before use). Needs an elementwise κ, float32/float64 leaves, a C++ compiler;
-    raises ValueError (when the step is traced) saying which is missing.
+    ``fused=True`` (CPU, **experimental**: warns when created): each leaf's step is one call of
+    the fused kernel generated from the recorded step (:mod:`lionk.execution.kernels`), built
+    once by the system C++ compiler against the XLA FFI headers that jaxlib ships, with x and m
+    aliased to its outputs: one pass over the five arrays instead of XLA's two loops. No FMA
+    contraction: bitwise equal to eager NumPy (checked on probe values before use). Needs an
+    elementwise κ, float32/float64 leaves, a C++ compiler at run time; raises ValueError (when
+    the step is traced) saying which is missing. Experimental because it compiles C++ at run
+    time and starts its own threads inside an XLA custom call; for bitwise results without it,
+    set ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2`` before importing JAX (docs/execution.md has the
+    measurements behind this choice).
 
     Tier: jit contracts ``a*b + c`` into FMA on CPU and GPU (ulp); bitwise with
     ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2`` on CPU, or with ``fused=True``.
@@ -96,6 +100,14 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
     if fused and split:
         raise ValueError("jit_step: fused=True computes params and momentum in one kernel; "
                          "split=True does not apply")
+    if fused:
+        import warnings
+
+        from ..core.step import LionKWarning
+
+        warnings.warn("lionk.jit_step(fused=True) is experimental: it builds an XLA FFI "
+                      "handler with the system C++ compiler at run time (docs/execution.md)",
+                      LionKWarning, stacklevel=2)
 
     def _leaves(params: Any, grads: Any, momentum: Any) -> Any:
         prep = prepare(params, grads, State(0, momentum, 0), lr=lr, betas=betas,

@@ -49,6 +49,7 @@ from ..core import validation as _check
 from ..core.array_api import check_no_aliasing, write_inplace
 from ..core.step import Hyper, LionKWarning, make_hyper, update_leaves
 from ..execution.paths import (
+    ExecutionRecord,
     Pending,
     check_results,
     chunkable,
@@ -320,6 +321,8 @@ class LionK(Optimizer):
         self.process_group = process_group
         self.vote_packing = vote_packing
         self.last_execution: list[str | None] = []
+        # per param group: the path its steps take and any fallback (execution_report())
+        self._records: list[ExecutionRecord] = []
         self.last_communication: dict[str, Any] | None = None
         defaults: dict[str, Any] = dict(
             lr=lr, betas=betas, weight_decay=weight_decay, kappa=kappa, maximize=maximize,
@@ -371,6 +374,7 @@ class LionK(Optimizer):
         for key, value in _ATTRIBUTE_DEFAULTS.items():
             self.__dict__.setdefault(key, value)
         self.__dict__.setdefault("last_execution", [])
+        self.__dict__.setdefault("_records", [])  # per group; not pickled: a copy starts afresh
         self.__dict__.setdefault("last_communication", None)
         for group in self.param_groups:
             for key, value in _GROUP_DEFAULTS.items():
@@ -514,10 +518,14 @@ class LionK(Optimizer):
                 if plan.skip or not plan.params:
                     pendings.append(None)
                     continue
+                while len(self._records) <= gi:
+                    self._records.append(ExecutionRecord(self.execution))
+                self._records[gi].requested = self.execution
                 pendings.append(prepare_inplace(
                     plan.params, plan.grads, plan.moms, plan.config.hyper, plan.config.kappa,
                     execution=self._group_execution(plan),
-                    names=[f"param_groups[{gi}]['params'][{i}]" for i in plan.positions]))
+                    names=[f"param_groups[{gi}]['params'][{i}]" for i in plan.positions],
+                    record=self._records[gi]))
             with interrupts_deferred():
                 ran = iter(commit_all([p for p in pendings if p is not None]))
                 self.last_execution = []
@@ -553,6 +561,21 @@ class LionK(Optimizer):
             groups.append(([f"{n}.grad" for n in names], [p.grad for p in plan.params], False))
             groups.append(([f"state of {n}['exp_avg']" for n in names], plan.moms, True))
         check_no_aliasing(groups)
+
+    def execution_report(self) -> dict[str, Any]:
+        """How this optimizer's steps run: ``requested`` (the ``execution`` option) and, per
+        param group, the path its last step took, what ran it, every fallback with its reason
+        and the number of steps (see :meth:`lionk.LionK.execution_report`). A group stepped by
+        ``communication=...`` (eager, outside the execution paths) reports its path with
+        ``steps`` None."""
+        groups = []
+        for gi, ran in enumerate(self.last_execution):
+            if gi < len(self._records) and self._records[gi].path is not None:
+                groups.append(self._records[gi].as_dict())
+            else:
+                groups.append({"requested": self.execution, "path": ran, "detail": "",
+                               "fallbacks": [], "steps": None})
+        return {"requested": self.execution, "groups": groups}
 
     def _count_step(self, plan: _Plan) -> None:
         for p, m, fresh in zip(plan.params, plan.moms, plan.fresh):

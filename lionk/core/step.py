@@ -30,6 +30,7 @@ from .array_api import (
     same_placement,
     scalar_device,
 )
+from .caches import BoundedCache
 from .trees import TreeDef, flatten
 
 __all__ = [
@@ -300,7 +301,8 @@ def _same_device(a: Array, b: Array) -> bool:
     return same_placement(a, b)
 
 
-_FLOATING: dict[Any, bool] = {}  # (namespace, dtype) -> is a real floating dtype
+# (namespace, dtype) -> is a real floating dtype
+_FLOATING: BoundedCache[bool] = BoundedCache("core.step: floating dtypes", 256)
 
 
 def _supported(xp: Any, a: Array) -> bool:
@@ -315,7 +317,7 @@ def _floating(xp: Any, a: Array) -> bool:
         key = (id(xp), a.dtype)
         ok = _FLOATING.get(key)
         if ok is None:
-            ok = _FLOATING[key] = _supported(xp, a)
+            ok = _FLOATING.put(key, _supported(xp, a))
         return ok
     except TypeError:  # an unhashable dtype
         return _supported(xp, a)

@@ -1,38 +1,49 @@
-"""One fused elementwise kernel per step, in C, generated from the recorded step.
+"""One fused elementwise kernel per step, generated from the recorded step.
 
-:mod:`lionk._tape` records the calls :func:`lionk._step.update_leaves` makes on a chunk. Here the
-same record is written as the body of an elementwise kernel: one C statement per recorded call,
-in the recorded order, each the IEEE operation the NumPy call performs (``a * b`` for
-``multiply``, the exact sign for ``sign``, NumPy's NaN-propagating ``clip``, ...). The step's
-coefficients are double parameters of the kernel, rounded once to the array dtype inside (what
+:mod:`lionk.execution.tape` records the calls :func:`lionk.core.step.update_leaves` makes on a
+chunk. Here the same record is written as the body of an elementwise kernel: one statement per
+recorded call, in the recorded order, each the IEEE operation the NumPy call performs (``a * b``
+for ``multiply``, the exact sign for ``sign``, NumPy's NaN-propagating ``clip``, ...). The step's
+coefficients are double arguments of the kernel, rounded once to the array dtype inside (what
 NumPy does to a Python float), so one build serves every learning rate; the κ's own constants
-are written as bit patterns. One pass over memory reads x, g and m and writes x and m: the five
-arrays of the floor. No ``a*b + c`` is contracted into an FMA.
+are written as the exact values NumPy uses. One pass over memory reads x, g and m and writes x
+and m: the five arrays of the floor. No ``a*b + c`` is contracted into an FMA.
 
-The body is built three ways: by the system C compiler for NumPy's ``execution="compiled"``
-(:class:`CKernel`), by the system C++ compiler as an XLA FFI handler for
-``lionk.jit_step(fused=True)`` (:func:`jax_ffi_kernel`), and by CuPy (``cupy.ElementwiseKernel``,
-NVRTC ``--fmad=false``) for CUDA arrays (:func:`cupy_kernel`). Every build, before its first use
-with a set of coefficients, runs on the probe vectors (±0, ±inf, NaN, subnormals) and is compared
-byte for byte with the eager NumPy step; one that differs is not used.
+The body is written in two dialects and built three ways:
 
-Only float32 and float64 parameters and momentum are translated (half types would need CUDA's
-half intrinsics); a call without a C translation leaves the step to another path.
+* Python scalar code compiled by **numba** (``njit``, ``fastmath=False``, ``error_model="numpy"``,
+  ``nogil``, ``cache=True``; bundled LLVM, no system compiler) for NumPy's ``execution="compiled"``
+  and ``"auto"`` (:func:`numba_kernel`);
+* C compiled by CuPy (``cupy.ElementwiseKernel``, NVRTC ``--fmad=false``) for CUDA arrays
+  (:func:`cupy_kernel`);
+* experimental: C++ built by the system C++ compiler as an XLA FFI handler for
+  ``lionk.jit_step(fused=True)`` (:func:`jax_ffi_kernel`).
+
+Every build, before its first use, runs on the probe vectors (±0, ±inf, NaN, subnormals) with two
+sets of coefficients and is compared byte for byte with the eager NumPy step; one that differs is
+not used. The step is recorded twice, with different coefficients, and the two bodies must be
+equal: then the body depends on the coefficients only through its arguments.
+
+Only float32 and float64 parameters and momentum are translated (numba has no CPU float16, CUDA
+half types would need intrinsics); a call without a translation leaves the step to another path.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..core.caches import BoundedCache, register_clear_hook
 from . import tape as _tape
 
-__all__ = ["COEFFICIENTS", "KernelSource", "kernel_source", "why_not", "c_function", "CKernel",
-           "c_kernel", "checked_c_kernel", "cupy_kernel", "jax_ffi_kernel", "ffi_function"]
+__all__ = ["COEFFICIENTS", "KernelSource", "kernel_source", "why_not", "c_function",
+           "cupy_kernel", "numba_kernel", "NumbaKernel", "numba_available", "cache_dir",
+           "jax_ffi_kernel", "ffi_function"]
 
 _CTYPE = {np.dtype("float32"): "float", np.dtype("float64"): "double", np.dtype("bool"): "bool"}
 
@@ -53,8 +64,8 @@ static inline double lionk_f64(uint64_t b) { double d; memcpy(&d, &b, 8); return
 """
 
 
-# the kernel's scalar parameters, in the order of lionk._step.Hyper: c_lr, c_b1, ...
-COEFFICIENTS = ("lr", "b1", "one_minus_b1", "b2", "one_minus_b2", "decay")
+# the kernel's scalar parameters, in the order of lionk.core.step.Hyper: c_lr, c_b1, ...
+COEFFICIENTS = _tape.COEFFICIENTS
 
 
 class KernelSource(NamedTuple):
@@ -128,93 +139,210 @@ def _expression(fn: Any, args: list[str], out_dtype: np.dtype) -> str:
     raise _NoTranslation(f"no C translation of {getattr(fn, '__name__', fn)}")
 
 
-def _coefficient(a: Any, hyper: Any) -> str | None:
-    """The Hyper field a recorded scalar is (by identity: ``_coef`` passes the field's own float
-    object to the operation), or None for any other constant."""
-    if type(a) is not float or hyper is None:
-        return None
-    for name, value in zip(COEFFICIENTS, hyper):
-        if a is value:
-            return name
-    return None
+def _c_sqrt(a: str, t: str) -> str:
+    return f"{'sqrtf' if t == 'float' else 'sqrt'}({a})"
 
 
-def _translate(tape: Any, inputs: list[Any], outputs: dict[int, Any], hyper: Any = None) -> str:
-    """The kernel body. The step's coefficients (the fields of ``hyper``) become the kernel's
-    double parameters ``c_<name>``, rounded once to the operation's dtype (what NumPy does to a
-    Python float); every other constant is written as its bit pattern."""
+class _Dialect:
+    """How one language writes the kernel body (C for CUDA and the XLA FFI handler, Python for
+    numba)."""
+
+    name = "c"
+    types = _CTYPE
+
+    def type(self, dtype: np.dtype) -> str:
+        if dtype not in self.types:
+            raise _NoTranslation(f"dtype {dtype}")
+        return self.types[dtype]
+
+    def literal(self, value: Any, dtype: np.dtype) -> str:
+        return _literal(value, dtype)
+
+    def define(self, dtype: np.dtype, name: str, expr: str) -> str:
+        return f"const {self.type(dtype)} {name} = {expr};"
+
+    def coefficient(self, dtype: np.dtype, coef: str) -> str:
+        t = self.type(dtype)
+        return f"({t})c_{coef}"
+
+    def assign_output(self, target: str, name: str) -> str:
+        return f"{target} = {name};"
+
+    def expression(self, fn: Any, args: list[str], out_dtype: np.dtype) -> str:
+        return _expression(fn, args, out_dtype)
+
+    def mixed_dtypes_ok(self) -> bool:
+        return False
+
+
+class _PythonDialect(_Dialect):
+    """Python scalar code for numba: ``np.float32(...)`` casts, typed constants, ternaries.
+    numba computes float32 op float32 in float32 (IEEE, correctly rounded) and with
+    ``fastmath=False`` does not contract ``a*b + c``."""
+
+    name = "python"
+    types = {np.dtype("float32"): "np.float32", np.dtype("float64"): "np.float64",
+             np.dtype("bool"): "bool"}
+
+    def literal(self, value: Any, dtype: np.dtype) -> str:
+        if dtype == np.dtype("bool"):
+            return "True" if bool(value) else "False"
+        if dtype not in (np.dtype("float32"), np.dtype("float64")):
+            raise _NoTranslation(f"a constant of dtype {dtype}")
+        with np.errstate(all="ignore"):
+            v = float(np.asarray(value, dtype=dtype))  # the value NumPy uses, exact in double
+        if v != v:
+            text = "math.nan"
+        elif v in (math.inf, -math.inf):
+            text = "math.inf" if v > 0 else "-math.inf"
+        else:
+            text = repr(v)
+        return f"{self.type(dtype)}({text})"
+
+    def define(self, dtype: np.dtype, name: str, expr: str) -> str:
+        if dtype == np.dtype("bool"):
+            return f"{name} = {expr}"
+        return f"{name} = {self.type(dtype)}({expr})"
+
+    def coefficient(self, dtype: np.dtype, coef: str) -> str:
+        return f"c_{coef}"  # define() casts it: np.float32(c_lr), one rounding from double
+
+    def assign_output(self, target: str, name: str) -> str:
+        return f"{target} = {name}"
+
+    def mixed_dtypes_ok(self) -> bool:
+        return True  # numba promotes float32 with float64 as NumPy does
+
+    def expression(self, fn: Any, args: list[str], out_dtype: np.dtype) -> str:
+        t = self.type(out_dtype)
+        py_binary = {np.add: "+", np.subtract: "-", np.multiply: "*", np.true_divide: "/",
+                     np.greater: ">", np.less: "<", np.greater_equal: ">=", np.less_equal: "<=",
+                     np.equal: "==", np.not_equal: "!=", np.logical_and: "&",
+                     np.logical_or: "|"}
+        if fn in py_binary and len(args) == 2:
+            return f"({args[0]}) {py_binary[fn]} ({args[1]})"
+        if fn is np.negative:
+            return f"-({args[0]})"
+        if fn is np.positive:
+            return f"({args[0]})"
+        if fn is np.absolute:
+            return f"abs({args[0]})"
+        if fn is np.sqrt:
+            return f"np.sqrt({args[0]})"
+        if fn is np.logical_not:
+            return f"not ({args[0]})"
+        if fn is np.sign:
+            a = args[0]
+            one, mone, zero = (self.literal(v, out_dtype) for v in (1.0, -1.0, 0.0))
+            return (f"{one} if ({a}) > 0 else ({mone} if ({a}) < 0 else "
+                    f"({zero} if ({a}) == ({a}) else ({a})))")
+        if fn is np.clip and len(args) == 3:
+            a, lo, hi = args
+            low = f"(({a}) if ({a}) != ({a}) else (({a}) if ({a}) > ({lo}) else ({lo})))"
+            return f"(({low}) if ({low}) != ({low}) else (({low}) if ({low}) < ({hi}) else ({hi})))"
+        if fn is np.where and len(args) == 3:
+            return f"{t}({args[1]}) if ({args[0]}) else {t}({args[2]})"
+        if getattr(fn, "__name__", "") == "astype" and len(args) == 2:
+            return f"{t}({args[0]})"
+        if fn is np.maximum:  # NumPy: a >= b or isnan(a) ? a : b
+            a, b = args
+            return f"({a}) if (({a}) >= ({b}) or ({a}) != ({a})) else ({b})"
+        if fn is np.minimum:
+            a, b = args
+            return f"({a}) if (({a}) <= ({b}) or ({a}) != ({a})) else ({b})"
+        raise _NoTranslation(f"no numba translation of {getattr(fn, '__name__', fn)}")
+
+
+C = _Dialect()
+PYTHON = _PythonDialect()
+
+
+def _translate(tape: Any, inputs: list[Any], outputs: dict[int, Any], hyper: Any = None,
+               dialect: _Dialect = C) -> str:
+    """The kernel body. The step's coefficients (the fields of ``hyper``, by identity) become
+    the kernel's double parameters ``c_<name>``, rounded once to the operation's dtype (what
+    NumPy does to a Python float); every other constant is written as the exact value NumPy
+    uses (C: its bit pattern). One statement per recorded call, in the recorded order."""
     names: dict[int, str] = {}
     lines = []
     converted: set[str] = set()
     for n, nm in zip(inputs, ("x", "g", "m")):
         names[n.index] = f"v{n.index}"
-        lines.append(f"const {_CTYPE[n.dtype]} v{n.index} = {nm};")
+        lines.append(dialect.define(n.dtype, f"v{n.index}", nm))
     for c in tape.calls:
         out_dtype = c.node.dtype
-        if out_dtype not in _CTYPE:
-            raise _NoTranslation(f"dtype {out_dtype}")
+        dialect.type(out_dtype)  # raises for a dtype without a translation
         fn = _tape._lowered(c.fn)  # noqa: SLF001 - the same replay function as the tape's
         if c.kwargs:
             raise _NoTranslation("keyword arguments")
-        # the dtype a Python scalar takes: the first floating array argument's (NEP 50)
+        # the dtype a Python scalar takes: the floating array arguments' (NEP 50)
         node_dtypes = [a.dtype for a in c.args if isinstance(a, _tape._Node)]  # noqa: SLF001
         floating = [d for d in node_dtypes if d.kind == "f"]
-        scalar_dtype = floating[0] if floating else out_dtype
+        if len(set(floating)) > 1 and not dialect.mixed_dtypes_ok():
+            raise _NoTranslation("mixed floating dtypes in one call")
+        scalar_dtype = np.result_type(*floating) if floating else out_dtype
         args: list[str] = []
         for a in c.args:
             if isinstance(a, _tape._Node):  # noqa: SLF001
                 args.append(names[a.index])
-            elif (coef := _coefficient(a, hyper)) is not None:
+            elif (coef := _tape.coefficient_name(a, hyper)) is not None:
                 if scalar_dtype not in (np.dtype("float32"), np.dtype("float64")):
                     raise _NoTranslation(f"a coefficient at dtype {scalar_dtype}")
-                ct = _CTYPE[scalar_dtype]
-                local = f"k_{coef}_{ct}"
+                local = f"k_{coef}_{scalar_dtype.name}"
                 if local not in converted:  # Python float -> dtype: one rounding, as NumPy
                     converted.add(local)
-                    lines.append(f"const {ct} {local} = ({ct})c_{coef};")
+                    lines.append(dialect.define(scalar_dtype, local,
+                                                dialect.coefficient(scalar_dtype, coef)))
                 args.append(local)
             elif isinstance(a, (bool, int, float, np.generic)) or (
                 isinstance(a, np.ndarray) and a.ndim == 0
             ):
-                args.append(_literal(a, scalar_dtype))
+                args.append(dialect.literal(a, scalar_dtype))
             elif isinstance(a, (type, np.dtype)) and getattr(fn, "__name__", "") == "astype":
                 args.append("")  # the target dtype is the result's dtype
             else:
                 raise _NoTranslation(f"an argument of type {type(a).__name__}")
-        if len({d for d in node_dtypes if d.kind == "f"}) > 1:
-            raise _NoTranslation("mixed floating dtypes in one call")
-        expr = _expression(fn, args, out_dtype)
+        expr = dialect.expression(fn, args, out_dtype)
         names[c.node.index] = f"v{c.node.index}"
-        lines.append(f"const {_CTYPE[out_dtype]} v{c.node.index} = {expr};")
+        lines.append(dialect.define(out_dtype, f"v{c.node.index}", expr))
     for i, node in outputs.items():
-        lines.append(f"{('x', 'g', 'm')[i]} = {names[node.index]};")
+        lines.append(dialect.assign_output(("x", "g", "m")[i], names[node.index]))
     return "\n".join(lines)
 
 
-_CACHE: dict[Any, tuple[Any, KernelSource | None, str]] = {}
+_CACHE: BoundedCache[Any] = BoundedCache("execution.kernels: kernel bodies", 64)
 
 
 def _make_source(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
-                 mdtype: Any) -> KernelSource:
+                 mdtype: Any, dialect: _Dialect = C) -> KernelSource:
     dtype, mdtype = np.dtype(dtype), np.dtype(mdtype)
     if dtype not in _CTYPE or mdtype not in _CTYPE or dtype.kind != "f" or mdtype.kind != "f":
         raise _NoTranslation(f"dtypes {dtype}/{mdtype} (float32 and float64 only)")
-    tape, inputs, outputs = _tape.record(update, hyper, kappa, dtype, mdtype)
-    return KernelSource(_translate(tape, inputs, outputs, hyper), dtype, mdtype)
+
+    def generate(tape: Any, inputs: Any, outputs: Any, h: Any) -> str:
+        return _translate(tape, inputs, outputs, h, dialect)
+
+    body, _ = _tape.record_twice(update, hyper, kappa, dtype, mdtype, generate)
+    return KernelSource(body, dtype, mdtype)
 
 
 def kernel_source(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
-                  mdtype: Any) -> KernelSource | None:
-    """The elementwise kernel body of ``update`` for these coefficients, κ and dtypes, or None
-    (float16/bfloat16, a call without a C translation, a step that cannot be recorded)."""
-    args = (update, hyper, kappa, dtype, mdtype)
-    return _tape.memoized(_CACHE, lambda: _make_source(*args), *args)[0]
+                  mdtype: Any, dialect: str = "c") -> KernelSource | None:
+    """The elementwise kernel body of ``update`` for this κ and these dtypes, or None
+    (float16/bfloat16, a call without a translation, a step that cannot be recorded or whose
+    record depends on the coefficient values). The coefficients are arguments: one body serves
+    every learning rate. ``dialect``: ``"c"`` (CUDA C, C++) or ``"python"`` (numba)."""
+    d = PYTHON if dialect == "python" else C
+    return _tape.memoized(_CACHE, lambda: _make_source(update, hyper, kappa, dtype, mdtype, d),
+                          (update, d.name), kappa, dtype, mdtype)[0]
 
 
-def why_not(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any, mdtype: Any) -> str:
+def why_not(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any, mdtype: Any,
+            dialect: str = "c") -> str:
     """Why :func:`kernel_source` returned None for these arguments ("" when it did not)."""
-    args = (update, hyper, kappa, dtype, mdtype)
-    return _tape.memoized(_CACHE, lambda: _make_source(*args), *args)[1]
+    d = PYTHON if dialect == "python" else C
+    return _tape.memoized(_CACHE, lambda: _make_source(update, hyper, kappa, dtype, mdtype, d),
+                          (update, d.name), kappa, dtype, mdtype)[1]
 
 
 def c_function(source: KernelSource, name: str = "lionk_kernel") -> str:
@@ -238,26 +366,39 @@ def c_function(source: KernelSource, name: str = "lionk_kernel") -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# A kernel is used only after it matched eager NumPy on the probes, for these coefficients.
+# A build is used only after it matched eager NumPy on the probes, with two sets of
+# coefficients (the first the caller's); once per build, not per learning rate.
 
-_CHECKED: dict[Any, bool] = {}
+_CHECKED: BoundedCache[str] = BoundedCache("execution.kernels: probe checks", 256)
 
 
-def _matches_eager_cached(build: Any, run: Callable[..., None], source: KernelSource,
-                          update: Callable[..., Any], hyper: Any, kappa: Any) -> bool:
-    """Whether ``run`` (a build of ``source`` with these coefficients) gives eager NumPy's
-    bytes on the probes; checked once per build and coefficients."""
-    key = (build if isinstance(build, str) else id(build), tuple(hyper))
-    if key not in _CHECKED:
-        label = _tape.differs_from_eager(run, update, hyper, kappa, source.dtype, source.mdtype)
-        _tape.remember(_CHECKED, key, not label)
-    return _CHECKED[key]
+def _matches_eager_cached(build: Hashable, run: Callable[..., None], source: KernelSource,
+                          update: Callable[..., Any], hyper: Any, kappa: Any) -> str:
+    """"" when ``run(x, g, m, hyper)`` (a build of ``source``) gives eager NumPy's bytes on
+    the probes with ``hyper`` and with :func:`lionk.execution.tape.alternative_hyper`, else
+    what differs; checked once per build (the body depends on the coefficients only through
+    its arguments: :func:`lionk.execution.tape.record_twice`)."""
+    key = (build, source)
+    verdict = _CHECKED.get(key)
+    if verdict is None:
+        verdict = ""
+        for h in (hyper, _tape.alternative_hyper(hyper)):
+            def run_h(x: np.ndarray, g: np.ndarray, m: np.ndarray, h: Any = h) -> None:
+                run(x, g, m, h)
+
+            label = _tape.differs_from_eager(run_h, update, h, kappa, source.dtype,
+                                             source.mdtype)
+            if label:
+                verdict = f"the kernel's {label} differ from the eager step on the probes"
+                break
+        _CHECKED.put(key, verdict)
+    return verdict
 
 
 # ---------------------------------------------------------------------------------------------
 # CuPy: the body as a cupy.ElementwiseKernel.
 
-_CUPY_BUILT: dict[KernelSource, Any] = {}
+_CUPY_BUILT: BoundedCache[Any] = BoundedCache("execution.kernels: CuPy builds", 32)
 
 
 def cupy_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
@@ -273,22 +414,22 @@ def cupy_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
     if kernel is None:
         t, mt = source.dtype.name, source.mdtype.name
         params = ", ".join(f"float64 c_{c}" for c in COEFFICIENTS)
-        kernel = _CUPY_BUILT[source] = cupy.ElementwiseKernel(
+        kernel = _CUPY_BUILT.put(source, cupy.ElementwiseKernel(
             f"{params}, {t} g", f"{t} x, {mt} m", source.body, "lionk_step",
             preamble=CUDA_PREAMBLE, options=("--fmad=false",),
-        )
+        ))
     coefs = tuple(float(c) for c in hyper)
 
     def run(g: Any, x: Any, m: Any) -> None:
         kernel(*coefs, g, x, m)
 
-    def on_host(x: np.ndarray, g: np.ndarray, m: np.ndarray) -> None:
+    def on_host(x: np.ndarray, g: np.ndarray, m: np.ndarray, h: Any) -> None:
         cx, cg, cm = cupy.asarray(x), cupy.asarray(g), cupy.asarray(m)
-        kernel(*coefs, cg, cx, cm)
+        kernel(*(float(c) for c in h), cg, cx, cm)
         x[...] = cupy.asnumpy(cx)
         m[...] = cupy.asnumpy(cm)
 
-    if not _matches_eager_cached(kernel, on_host, source, update, hyper, kappa):
+    if _matches_eager_cached("cupy", on_host, source, update, hyper, kappa):
         import warnings
 
         warnings.warn("lionk: the fused CuPy kernel differs from the eager step on the "
@@ -298,21 +439,153 @@ def cupy_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
 
 
 # ---------------------------------------------------------------------------------------------
-# The C translation compiled by the system C compiler: NumPy's "compiled" execution path, and
-# the check of the kernel's arithmetic on machines without a GPU (tests, conformance).
+# NumPy: the body as Python scalar code compiled by numba (bundled LLVM; no system compiler).
 
-_C_BUILDS: dict[KernelSource, CKernel] = {}
+NUMBA_FLAGS = dict(fastmath=False, error_model="numpy", nogil=True, cache=True)
+
+
+def numba_available() -> bool:
+    """Whether numba can be imported (without importing it; looked up once, and again after
+    :func:`lionk.clear_caches`)."""
+    return _find_numba()
+
+
+@functools.lru_cache(maxsize=1)
+def _find_numba() -> bool:  # a search of sys.path costs tens of µs: not once per step
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
+register_clear_hook(_find_numba.cache_clear)
+
+
+def cache_dir() -> str:
+    """Where generated kernel modules (and numba's cache of their machine code) are kept:
+    ``$LIONK_CACHE_DIR``, else ``$XDG_CACHE_HOME/lionk``, else ``~/.cache/lionk``."""
+    import os
+
+    root = os.environ.get("LIONK_CACHE_DIR")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "lionk")
+    return os.path.join(root, "kernels")
+
+
+def numba_module_source(source: KernelSource) -> str:
+    """The Python module of a kernel: ``kernel(x, g, m, c_lr, c_b1, c_one_minus_b1, c_b2,
+    c_one_minus_b2, c_decay)`` updating the 1-D arrays x and m in place, compiled with
+    :data:`NUMBA_FLAGS` (``nogil``: threads run it on disjoint pieces at once). Coefficient
+    roundings and constants do not depend on the element; LLVM hoists them out of the loop."""
+    coefs = ", ".join(f"c_{c}" for c in COEFFICIENTS)
+    body = "\n".join("        " + line for line in source.body.splitlines())
+    flags = ", ".join(f"{k}={v!r}" for k, v in NUMBA_FLAGS.items())
+    return "\n".join([
+        "# generated by lionk.execution.kernels from the recorded step: do not edit",
+        "import math", "", "import numpy as np", "from numba import njit", "", "",
+        f"@njit({flags})",
+        f"def kernel(xs, gs, ms, {coefs}):",
+        "    for i in range(xs.shape[0]):",
+        "        x = xs[i]", "        g = gs[i]", "        m = ms[i]",
+        body,
+        "        xs[i] = x", "        ms[i] = m", ""])
+
+
+def _load_module(code: str) -> Any:
+    """Write ``code`` once to the kernel cache folder (content-addressed: a file that exists
+    is never rewritten, so numba's on-disk cache of it stays valid) and import it."""
+    import hashlib
+    import importlib.util
+    import os
+    import tempfile
+
+    name = "lionk_kernel_" + hashlib.sha256(code.encode()).hexdigest()[:20]
+    folder = cache_dir()
+    try:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, name + ".py")
+        if not os.path.exists(path):
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(code)
+            os.replace(tmp, path)
+    except OSError:  # a read-only home: a private folder for this process (no disk cache)
+        folder = tempfile.mkdtemp(prefix="lionk-kernels-")
+        path = os.path.join(folder, name + ".py")
+        with open(path, "w") as f:
+            f.write(code)
+    import sys
+
+    module = sys.modules.get(name)
+    if module is not None:  # the same code (content-addressed name): already imported
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # registered before it runs: numba's cache finds a function's module by its name
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+class NumbaKernel:
+    """The kernel body compiled by numba: ``kernel(x, g, m, hyper)`` updates the contiguous
+    1-D NumPy arrays x and m in place. ``raw(x, g, m, *coefficients)`` is the compiled function
+    itself; it releases the GIL, so threads run it on disjoint pieces at once
+    (:mod:`lionk.execution.paths` splits the elements between ``threads``). Checked against
+    eager NumPy on the probes before first use (:meth:`check`)."""
+
+    def __init__(self, source: KernelSource) -> None:
+        self.source = source
+        self.module = _load_module(numba_module_source(source))
+        self.raw = self.module.kernel
+
+    def check(self, update: Callable[..., Any], hyper: Any, kappa: Any) -> str:
+        """"" when the build gives eager NumPy's bytes on the probes (with ``hyper`` and a
+        second set of coefficients; once per build), else what differs."""
+        def run(x: np.ndarray, g: np.ndarray, m: np.ndarray, h: Any) -> None:
+            self.raw(x, g, m, *(float(c) for c in h))
+
+        return _matches_eager_cached("numba", run, self.source, update, hyper, kappa)
+
+    def __call__(self, x: np.ndarray, g: np.ndarray, m: np.ndarray, hyper: Any) -> None:
+        self.raw(x, g, m, *(float(c) for c in hyper))
+
+
+_NUMBA_BUILT: BoundedCache[NumbaKernel] = BoundedCache("execution.kernels: numba builds", 32)
+
+
+def numba_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
+                 mdtype: Any) -> tuple[NumbaKernel | None, str]:
+    """``(kernel, "")``: the numba kernel for this κ and these dtypes, compiled and checked on
+    the probes — one build for every learning rate; or ``(None, why)``."""
+    if not numba_available():
+        return None, "numba is not installed (pip install 'lionk[numba]')"
+    source = kernel_source(update, hyper, kappa, dtype, mdtype, dialect="python")
+    if source is None:
+        return None, why_not(update, hyper, kappa, dtype, mdtype, dialect="python")
+    kernel = _NUMBA_BUILT.get(source)
+    try:
+        if kernel is None:
+            kernel = _NUMBA_BUILT.put(source, NumbaKernel(source))
+        why = kernel.check(update, hyper, kappa)  # compiles on first call
+    except Exception as exc:  # noqa: BLE001 - numba failed to import, type or compile
+        return None, f"numba failed ({type(exc).__name__}: {str(exc)[:300]})"
+    return (None, why) if why else (kernel, "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Experimental: the C translation built by the system C++ compiler as an XLA FFI handler for
+# lionk.jit_step(fused=True). Not a default path; see docs/execution.md.
+
 C_FLAGS = ("-O3", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC")
 # tried first: the vector width of this CPU (measured: AVX-512 took 2^24 float32 sign from
 # 2.2x to 1.0x the floor on one thread); IEEE results do not depend on it. Dropped if refused.
 NATIVE_FLAGS = ("-march=native",)
-
-
-def c_compiler() -> str | None:
-    """The system C compiler (``$CC``, else ``cc``), or None."""
-    import os
-
-    return _which(os.environ.get("CC", "cc"))
 
 
 @functools.lru_cache(maxsize=8)
@@ -320,6 +593,9 @@ def _which(name: str) -> str | None:  # a PATH search per step costs ~75 µs
     import shutil
 
     return shutil.which(name)
+
+
+register_clear_hook(_which.cache_clear)
 
 
 def _shared_library(compiler: str, code: str, suffix: str, flags: tuple[str, ...],
@@ -346,66 +622,15 @@ def _shared_library(compiler: str, code: str, suffix: str, flags: tuple[str, ...
         shutil.rmtree(folder, ignore_errors=True)
 
 
-class CKernel:
-    """The kernel body compiled as C (``C_FLAGS``: no FMA contraction, no fast math), loaded
-    with ctypes. ``kernel(x, g, m, hyper)`` updates contiguous 1-D NumPy arrays x and m in place;
-    ``kernel.raw(n, x_ptr, g_ptr, m_ptr, coef_ptr)`` is the C function itself (ctypes releases
-    the GIL while it runs, so threads run it in parallel)."""
-
-    def __init__(self, source: KernelSource) -> None:
-        import ctypes
-
-        self.source = source
-        cc = c_compiler()
-        if cc is None:
-            raise RuntimeError("no C compiler (set CC or install cc)")
-        lib = _shared_library(cc, c_function(source), "c", C_FLAGS, ("-lm",))
-        lib.lionk_kernel.restype = None
-        lib.lionk_kernel.argtypes = [ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p,
-                                     ctypes.c_void_p, ctypes.c_void_p]
-        self.raw = lib.lionk_kernel
-
-    def __call__(self, x: np.ndarray, g: np.ndarray, m: np.ndarray, hyper: Any) -> None:
-        src = self.source
-        for a, dt in ((x, src.dtype), (g, src.dtype), (m, src.mdtype)):
-            if a.dtype != dt or a.ndim != 1 or not a.flags.c_contiguous or a.shape != x.shape:
-                raise ValueError("CKernel: expected contiguous 1-D arrays of the kernel's dtypes")
-        coef = np.array([float(c) for c in hyper], dtype=np.float64)
-        self.raw(x.shape[0], x.ctypes.data, g.ctypes.data, m.ctypes.data, coef.ctypes.data)
-
-
-def c_kernel(source: KernelSource) -> CKernel:
-    """The compiled C kernel of ``source`` (built once per source; RuntimeError without a C
-    compiler or when compilation fails)."""
-    kernel = _C_BUILDS.get(source)  # a build per body and dtypes, not per coefficients
-    if kernel is None:
-        kernel = _C_BUILDS[source] = CKernel(source)
-    return kernel
-
-
-def checked_c_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
-                     mdtype: Any) -> CKernel | None:
-    """The C kernel for these arguments if it exists, compiles, and matches eager NumPy on the
-    probes with these coefficients; else None."""
-    source = kernel_source(update, hyper, kappa, dtype, mdtype)
-    if source is None:
-        return None
-    try:
-        kernel = c_kernel(source)
-    except RuntimeError:
-        return None
-    ok = _matches_eager_cached(kernel.raw, lambda x, g, m: kernel(x, g, m, hyper), source,
-                               update, hyper, kappa)
-    return kernel if ok else None
-
-
 # ---------------------------------------------------------------------------------------------
 # JAX on CPU: the same body as an XLA FFI custom call (lionk.jit_step(fused=True)), built by the
 # system C++ compiler against the FFI headers jaxlib ships. x and m are aliased to the outputs,
 # so with donated buffers the kernel updates them in place: one pass over the five arrays.
 
 _FFI_TYPE = {np.dtype("float32"): "ffi::F32", np.dtype("float64"): "ffi::F64"}
-_FFI_BUILDS: dict[KernelSource, str] = {}  # kernel -> registered XLA FFI target name
+# kernel -> registered XLA FFI target name. Not bounded: a registered target and its loaded
+# library live as long as the process (XLA has no way to unregister them); one per (κ, dtypes).
+_FFI_BUILDS: dict[KernelSource, str] = {}
 
 
 def ffi_function(source: KernelSource) -> str:
@@ -505,21 +730,27 @@ def jax_ffi_kernel(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: An
         name = _ffi_target(source)
     except RuntimeError as exc:
         raise ValueError(str(exc)) from None
-    attrs = {f"c_{c}": np.float64(v) for c, v in zip(COEFFICIENTS, hyper)}
 
-    def call(x: Any, g: Any, m: Any) -> tuple[Any, Any]:
-        out = (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(m.shape, m.dtype))
-        new_x, new_m = jax.ffi.ffi_call(name, out, input_output_aliases={0: 0, 2: 1})(
-            x, g, m, **attrs)
-        return new_x, new_m
+    def caller(h: Any) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
+        attrs = {f"c_{c}": np.float64(v) for c, v in zip(COEFFICIENTS, h)}
 
-    def on_host(x: np.ndarray, g: np.ndarray, m: np.ndarray) -> None:
+        def call(x: Any, g: Any, m: Any) -> tuple[Any, Any]:
+            out = (jax.ShapeDtypeStruct(x.shape, x.dtype),
+                   jax.ShapeDtypeStruct(m.shape, m.dtype))
+            new_x, new_m = jax.ffi.ffi_call(name, out, input_output_aliases={0: 0, 2: 1})(
+                x, g, m, **attrs)
+            return new_x, new_m
+
+        return call
+
+    def on_host(x: np.ndarray, g: np.ndarray, m: np.ndarray, h: Any) -> None:
         # run now, also when jit_step is being traced (the probes are concrete)
         with jax.ensure_compile_time_eval():
-            new_x, new_m = jax.jit(call)(x, g, m)
+            new_x, new_m = jax.jit(caller(h))(x, g, m)
             x[...] = np.asarray(new_x)
             m[...] = np.asarray(new_m)
 
-    if not _matches_eager_cached(name, on_host, source, update, hyper, kappa):
-        raise ValueError("the fused kernel differs from the eager step on the probes")
-    return call
+    why = _matches_eager_cached(name, on_host, source, update, hyper, kappa)
+    if why:
+        raise ValueError(why)
+    return caller(hyper)

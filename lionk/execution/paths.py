@@ -17,13 +17,19 @@ leaves or on pieces of them, and copies the results into the parameter and momen
   learning-rate schedule does not recompile. Compiled kernels may contract ``a*b + c`` into FMA:
   this path is in the ulp tier (the conformance suite measures it).
   NumPy and CuPy arrays: one fused elementwise kernel generated from the recorded step
-  (:mod:`lionk._kernel`), compiled by the system C compiler (NumPy; elements split between
-  threads) or by CuPy (NVRTC), with no FMA contraction, and checked byte for byte against the
-  eager step on probe values before use: bitwise.
-* ``"auto"`` — ``"chunked"`` for NumPy arrays where it applies (separable κ, C-contiguous
-  leaves), else ``"eager"``; torch: compiled from 2^20 elements; CuPy: compiled for an
-  elementwise κ. (NumPy's compiled path needs a C compiler at run time, so it is never chosen
-  automatically.)
+  (:mod:`lionk.execution.kernels`), compiled by numba (NumPy; the elements split between
+  ``threads``, the kernel releasing the GIL) or by CuPy (NVRTC), with no FMA contraction, and
+  checked byte for byte against the eager step on probe values before use: bitwise.
+* ``"packed"`` — several small torch tensors with an elementwise κ stepped as one flat array per
+  dtype and device (:mod:`lionk.execution.packed`); bitwise equal to ``"eager"``.
+* ``"auto"`` — NumPy: the numba kernel (``"compiled"``) from ``NUMPY_KERNEL_MIN_ELEMENTS``
+  elements when numba is installed and the kernel applies (elementwise κ, contiguous float32 or
+  float64 leaves), else ``"chunked"`` where it applies, else ``"eager"``; torch: compiled from
+  2^20 elements, chunked from 2^18, packed below; CuPy: compiled for an elementwise κ.
+
+Which path ran, and any fallback with its reason, is recorded per optimizer in an
+:class:`ExecutionRecord` (``opt.execution_report()``) when the step is written; nothing in this
+module switches paths for the whole process.
 
 For JAX, :func:`jit_step` is the compiled path of the functional API: ``jax.jit`` of the same
 step with the parameter and momentum buffers donated.
@@ -41,6 +47,7 @@ The conformance suite runs every path against the reference.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import os
 import signal
@@ -54,11 +61,12 @@ import numpy as np
 
 from ..core import validation as _check
 from ..core.array_api import Array, array_namespace, write_inplace
+from ..core.caches import BoundedCache, register_clear_hook
 from ..core.step import Hyper, update_leaves
 from .packed import PACKED_MAX_ELEMENTS, packable, prepare_packed
 
 __all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable", "prepare_inplace",
-           "commit_all", "Pending", "interrupts_deferred"]
+           "commit_all", "Pending", "interrupts_deferred", "ExecutionRecord"]
 
 EXECUTIONS = _check.EXECUTIONS
 # NumPy chunks (elements). Measured on a 2-core EPYC (2 MiB L2 per core), 2^24 float32, sign:
@@ -72,13 +80,68 @@ DEFAULT_CHUNK = MAX_CHUNK
 NUMPY_CHUNK_MIN_ELEMENTS = 1 << 18  # below this a whole-array step is faster than chunks
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
+    """The thread pool of the chunked NumPy path and the numba kernel (made on first use, grown
+    when more threads are asked for; shut down at exit and by :func:`lionk.clear_caches`)."""
     global _POOL
-    if _POOL is None or _POOL._max_workers < threads:  # noqa: SLF001
-        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lionk")
-    return _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < threads:  # noqa: SLF001
+            old, _POOL = _POOL, ThreadPoolExecutor(max_workers=threads,
+                                                   thread_name_prefix="lionk")
+            if old is not None:
+                old.shutdown(wait=False)
+        return _POOL
+
+
+def shutdown_pool() -> None:
+    """Shut the thread pool down (waiting for running pieces); the next chunked step makes a
+    new one. Registered with :mod:`atexit` and :func:`lionk.clear_caches`."""
+    global _POOL
+    with _POOL_LOCK:
+        old, _POOL = _POOL, None
+    if old is not None:
+        old.shutdown(wait=True)
+
+
+atexit.register(shutdown_pool)
+register_clear_hook(shutdown_pool)
+
+
+class ExecutionRecord:
+    """How one optimizer's steps run: the path asked for, the path the last step took (with
+    the kernel or program behind it), and every fallback with its reason. Kept per optimizer
+    (``lionk.LionK``; per param group in ``lionk.torch.LionK``) and passed to
+    :func:`prepare_inplace`; :func:`commit_all` updates it when the step is written (a step
+    that raises records nothing). A failure (``torch.compile`` raising, a kernel refused)
+    changes this optimizer's path only. ``as_dict()`` is what ``opt.execution_report()``
+    returns."""
+
+    __slots__ = ("requested", "path", "detail", "fallbacks", "compile_failed", "steps")
+
+    def __init__(self, requested: str = "auto") -> None:
+        self.requested = requested
+        self.path: str | None = None
+        self.detail = ""
+        self.fallbacks: list[str] = []  # distinct reasons, oldest first (at most 8)
+        self.compile_failed: str | None = None  # torch.compile raised: not tried again
+        self.steps = 0
+
+    def ran(self, path: str, detail: str = "") -> str:
+        self.path, self.detail = path, detail
+        self.steps += 1
+        return path
+
+    def fell_back(self, why: str) -> None:
+        if why not in self.fallbacks:
+            self.fallbacks.append(why)
+            del self.fallbacks[:-8]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requested": self.requested, "path": self.path, "detail": self.detail,
+                "fallbacks": list(self.fallbacks), "steps": self.steps}
 
 
 def default_threads() -> int:
@@ -122,7 +185,10 @@ def chunkable(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kap
 
 
 COMPILE_MIN_ELEMENTS = 1 << 20  # below this, torch.compile's one-off cost does not pay back
-_COMPILE_FAILED: list[str] = []
+# NumPy "auto" runs the numba kernel from this many elements on: below it the first step's
+# compilation (about 1 s per (κ, dtypes) and process; numba's disk cache makes later processes
+# faster) outweighs what it saves over eager NumPy (a few µs per 64K elements)
+NUMPY_KERNEL_MIN_ELEMENTS = 1 << 16
 
 
 def _is_torch(a: Array) -> bool:
@@ -133,18 +199,21 @@ def _is_cupy(a: Array) -> bool:
     return type(a).__module__.startswith("cupy")
 
 
-def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any) -> str:
+def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any,
+               record: ExecutionRecord) -> str:
     if getattr(kappa, "auto_eager", False):
         # matrix κ (nuclear: SVD or Newton-Schulz, whose rounding is part of its definition)
         return "eager"
     if xs and all(_is_cupy(a) for a in xs):
         return "compiled" if kappa.separable else "eager"
     if all(type(a).__module__ == "numpy" for a in xs):
-        big = sum(int(a.size) for a in xs) >= NUMPY_CHUNK_MIN_ELEMENTS
-        return "chunked" if big and chunkable(xs, gs, ms, kappa) else "eager"
+        n = sum(int(a.size) for a in xs)
+        if n >= NUMPY_KERNEL_MIN_ELEMENTS and kappa.separable:
+            return "compiled"  # the numba kernel; prepare_inplace falls back when it cannot
+        return _numpy_fallback(xs, gs, ms, kappa)
     if xs and all(_is_torch(a) for a in xs):
         n = sum(int(a.numel()) for a in xs)
-        if n >= COMPILE_MIN_ELEMENTS and not _COMPILE_FAILED:
+        if n >= COMPILE_MIN_ELEMENTS and record.compile_failed is None:
             return "compiled"
         if n >= 4 * TORCH_CHUNK and chunkable(xs, gs, ms, kappa):
             return "chunked"
@@ -156,25 +225,36 @@ def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], ka
 TORCH_CHUNK = 1 << 16  # torch's per-operation dispatch cost wants larger pieces than numpy's
 
 
+def _numpy_fallback(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array],
+                    kappa: Any) -> str:
+    """NumPy "auto" without the numba kernel: chunked where it applies and pays, else eager."""
+    big = sum(int(a.size) for a in xs) >= NUMPY_CHUNK_MIN_ELEMENTS
+    return "chunked" if big and chunkable(xs, gs, ms, kappa) else "eager"
+
+
 def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                 kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
-                threads: int | None = None, names: Sequence[str] | None = None) -> str:
+                threads: int | None = None, names: Sequence[str] | None = None,
+                record: ExecutionRecord | None = None) -> str:
     """Compute the step and write it into ``xs`` and ``ms``; returns the path that ran.
 
-    ``"auto"``: NumPy → chunked (elementwise κ, contiguous) else eager; torch → compiled from
-    ``COMPILE_MIN_ELEMENTS`` elements on (chunked from 2^18 below that, and if compilation ever
-    failed in this process, with a warning); below that, several tensors with an elementwise κ
-    → packed (one flat array per dtype and device, :mod:`lionk.execution.packed`); else eager. ``chunk_size``/``threads`` default per
-    backend (NumPy: sized from a scratch budget of 1% of the parameters, 8K-64K elements, over
-    all cores; torch: 64K elements, one Python thread, torch's
-    own intra-op threads).
+    ``"auto"``: NumPy → the numba kernel (elementwise κ, contiguous float32/float64, numba
+    installed, from ``NUMPY_KERNEL_MIN_ELEMENTS`` elements), else chunked (elementwise κ,
+    contiguous, from 2^18 elements), else eager; torch → compiled from ``COMPILE_MIN_ELEMENTS``
+    elements on (and after ``torch.compile`` failed for this optimizer, with a warning, chunked
+    or eager), chunked from 2^18 below that; below that, several tensors with an elementwise κ
+    → packed (one flat array per dtype and device, :mod:`lionk.execution.packed`); else eager.
+    ``chunk_size``/``threads`` default per backend (NumPy: sized from a scratch budget of 1% of
+    the parameters, 8K-64K elements, over all cores; torch: 64K elements, one Python thread,
+    torch's own intra-op threads). ``record`` (one per optimizer) receives the path that ran,
+    what ran it and the reason of any fallback.
 
-    Atomic: :func:`prepare_inplace` (everything that can fail) then :meth:`Pending.commit`
+    Atomic: :func:`prepare_inplace` (everything that can fail) then :func:`commit_all`
     (writes only), with a Ctrl-C that arrives while writing delivered after the write. A call
     that raises has written nothing. ``names`` label the leaves in error messages.
     """
     pending = prepare_inplace(xs, gs, ms, h, kappa, execution=execution, chunk_size=chunk_size,
-                              threads=threads, names=names)
+                              threads=threads, names=names, record=record)
     with interrupts_deferred():
         return commit_all([pending])[0]
 
@@ -189,27 +269,37 @@ class Pending:
     Everything that can fail ran in :func:`prepare_inplace`: validation, κ evaluation (or its
     recording), the result shapes, the caller's floating-point traps, scratch allocation. The
     commit copies computed results, or runs code that evaluates no Python κ (a recorded NumPy
-    program, a compiled kernel) with floating-point traps off. The one exception is the torch
+    program, the numba kernel) with floating-point traps off. The one exception is the torch
     ``torch.compile`` path, whose compiled function computes everything before its first write
     (so a failure inside it, e.g. a κ raising while traced, writes nothing): :func:`commit_all`
     runs it before any other commit.
+
+    ``detail`` (what runs the step: ``"numba kernel"``, ``"recorded program"``, ...) and
+    ``fallbacks`` (why another path than the one chosen first runs) go into ``record`` (the
+    optimizer's :class:`ExecutionRecord`) when the step is written.
     """
 
-    __slots__ = ("path", "write", "compiled")
+    __slots__ = ("path", "write", "compiled", "detail", "fallbacks", "record")
 
-    def __init__(self, path: str, write: Any = None, compiled: Any = None) -> None:
+    def __init__(self, path: str, write: Any = None, compiled: Any = None,
+                 detail: str = "") -> None:
         self.path = path
         self.write = write  # () -> None, cannot fail
         self.compiled = compiled  # torch.compile: (xs, gs, ms, h, kappa, execution, names)
+        self.detail = detail
+        self.fallbacks: list[str] = []
+        self.record: ExecutionRecord | None = None
 
 
 def commit_all(pendings: Sequence[Pending]) -> list[str]:
-    """Write every pending step; returns each one's path.
+    """Write every pending step; returns each one's path. Each pending's
+    :class:`ExecutionRecord` then receives the path that ran, what ran it and its fallbacks.
 
     The torch ``torch.compile`` steps among them run first, in one compiled call that computes
     every one of them before writing any; if it raises, nothing at all has been written. (With
     ``execution="auto"`` a compilation failure falls back to computing those steps another way,
-    still before anything is written.) The other commits cannot fail. Call it inside
+    still before anything is written, and is kept in each of their records: those optimizers
+    do not try ``torch.compile`` again.) The other commits cannot fail. Call it inside
     :func:`interrupts_deferred` together with the caller's own counters.
     """
     pendings = list(pendings)
@@ -221,17 +311,31 @@ def commit_all(pendings: Sequence[Pending]) -> list[str]:
         except Exception as exc:
             if any(g[5] != "auto" for g in groups):
                 raise
-            import warnings
-
-            _COMPILE_FAILED.append(repr(exc))
-            warnings.warn(f"lionk: torch.compile failed ({type(exc).__name__}: {exc}); "
-                          "running the step eagerly from now on", RuntimeWarning, stacklevel=3)
+            reason = f"{type(exc).__name__}: {exc}"
+            for i in compiled:
+                rec = pendings[i].record
+                if rec is not None:
+                    rec.compile_failed = reason
+            warnings.warn(f"lionk: torch.compile failed ({reason}); this optimizer runs the "
+                          "step eagerly from now on (opt.execution_report())", RuntimeWarning,
+                          stacklevel=3)
             for i, (xs, gs, ms, h, kappa, _, names) in zip(compiled, groups):
+                old = pendings[i]
                 path = "chunked" if chunkable(xs, gs, ms, kappa) else "eager"
-                pendings[i] = prepare_inplace(xs, gs, ms, h, kappa, execution=path, names=names)
+                new = prepare_inplace(xs, gs, ms, h, kappa, execution=path, names=names,
+                                      record=old.record)
+                new.fallbacks[:0] = [*old.fallbacks, (
+                    f"compiled -> {path}: torch.compile failed ({reason[:300]}); not tried "
+                    "again by this optimizer")]
+                pendings[i] = new
     for p in pendings:
         if p.write is not None:
             p.write()
+    for p in pendings:
+        if p.record is not None:
+            for why in p.fallbacks:
+                p.record.fell_back(why)
+            p.record.ran(p.path, p.detail)
     return [p.path for p in pendings]
 
 
@@ -325,10 +429,27 @@ def fp_may_raise(err: dict[str, str]) -> bool:
 
 def prepare_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                     kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
-                    threads: int | None = None, names: Sequence[str] | None = None) -> Pending:
-    """The compute phase of :func:`run_inplace`: everything that can fail, nothing written."""
+                    threads: int | None = None, names: Sequence[str] | None = None,
+                    record: ExecutionRecord | None = None) -> Pending:
+    """The compute phase of :func:`run_inplace`: everything that can fail, nothing written.
+    ``record`` (the optimizer's, else a new one) decides ``"auto"`` with what it remembers (a
+    ``torch.compile`` failure) and is updated by :func:`commit_all`."""
     _check.execution(execution)
-    path = _auto_path(xs, gs, ms, kappa) if execution == "auto" else execution
+    if record is None:
+        record = ExecutionRecord(execution)
+    fallbacks: list[str] = []
+    pending = _prepare(xs, gs, ms, h, kappa, execution, chunk_size, threads, names, record,
+                       fallbacks)
+    pending.record = record
+    pending.fallbacks[:0] = fallbacks
+    return pending
+
+
+def _prepare(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+             kappa: Any, execution: str, chunk_size: int | None, threads: int | None,
+             names: Sequence[str] | None, record: ExecutionRecord,
+             fallbacks: list[str]) -> Pending:
+    path = _auto_path(xs, gs, ms, kappa, record) if execution == "auto" else execution
     if path == "chunked" and not chunkable(xs, gs, ms, kappa):
         if not kappa.separable:
             raise ValueError(
@@ -353,7 +474,7 @@ def prepare_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array
             def write_cupy() -> None:
                 for kernel, x, g, m in zip(kernels, xs, gs, ms):
                     kernel(g, x, m)  # reads x, g, m once and writes x and m in place: one pass
-            return Pending(path, write_cupy)
+            return Pending(path, write_cupy, detail="fused CuPy ElementwiseKernel")
         if execution == "compiled":
             raise ValueError(
                 "execution='compiled' on CuPy arrays runs one fused elementwise kernel and needs "
@@ -361,22 +482,28 @@ def prepare_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array
                 f"{kappa.name!r} (separable={kappa.separable}), dtypes "
                 f"{sorted({str(x.dtype) for x in xs} | {str(m.dtype) for m in ms})}"
             )
+        fallbacks.append("compiled -> eager: no fused CuPy kernel for this kappa and dtypes")
         path = "eager"
     if path == "compiled" and xs and type(xs[0]) is np.ndarray:
-        for i, (x, g, m) in enumerate(zip(xs, gs, ms)):
-            if _flat_views([x], [g], [m]) is None:
-                raise ValueError(
-                    f"{_label(names, i)}: execution='compiled' on NumPy arrays needs C-contiguous "
-                    "arrays; received a non-contiguous param, gradient or momentum; use 'eager' "
-                    "or 'auto' for it"
-                )
-        ready = _numpy_c_kernel(xs, gs, ms, h, kappa, threads, names)
-        if isinstance(ready, str):
+        if execution == "compiled":
+            for i, (x, g, m) in enumerate(zip(xs, gs, ms)):
+                if _flat_views([x], [g], [m]) is None:
+                    raise ValueError(
+                        f"{_label(names, i)}: execution='compiled' on NumPy arrays needs "
+                        "C-contiguous arrays; received a non-contiguous param, gradient or "
+                        "momentum; use 'eager' or 'auto' for it"
+                    )
+        ready = _numpy_kernel(xs, gs, ms, h, kappa, threads, names)
+        if not isinstance(ready, str):
+            return Pending(path, ready, detail="numba kernel")
+        if execution == "compiled":
             raise ValueError(f"execution='compiled' on NumPy arrays {ready}")
-        return Pending(path, ready)
+        path = _numpy_fallback(xs, gs, ms, kappa)
+        fallbacks.append(f"compiled -> {path}: the numba kernel {ready}")
     if path == "compiled":
         _check_torch_compilable(xs, gs, ms)
-        return Pending(path, compiled=(xs, gs, ms, h, kappa, execution, names))
+        return Pending(path, compiled=(xs, gs, ms, h, kappa, execution, names),
+                       detail="torch.compile")
     if path == "packed":
         if not (all(_is_torch(a) for a in (*xs, *gs, *ms)) and packable(xs, kappa)):
             raise ValueError(
@@ -385,7 +512,8 @@ def prepare_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array
                 f"{kappa.name!r} (separable={kappa.separable}), array types "
                 f"{sorted({type(a).__name__ for a in (*xs, *gs, *ms)})}"
             )
-        return Pending(path, prepare_packed(xs, gs, ms, h, kappa, names))
+        return Pending(path, prepare_packed(xs, gs, ms, h, kappa, names),
+                       detail="one flat array per dtype and device")
     if path == "eager":
         new_xs, new_ms = update_leaves(xs, gs, ms, h, kappa, paths=names)
         check_results(xs, ms, new_xs, new_ms, kappa, names)
@@ -433,7 +561,7 @@ def _prepare_chunked(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Arra
         def write_programs() -> None:
             _run_in_threads(sizes, nthreads, lambda lo, hi: _run_span(
                 flats, sizes, lo, hi, chunk, programs, scratch[bounds.index(lo)], err, call))
-        return Pending("chunked", write_programs)
+        return Pending("chunked", write_programs, detail="recorded program")
     # κ evaluated chunk by chunk (torch; a κ NumPy cannot record): the results are computed
     # into new arrays first (the temporaries stay chunk-sized), then copied into place.
     outs = [(_empty_like(fx), _empty_like(fm)) for fx, _, fm in flats]
@@ -441,7 +569,8 @@ def _prepare_chunked(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Arra
         flats, outs, sizes, lo, hi, chunk, h, kappa, err, call, names))
     return Pending("chunked", lambda: _write_all([fx for fx, _, _ in flats],
                                                  [fm for _, _, fm in flats],
-                                                 [o[0] for o in outs], [o[1] for o in outs]))
+                                                 [o[0] for o in outs], [o[1] for o in outs]),
+                   detail="update_leaves per chunk")
 
 
 def _empty_like(a: Array) -> Array:
@@ -497,11 +626,12 @@ def _per_dtype_pair(flats: list[tuple[Array, Array, Array]], make: Any) -> list[
 
 
 def _tape_program(h: Hyper, kappa: Any, dtype: Any, mdtype: Any) -> Any:
-    """The recorded program of the step for NumPy chunks (lionk._tape), or None (a step that
-    cannot be recorded: then update_leaves runs per chunk)."""
+    """The recorded program of the step for NumPy chunks (lionk._tape), bound to these
+    coefficients, or None (a step that cannot be recorded: then update_leaves runs per chunk)."""
     from . import tape as _tape
 
-    return _tape.program_for(update_leaves, h, kappa, dtype, mdtype)
+    program = _tape.program_for(update_leaves, h, kappa, dtype, mdtype)
+    return None if program is None else program.bind(h)
 
 
 def _numpy_chunk(flats: list[tuple[Array, Array, Array]], programs: list[Any],
@@ -590,18 +720,29 @@ def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Arra
 
 
 # ---------------------------------------------------------------------------------------------
-# NumPy: the fused kernel's C body, compiled by the system C compiler (lionk._kernel).
+# NumPy: the fused kernel compiled by numba (lionk.execution.kernels).
 
-C_KERNEL_MIN_PER_THREAD = 1 << 16  # elements; below this one thread is faster than two
+NUMPY_KERNEL_MIN_PER_THREAD = 1 << 16  # elements; below this one thread is faster than two
 
 
-def _numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-                    kappa: Any, threads: int | None, names: Sequence[str] | None) -> Any:
-    """The compute phase of the compiled kernel over every leaf: a function that runs it (the
-    elements split between threads; ctypes releases the GIL), or why it cannot (a str).
+def _numpy_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+                  kappa: Any, threads: int | None, names: Sequence[str] | None) -> Any:
+    """The compute phase of the numba kernel over every leaf: a function that runs it, or why
+    it cannot (a str; nothing written either way).
 
-    The kernel itself raises nothing and reports no floating-point event: when the caller's
-    NumPy settings could raise, a dry run of the recorded step (on copies) checks them first."""
+    Everything that can fail happens here: the kernel is generated, compiled (for the exact
+    argument types of this step) and checked on the probes; when the caller's NumPy settings
+    could raise (``np.seterr``), a dry run of the recorded step on copies checks them. The
+    write runs the kernel only: it evaluates no Python κ, raises nothing and, like every
+    compiled code, ignores NumPy's floating-point settings (traps off).
+
+    The elements of all leaves are laid end to end and split into one contiguous span per
+    thread (the kernel releases the GIL): one dispatch to the pool per step whatever the number
+    of leaves. Why Python threads and not numba's ``parallel=True``/``prange``: measured on the
+    2-core machine under load, a ``prange`` region per leaf took 29x the floor on a 148-tensor
+    model (each region waits for every OpenMP thread) against 0.7x for these spans, and 1.13x
+    against 1.07x on one 2^24 tensor; GNU OpenMP, numba's usual threading layer, is also not
+    fork-safe (a training loop's data-loader workers fork)."""
     from . import kernels as _kernel
 
     if not kappa.separable:
@@ -610,16 +751,28 @@ def _numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array
     flats = _flat_views(xs, gs, ms)
     if flats is None:
         return "needs C-contiguous arrays"
-    if _kernel.c_compiler() is None:
-        return "compiles the step with the system C compiler and found none (install cc or set CC)"
-    kernels = _per_dtype_pair(flats, lambda dt, mdt: _kernel.checked_c_kernel(
-        update_leaves, h, kappa, dt, mdt))
-    for (fx, _, fm), kernel in zip(flats, kernels):
+    found: dict[tuple[Any, Any], Any] = {}
+    kernels = []
+    coefs = tuple(float(c) for c in h)
+    typed: set[tuple[Any, Any, bool]] = set()
+    for fx, fg, fm in flats:  # every kernel built and checked before anything is written
+        key = (fx.dtype, fm.dtype)
+        if key not in found:
+            found[key] = _kernel.numba_kernel(update_leaves, h, kappa, *key)
+        kernel, why = found[key]
         if kernel is None:
-            why = _kernel.why_not(update_leaves, h, kappa, fx.dtype, fm.dtype)
-            why = why or "these arguments: it differs from the eager step on the probes"
-            return f"has no kernel for {why} (dtypes {fx.dtype}/{fm.dtype})"
-    coef = np.array([float(c) for c in h], dtype=np.float64)
+            return f"has no kernel for dtypes {fx.dtype}/{fm.dtype}: {why}"
+        kernels.append(kernel.raw)
+        signature = (*key, bool(fg.flags.writeable))
+        if signature not in typed:
+            # numba compiles once per argument types (a read-only gradient is another type):
+            # compile now, on empty pieces (nothing written), not in the write
+            typed.add(signature)
+            try:
+                kernel.raw(fx[:0], fg[:0], fm[:0], *coefs)
+            except Exception as exc:  # noqa: BLE001 - numba failed to type or compile
+                return (f"has no kernel for these arguments (numba failed: "
+                        f"{type(exc).__name__}: {str(exc)[:300]})")
     sizes = [int(fx.shape[0]) for fx, _, _ in flats]
     nthreads = default_threads() if threads is None else max(1, int(threads))
     err, call = _fp_settings()
@@ -632,19 +785,18 @@ def _numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array
             outs = [(np.empty_like(fx), np.empty_like(fm)) for fx, _, fm in flats]
             _run_in_threads(sizes, 1, lambda lo, hi: _compute_span(
                 flats, outs, sizes, lo, hi, DEFAULT_CHUNK, h, kappa, err, call, names))
-    # element addresses, once per step (a view's .ctypes costs microseconds per leaf)
-    address = [(fx.ctypes.data, fg.ctypes.data, fm.ctypes.data, fx.itemsize, fm.itemsize)
-               for fx, fg, fm in flats]
-    pcoef = coef.ctypes.data
 
     def run_span(lo: int, hi: int) -> None:
         for leaf, a, b in _pieces(sizes, lo, hi):
-            px, pg, pm, sx, sm = address[leaf]
-            kernels[leaf].raw(b - a, px + a * sx, pg + a * sx, pm + a * sm, pcoef)
+            fx, fg, fm = flats[leaf]
+            if b - a == sizes[leaf]:
+                kernels[leaf](fx, fg, fm, *coefs)
+            else:
+                kernels[leaf](fx[a:b], fg[a:b], fm[a:b], *coefs)
 
     def write() -> None:
-        _ = coef  # keep the coefficients alive until the kernel has run
-        _run_in_threads(sizes, min(nthreads, sum(sizes) // C_KERNEL_MIN_PER_THREAD), run_span)
+        _run_in_threads(sizes, min(nthreads, sum(sizes) // NUMPY_KERNEL_MIN_PER_THREAD),
+                        run_span)
 
     return write
 
@@ -671,7 +823,7 @@ def _cupy_kernels(xs: Sequence[Array], ms: Sequence[Array], h: Hyper, kappa: Any
 # ---------------------------------------------------------------------------------------------
 # torch: torch.compile of the same step.
 
-_TORCH_COMPILED: dict[Any, Any] = {}
+_TORCH_COMPILED: BoundedCache[Any] = BoundedCache("execution.paths: torch.compile functions", 16)
 
 
 def _torch_compiled_fn(kappas: tuple[Any, ...]) -> Any:
@@ -690,8 +842,7 @@ def _torch_compiled_fn(kappas: tuple[Any, ...]) -> Any:
                 for dst, src in zip(ms, new_ms):
                     dst.copy_(src)
 
-        fn = torch.compile(fused, dynamic=False)
-        _TORCH_COMPILED[kappas] = fn
+        fn = _TORCH_COMPILED.put(kappas, torch.compile(fused, dynamic=False))
     return fn
 
 

@@ -18,21 +18,33 @@ execution computes, bit for bit:
   be recorded (data-dependent Python control flow, a reduction, an unknown object), is not used:
   the chunked path then calls :func:`update_leaves` on each chunk as before.
 
-A program depends on the κ, the coefficients (Python floats, as constants) and the dtypes of the
-parameters and the momentum; programs are cached (a changed learning rate records a new one,
-about a millisecond).
+A program depends on the κ, the step function and the dtypes of the parameters and the
+momentum, not on the coefficients: ``lr``, ``b1``, ``1 - b1``, ``b2``, ``1 - b2`` and ``1 - lr*wd``
+(the fields of :class:`lionk.core.step.Hyper`, Python floats computed in double precision) are
+arguments of the program, passed to the same ufuncs as eager execution passes them. The step is
+recorded with two different sets of coefficients; the two records must be the same program (a
+step whose operations or constants depend on the coefficient values is not recorded), and the
+program must give eager's bytes on the probes with both sets. So a learning-rate schedule records
+once. Programs are kept in a bounded cache (:func:`lionk.clear_caches` empties it).
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Program", "program_for", "why_not", "record", "probes", "differs_from_eager",
-           "Untraceable"]
+from ..core.caches import BoundedCache
+
+__all__ = ["Program", "BoundProgram", "program_for", "why_not", "record", "probes",
+           "differs_from_eager", "Untraceable", "fresh_hyper", "alternative_hyper",
+           "COEFFICIENTS"]
+
+# the fields of lionk.core.step.Hyper, in order: the run-time arguments of a recorded program
+COEFFICIENTS = ("lr", "b1", "one_minus_b1", "b2", "one_minus_b2", "decay")
 
 
 class Untraceable(Exception):
@@ -252,15 +264,21 @@ _SLOW_IN_PLACE = frozenset({np.sign})
 
 
 class Program:
-    """A recorded step for one (κ, coefficients, dtypes): ``run(x, g, m, buffers)`` updates
-    the 1-D chunks ``x`` and ``m`` in place. ``buffers()`` makes the scratch arrays for a chunk
-    of n elements; ``source`` is the generated code (for inspection)."""
+    """A recorded step for one (step function, κ, dtypes): ``bind(hyper)`` gives the function
+    ``run(x, g, m, *buffers)`` updating the 1-D chunks ``x`` and ``m`` in place with those
+    coefficients. ``buffers(n)`` makes the scratch arrays for a chunk of n elements; ``source``
+    is the generated code (for inspection): the coefficients are its arguments ``c_lr``,
+    ``c_b1``, ... (:data:`COEFFICIENTS`)."""
 
-    def __init__(self, source: str, fn: Callable[..., None],
+    def __init__(self, source: str, factory: Callable[..., Callable[..., None]],
                  buffer_dtypes: list[np.dtype]) -> None:
         self.source = source
-        self.run = fn
+        self.factory = factory
         self.buffer_dtypes = buffer_dtypes
+
+    def bind(self, hyper: Any) -> BoundProgram:
+        """The program with these coefficients (a :class:`lionk.core.step.Hyper` of floats)."""
+        return BoundProgram(self, self.factory(*(float(c) for c in hyper)))
 
     def buffers(self, n: int) -> list[np.ndarray]:
         return [np.empty(n, dtype=dt) for dt in self.buffer_dtypes]
@@ -270,9 +288,43 @@ class Program:
         return sum(np.dtype(dt).itemsize for dt in self.buffer_dtypes)
 
 
-def _compile(tape: _Tape, inputs: list[_Node], outputs: dict[int, _Node]) -> Program:
+class BoundProgram:
+    """A :class:`Program` with its coefficients: ``run(x, g, m, *buffers)``."""
+
+    __slots__ = ("program", "run")
+
+    def __init__(self, program: Program, run: Callable[..., None]) -> None:
+        self.program = program
+        self.run = run
+
+    def buffers(self, n: int) -> list[np.ndarray]:
+        return self.program.buffers(n)
+
+    @property
+    def buffer_bytes_per_element(self) -> int:
+        return self.program.buffer_bytes_per_element
+
+    @property
+    def source(self) -> str:
+        return self.program.source
+
+
+def coefficient_name(a: Any, hyper: Any) -> str | None:
+    """The :data:`COEFFICIENTS` name of a recorded scalar, by identity with a field of
+    ``hyper`` (the step passes the field's own float object to the operation; the record is
+    made with :func:`fresh_hyper`, so no other constant is the same object), else None."""
+    if type(a) is not float or hyper is None:
+        return None
+    for name, value in zip(COEFFICIENTS, hyper):
+        if a is value:
+            return name
+    return None
+
+
+def _compile(tape: _Tape, inputs: list[_Node], outputs: dict[int, _Node],
+             hyper: Any = None) -> Program:
     """Generate the replay function. ``outputs`` maps an input index (0: x, 2: m) to the node
-    holding its new value."""
+    holding its new value; the fields of ``hyper`` (by identity) become arguments."""
     calls = tape.calls
     position = {c.node.index: k for k, c in enumerate(calls)}
     # last instruction reading each node (outputs count as read at the end)
@@ -320,6 +372,9 @@ def _compile(tape: _Tape, inputs: list[_Node], outputs: dict[int, _Node]) -> Pro
         if isinstance(a, (list, tuple)):
             inner = ", ".join(literal(b) for b in a)
             return f"({inner},)" if isinstance(a, tuple) else f"[{inner}]"
+        coef = coefficient_name(a, hyper)
+        if coef is not None:
+            return f"c_{coef}"
         if type(a) is float and math.isfinite(a):
             return repr(a)  # repr round-trips a double exactly
         name = f"c{len(consts)}"
@@ -376,10 +431,13 @@ def _compile(tape: _Tape, inputs: list[_Node], outputs: dict[int, _Node]) -> Pro
         if direct.get(node.index) != i:
             lines.append(f"    {_INPUT_NAMES[i]}[...] = {names[node.index]}")
     params = ", ".join([*_INPUT_NAMES, *(f"b{j}" for j in range(len(buffer_dtypes)))])
-    source = f"def lionk_chunk({params}):\n" + ("\n".join(lines) or "    pass") + "\n"
+    coefs = ", ".join(f"c_{c}" for c in COEFFICIENTS)
+    body = "\n".join("    " + line for line in lines) or "        pass"
+    source = (f"def lionk_program({coefs}):\n    def lionk_chunk({params}):\n{body}\n"
+              f"    return lionk_chunk\n")
     scope: dict[str, Any] = dict(consts)
     exec(compile(source, "<lionk._tape>", "exec"), scope)  # noqa: S102 - our own generated code
-    return Program(source, scope["lionk_chunk"], buffer_dtypes)
+    return Program(source, scope["lionk_program"], buffer_dtypes)
 
 
 def _flat_nodes(items: Any) -> list[_Node]:
@@ -410,8 +468,30 @@ def probes(dtype: np.dtype, mdtype: np.dtype) -> tuple[np.ndarray, np.ndarray, n
     return x, g, m
 
 
+def fresh_hyper(hyper: Any) -> Any:
+    """``hyper`` with a new float object in every field (same values): recorded with it, each
+    coefficient is told apart from every other constant, and from the other coefficients, by
+    identity (:func:`coefficient_name`)."""
+    fields = []
+    for name, c in zip(COEFFICIENTS, hyper):
+        if type(c) is not float:
+            raise Untraceable(f"the coefficient {name} is {type(c).__name__}, not a Python float")
+        fields.append(struct.unpack("<d", struct.pack("<d", c))[0])  # a new object
+    return type(hyper)(*fields)
+
+
+def alternative_hyper(hyper: Any) -> Any:
+    """Other valid coefficients (every field a different value): the second recording."""
+    from ..core.step import coefficients
+
+    lr, b1, b2 = (3.0e-3, 0.8, 0.95) if hyper.lr != 3.0e-3 else (7.0e-4, 0.7, 0.9)
+    return coefficients(lr, b1, b2, 0.25)
+
+
 def record(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: np.dtype,
-            mdtype: np.dtype) -> tuple[_Tape, list[_Node], dict[int, _Node]]:
+           mdtype: np.dtype) -> tuple[_Tape, list[_Node], dict[int, _Node]]:
+    """Call ``update`` once on symbolic chunks and return its record. ``hyper`` should come
+    from :func:`fresh_hyper` for its fields to be recognised as coefficients."""
     import array_api_compat.numpy as compat_numpy
 
     px, pg, pm = probes(dtype, mdtype)
@@ -423,6 +503,26 @@ def record(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: np.dtype,
         if not isinstance(out, _Node):
             raise Untraceable(f"the step returned {type(out).__name__}, not a recorded array")
     return tape, inputs, {0: nx, 2: nm}
+
+
+def record_twice(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: np.dtype,
+                 mdtype: np.dtype, generate: Callable[..., Any]) -> tuple[Any, Any]:
+    """Record the step with ``hyper`` and with :func:`alternative_hyper`, ``generate(tape,
+    inputs, outputs, hyper)`` code from each; the two must be equal (then the code depends on
+    the coefficients only through its arguments). Returns ``(code, the hyper of the second
+    recording)``; raises :class:`Untraceable` when they differ."""
+    first = fresh_hyper(hyper)
+    code = generate(*record(update, first, kappa, dtype, mdtype), first)
+    other = fresh_hyper(alternative_hyper(hyper))
+    again = generate(*record(update, other, kappa, dtype, mdtype), other)
+    if _code_text(code) != _code_text(again):
+        raise Untraceable("the recorded step depends on the coefficient values (an operation "
+                          "or a constant changes with lr, betas or weight_decay)")
+    return code, other
+
+
+def _code_text(code: Any) -> Any:
+    return getattr(code, "source", code)
 
 
 def differs_from_eager(run: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
@@ -442,73 +542,74 @@ def differs_from_eager(run: Callable[[np.ndarray, np.ndarray, np.ndarray], None]
     return ""
 
 
-def _verify(program: Program, update: Callable[..., Any], hyper: Any, kappa: Any,
+def _verify(program: Program, update: Callable[..., Any], hypers: Any, kappa: Any,
             dtype: np.dtype, mdtype: np.dtype) -> None:
-    """Raise unless the program gives eager ``update``'s bytes on the probes."""
-    def run(x: np.ndarray, g: np.ndarray, m: np.ndarray) -> None:
-        program.run(x, g, m, *program.buffers(x.shape[0]))
+    """Raise unless the program gives eager ``update``'s bytes on the probes, with each of
+    the coefficient sets ``hypers``."""
+    for hyper in hypers:
+        run_h = program.bind(hyper).run
 
-    label = differs_from_eager(run, update, hyper, kappa, dtype, mdtype)
-    if label:
-        raise Untraceable(f"the recorded program's {label} differ from the eager step")
+        def run(x: np.ndarray, g: np.ndarray, m: np.ndarray) -> None:
+            run_h(x, g, m, *program.buffers(x.shape[0]))  # noqa: B023 - called right away
+
+        label = differs_from_eager(run, update, hyper, kappa, dtype, mdtype)
+        if label:
+            raise Untraceable(f"the recorded program's {label} differ from the eager step")
 
 
-_CACHE: dict[Any, tuple[Any, Program | None, str]] = {}
-_CACHE_MAX = 64
+CACHE_SIZE = 64
+_CACHE: BoundedCache[tuple[Any, Any, str]] = BoundedCache("execution.tape: recorded steps",
+                                                          CACHE_SIZE)
 
 
-def cache_key(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
-              mdtype: Any) -> tuple[Any, ...]:
-    """What a recorded step depends on. κ by equality (``lionk.kappa.resolve("huber")`` twice
-    gives equal objects); an unhashable κ by identity."""
+def cache_key(update: Any, kappa: Any, dtype: Any, mdtype: Any) -> tuple[Any, ...]:
+    """What a recorded step depends on: the step function, κ and dtypes (not the
+    coefficients). κ by equality (``lionk.kappa.resolve("huber")`` twice gives equal objects);
+    an unhashable κ by identity."""
     try:
         hash(kappa)
         kap: Any = kappa
     except TypeError:
         kap = ("id", id(kappa))
-    return (kap, tuple(hyper), np.dtype(dtype), np.dtype(mdtype), update)
+    return (kap, np.dtype(dtype), np.dtype(mdtype), update)
 
 
-def remember(cache: dict[Any, Any], key: tuple[Any, ...], value: Any) -> None:
-    if len(cache) >= _CACHE_MAX:
-        cache.pop(next(iter(cache)))
-    cache[key] = value
-
-
-def memoized(cache: dict[Any, Any], make: Callable[[], Any], update: Callable[..., Any],
-             hyper: Any, kappa: Any, dtype: Any, mdtype: Any) -> tuple[Any, str]:
-    """``(make(), "")`` for these step arguments, made once and kept in ``cache``; ``(None,
-    reason)`` when ``make`` raised (any failure means: do not use what it makes)."""
-    key = cache_key(update, hyper, kappa, dtype, mdtype)
+def memoized(cache: BoundedCache[Any], make: Callable[[], Any], update: Any,
+             kappa: Any, dtype: Any, mdtype: Any) -> tuple[Any, str]:
+    """``(make(), "")`` for this step function (or any hashable that stands for it), κ and
+    dtypes, made once and kept in ``cache``; ``(None, reason)`` when ``make`` raised (any
+    failure means: do not use what it makes)."""
+    key = cache_key(update, kappa, dtype, mdtype)
     hit = cache.get(key)
     if hit is None or (isinstance(key[0], tuple) and hit[0] is not kappa):
         try:
             hit = (kappa, make(), "")
         except Exception as exc:  # noqa: BLE001
             hit = (kappa, None, f"{type(exc).__name__}: {exc}")
-        remember(cache, key, hit)
+        cache.put(key, hit)
     return hit[1], hit[2]
 
 
 def _verified_program(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
                       mdtype: Any) -> Program:
     dtype, mdtype = np.dtype(dtype), np.dtype(mdtype)
-    tape, inputs, outputs = record(update, hyper, kappa, dtype, mdtype)
-    program = _compile(tape, inputs, outputs)
-    _verify(program, update, hyper, kappa, dtype, mdtype)
+    program, other = record_twice(update, hyper, kappa, dtype, mdtype, _compile)
+    _verify(program, update, (hyper, other), kappa, dtype, mdtype)
     return program
 
 
 def program_for(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
                 mdtype: Any) -> Program | None:
-    """The verified program of ``update`` for these coefficients, κ and dtypes, or None when
-    the step cannot be recorded (the reason is in :func:`why_not`)."""
+    """The verified program of ``update`` for this κ and these dtypes (any coefficients:
+    ``program.bind(hyper)``), or None when the step cannot be recorded (the reason is in
+    :func:`why_not`). ``hyper`` is used for the recording and the probe check of a new
+    program; a program in the cache is returned for any ``hyper``."""
     args = (update, hyper, kappa, dtype, mdtype)
-    return memoized(_CACHE, lambda: _verified_program(*args), *args)[0]
+    return memoized(_CACHE, lambda: _verified_program(*args), update, kappa, dtype, mdtype)[0]
 
 
 def why_not(update: Callable[..., Any], hyper: Any, kappa: Any, dtype: Any,
             mdtype: Any) -> str:
     """Why :func:`program_for` returned None for these arguments ("" when it did not)."""
     args = (update, hyper, kappa, dtype, mdtype)
-    return memoized(_CACHE, lambda: _verified_program(*args), *args)[1]
+    return memoized(_CACHE, lambda: _verified_program(*args), update, kappa, dtype, mdtype)[1]
