@@ -421,7 +421,16 @@ def _prepare_chunked(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Arra
             _run_in_threads(sizes, nthreads, lambda lo, hi: _run_span(
                 flats, sizes, lo, hi, chunk, programs, scratch[bounds.index(lo)], err, call))
         return Pending("chunked", write_programs)
-    # κ evaluated chunk by chunk (torch; a κ NumPy cannot record): the results are computed
+    if _builtin_kappa(kappa) and not (type(flats[0][0]) is np.ndarray and fp_may_raise(err)):
+        # A built-in κ on validated arrays runs elementwise array operations only, and cannot
+        # fail (no floating-point traps on torch; none that can raise here on NumPy): the
+        # chunks are computed and written in place in the commit (the temporaries stay
+        # chunk-sized; full-size results would cost page faults: measured 10x on torch CPU).
+        def write_chunks() -> None:
+            _run_in_threads(sizes, nthreads, lambda lo, hi: _inplace_span(
+                flats, sizes, lo, hi, chunk, h, kappa, err, call))
+        return Pending("chunked", write_chunks)
+    # A user κ evaluated chunk by chunk (it may raise at any chunk): the results are computed
     # into new arrays first (the temporaries stay chunk-sized), then copied into place.
     outs = [(_empty_like(fx), _empty_like(fm)) for fx, _, fm in flats]
     _run_in_threads(sizes, nthreads, lambda lo, hi: _compute_span(
@@ -554,6 +563,30 @@ def _dry_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int
                     raise FloatingPointError(
                         f"{_label(names, leaf)}: {exc} (np.seterr); nothing was written"
                     ) from None
+
+
+def _builtin_kappa(kappa: Any) -> bool:
+    """True for lionk's own κ (the classes of ``lionk.core.kappa`` other than the generic
+    ``Kappa`` built from user callables), not modified on the instance."""
+    from ..core import kappa as _kappa_module
+
+    t = type(kappa)
+    return (t.__module__ == _kappa_module.__name__ and t is not _kappa_module.Kappa
+            and not (vars(kappa).keys() & {"grad", "tree_grad", "grad_given"}))
+
+
+def _inplace_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
+                  chunk_size: int, h: Hyper, kappa: Any, err: Any, call: Any) -> None:
+    """The step on elements ``[lo, hi)``, chunk by chunk, written in place (a built-in κ)."""
+    with np.errstate(call=call, **err):
+        for leaf, a, b in _pieces(sizes, lo, hi):
+            fx, fg, fm = flats[leaf]
+            for s in range(a, b, chunk_size):
+                sl = slice(s, min(s + chunk_size, b))
+                x, m = fx[sl], fm[sl]
+                (nx,), (nm,) = update_leaves([x], [fg[sl]], [m], h, kappa)
+                write_inplace(x, nx)
+                write_inplace(m, nm)
 
 
 def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Array, Array]],
