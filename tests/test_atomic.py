@@ -244,7 +244,7 @@ def test_pure_step_and_jit_step_leave_their_inputs_when_the_kappa_raises():
 
 torch = pytest.importorskip("torch")
 
-TORCH_PATHS = ["eager", "chunked", "auto"]
+TORCH_PATHS = ["eager", "chunked", "packed", "auto"]
 
 
 def torch_model(seed: int = 0, *, big: bool = False):

@@ -555,11 +555,13 @@ class LionK(Optimizer):
     def _group_execution(self, plan: _Plan) -> str:
         """The path of one group: DTensor params (FSDP2) run eagerly (the update runs on the
         DTensors); ``"chunked"`` runs the groups it cannot (a norm κ, non-contiguous params)
-        eagerly, as ``"auto"`` does."""
+        eagerly, as ``"auto"`` does; so does ``"packed"`` for a norm κ."""
         if self.execution == "eager" or any(_is_dtensor(x) for x in plan.params):
             return "eager"
         if self.execution == "chunked" and not chunkable(plan.params, plan.grads, plan.moms,
                                                          plan.config.kappa):
+            return "eager"
+        if self.execution == "packed" and not plan.config.kappa.separable:
             return "eager"
         return self.execution
 
@@ -762,7 +764,7 @@ class LionK(Optimizer):
                     "FSDP already reduces the gradients of each shard; distributed Lion replaces "
                     "that reduction and runs on replicated (DDP-style, unwrapped) params only"
                 )
-            if self.execution in ("chunked", "compiled"):
+            if self.execution in ("chunked", "compiled", "packed"):
                 raise ValueError(
                     f"{where}: execution={self.execution!r} does not run on DTensor (FSDP2) "
                     "params; expected 'auto' or 'eager' (the update runs on the DTensors)"
