@@ -244,7 +244,7 @@ def test_pure_step_and_jit_step_leave_their_inputs_when_the_kappa_raises():
 
 torch = pytest.importorskip("torch")
 
-TORCH_PATHS = ["eager", "chunked", "auto"]
+TORCH_PATHS = ["eager", "chunked", "packed", "auto"]
 
 
 def torch_model(seed: int = 0, *, big: bool = False):
@@ -391,3 +391,30 @@ def test_torch_compile_groups_run_as_one_call_that_writes_nothing_when_a_group_f
         with pytest.raises(Injected):
             opt.step()
     assert_torch_unchanged(before, torch_snapshot(opt))
+
+
+def test_interrupt_deferral_leaves_a_program_s_own_handler_and_a_second_ctrl_c_interrupts():
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT has a non-default handler here")
+    calls = []
+
+    def own(signum, frame):
+        calls.append(signum)
+
+    old = signal.signal(signal.SIGINT, own)
+    try:
+        with _paths.interrupts_deferred():
+            assert signal.getsignal(signal.SIGINT) is own
+            os.kill(os.getpid(), signal.SIGINT)
+        assert calls == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, old)
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with _paths.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append(1)  # the first one is held back
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append(2)  # not reached: the second one interrupts at once
+    assert reached == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

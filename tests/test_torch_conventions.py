@@ -99,7 +99,7 @@ def test_a_one_element_tensor_lr_is_accepted_and_equals_the_float(shape):
     train(nets[0], opts[0], 1)
     sched.step()
     train(nets[0], opts[0], 1)
-    assert float(opts[0].param_groups[0]["lr"]) == 0.005
+    assert float(opts[0].param_groups[0]["lr"]) == pytest.approx(0.005, rel=1e-6)
 
 
 def _error(fn) -> BaseException:

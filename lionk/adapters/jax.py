@@ -38,9 +38,10 @@ def _platform(tree: Any) -> str:
 
 
 def _check_donation(params: Any, grads: Any, momentum: Any) -> None:
-    """A donated buffer (a param or a momentum) passed twice, or also as a gradient, would be
-    refused by XLA after dispatch with a message naming no leaf: ValueError naming both first.
-    One identity test per leaf; the paths are computed only when two leaves are one array."""
+    """A donated buffer (a param or a momentum) passed twice, or also as a gradient, is refused
+    by XLA (before anything runs or is donated) with a message naming no leaf: ValueError naming
+    both. ``run`` calls it only after such a failure (nothing on the hot path); one identity
+    test per leaf, the paths computed only when two leaves are one array."""
     import jax
 
     leaves = [*jax.tree_util.tree_leaves(params), *jax.tree_util.tree_leaves(momentum),
@@ -163,9 +164,12 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
             return fn
 
         def run(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
-            if donate:
-                _check_donation(params, grads, state.momentum)
-            p, m = compiled(_platform(params))(params, grads, state.momentum)
+            try:
+                p, m = compiled(_platform(params))(params, grads, state.momentum)
+            except Exception:
+                if donate:  # XLA refuses a donated buffer used twice, naming no leaf
+                    _check_donation(params, grads, state.momentum)
+                raise
             return p, State(state.count + 1, m, state.skipped)
 
         return run
@@ -173,7 +177,7 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
     jm = jax.jit(new_momentum, donate_argnums=(2,) if donate else ())
 
     def run_split(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
-        if donate:
+        if donate:  # two calls: the first must not consume a buffer the second needs
             _check_donation(params, grads, state.momentum)
         new_p = jp(params, grads, state.momentum)
         # params were donated: pass the new ones (shape and dtype match; unused by this call)

@@ -543,11 +543,13 @@ class LionK(Optimizer):
     def _group_execution(self, plan: _Plan) -> str:
         """The path of one group: DTensor params (FSDP2) run eagerly (the update runs on the
         DTensors); ``"chunked"`` runs the groups it cannot (a norm κ, non-contiguous params)
-        eagerly, as ``"auto"`` does."""
+        eagerly, as ``"auto"`` does; so does ``"packed"`` for a norm κ."""
         if self.execution == "eager" or any(_is_dtensor(x) for x in plan.params):
             return "eager"
         if self.execution == "chunked" and not chunkable(plan.params, plan.grads, plan.moms,
                                                          plan.config.kappa):
+            return "eager"
+        if self.execution == "packed" and not plan.config.kappa.separable:
             return "eager"
         return self.execution
 

@@ -16,13 +16,13 @@ plain copies of already computed arrays of the right shape and dtype.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..core.array_api import Array
 from ..core.step import Hyper, update_leaves
 
-__all__ = ["PACKED_MAX_ELEMENTS", "packable", "prepare_packed", "run_packed"]
+__all__ = ["PACKED_MAX_ELEMENTS", "packable", "run_packed", "compute_packed", "write_packed"]
 
 # Above this many elements per step the extra copies (concatenate, copy back) cost more than
 # the dispatches they save; larger models go chunked or compiled.
@@ -34,10 +34,16 @@ def packable(xs: Sequence[Array], kappa: Any) -> bool:
     return bool(kappa.separable)
 
 
-def prepare_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-                   kappa: Any, names: Sequence[str] | None = None) -> Callable[[], None]:
-    """Compute the step of every leaf on flat per-group arrays; return the function that writes
-    it into xs and ms (plain copies of computed arrays of the right shapes: it cannot fail)."""
+def run_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+               kappa: Any) -> None:
+    """Compute the step of every leaf on flat per-group arrays, then write it into xs and ms."""
+    write_packed(xs, ms, compute_packed(xs, gs, ms, h, kappa))
+
+
+def compute_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+                   kappa: Any, names: Sequence[str] | None = None) -> list[Any]:
+    """The compute phase: the new flat params and momenta of every (dtype, device) group, and
+    which leaves they hold. Writes nothing. ``names`` label the leaves in a κ output error."""
     torch = sys.modules["torch"]
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, (x, g, m) in enumerate(zip(xs, gs, ms)):
@@ -48,21 +54,15 @@ def prepare_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array]
         label = None if names is None else [", ".join(names[i] for i in idx)]
         (new_x,), (new_m,) = update_leaves([flat[0]], [flat[1]], [flat[2]], h, kappa, paths=label)
         results.append((idx, new_x, new_m))
-
-    def write() -> None:
-        # only computed values are copied in (outside autograd, as write_inplace does: params
-        # may be leaves that require grad)
-        with torch.no_grad():
-            for idx, new_x, new_m in results:
-                sizes = [int(xs[i].numel()) for i in idx]
-                for dsts, flat in (([xs[i] for i in idx], new_x), ([ms[i] for i in idx], new_m)):
-                    torch._foreach_copy_(
-                        dsts, [v.view(d.shape) for v, d in zip(flat.split(sizes), dsts)])
-
-    return write
+    return results
 
 
-def run_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-               kappa: Any) -> None:
-    """Compute the step of every leaf on flat per-group arrays, then write it into xs and ms."""
-    prepare_packed(xs, gs, ms, h, kappa)()
+def write_packed(xs: Sequence[Array], ms: Sequence[Array], results: list[Any]) -> None:
+    """The commit phase: copy computed values in (outside autograd, as write_inplace does:
+    params may be leaves that require grad). Plain copies of the right sizes: cannot fail."""
+    torch = sys.modules["torch"]
+    with torch.no_grad():
+        for idx, new_x, new_m in results:
+            sizes = [int(xs[i].numel()) for i in idx]
+            for dsts, flat in (([xs[i] for i in idx], new_x), ([ms[i] for i in idx], new_m)):
+                torch._foreach_copy_(dsts, [v.view(d.shape) for v, d in zip(flat.split(sizes), dsts)])

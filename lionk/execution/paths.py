@@ -63,7 +63,7 @@ from ..core import validation as _check
 from ..core.array_api import Array, array_namespace, write_inplace
 from ..core.caches import BoundedCache, register_clear_hook
 from ..core.step import Hyper, update_leaves
-from .packed import PACKED_MAX_ELEMENTS, packable, prepare_packed
+from .packed import PACKED_MAX_ELEMENTS, compute_packed, packable, write_packed
 
 __all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable", "prepare_inplace",
            "commit_all", "Pending", "interrupts_deferred", "ExecutionRecord"]
@@ -352,9 +352,9 @@ class interrupts_deferred:  # noqa: N801 - used as a function: ``with interrupts
         self.received = False
         if threading.get_ident() != _MAIN_THREAD_ID:
             return
-        old = signal.signal(signal.SIGINT, self._handler)
+        old = _set_handler(signal.SIGINT, self._handler)
         if old is not signal.default_int_handler:  # the program's own handler: leave it be
-            signal.signal(signal.SIGINT, old)
+            _set_handler(signal.SIGINT, old)
             return
         self.old = old
 
@@ -366,12 +366,16 @@ class interrupts_deferred:  # noqa: N801 - used as a function: ``with interrupts
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self.old is None:
             return
-        signal.signal(signal.SIGINT, self.old)
+        _set_handler(signal.SIGINT, self.old)
         if self.received and exc_type is None:
             raise KeyboardInterrupt
 
 
 _MAIN_THREAD_ID = threading.main_thread().ident
+try:  # the C function under signal.signal, without its enum conversions (about 2 µs a call)
+    from _signal import signal as _set_handler  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - not CPython
+    _set_handler = signal.signal
 
 
 def _label(names: Sequence[str] | None, i: int) -> str:
@@ -512,7 +516,8 @@ def _prepare(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: H
                 f"{kappa.name!r} (separable={kappa.separable}), array types "
                 f"{sorted({type(a).__name__ for a in (*xs, *gs, *ms)})}"
             )
-        return Pending(path, prepare_packed(xs, gs, ms, h, kappa, names),
+        packed = compute_packed(xs, gs, ms, h, kappa, names)
+        return Pending(path, lambda: write_packed(xs, ms, packed),
                        detail="one flat array per dtype and device")
     if path == "eager":
         new_xs, new_ms = update_leaves(xs, gs, ms, h, kappa, paths=names)
@@ -562,7 +567,16 @@ def _prepare_chunked(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Arra
             _run_in_threads(sizes, nthreads, lambda lo, hi: _run_span(
                 flats, sizes, lo, hi, chunk, programs, scratch[bounds.index(lo)], err, call))
         return Pending("chunked", write_programs, detail="recorded program")
-    # κ evaluated chunk by chunk (torch; a κ NumPy cannot record): the results are computed
+    if _builtin_kappa(kappa) and not (type(flats[0][0]) is np.ndarray and fp_may_raise(err)):
+        # A built-in κ on validated arrays runs elementwise array operations only, and cannot
+        # fail (no floating-point traps on torch; none that can raise here on NumPy): the
+        # chunks are computed and written in place in the commit (the temporaries stay
+        # chunk-sized; full-size results would cost page faults: measured 10x on torch CPU).
+        def write_chunks() -> None:
+            _run_in_threads(sizes, nthreads, lambda lo, hi: _inplace_span(
+                flats, sizes, lo, hi, chunk, h, kappa, err, call))
+        return Pending("chunked", write_chunks, detail="built-in κ, chunks written in the commit")
+    # A user κ evaluated chunk by chunk (it may raise at any chunk): the results are computed
     # into new arrays first (the temporaries stay chunk-sized), then copied into place.
     outs = [(_empty_like(fx), _empty_like(fm)) for fx, _, fm in flats]
     _run_in_threads(sizes, nthreads, lambda lo, hi: _compute_span(
@@ -697,6 +711,30 @@ def _dry_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int
                     raise FloatingPointError(
                         f"{_label(names, leaf)}: {exc} (np.seterr); nothing was written"
                     ) from None
+
+
+def _builtin_kappa(kappa: Any) -> bool:
+    """True for lionk's own κ (the classes of ``lionk.core.kappa`` other than the generic
+    ``Kappa`` built from user callables), not modified on the instance."""
+    from ..core import kappa as _kappa_module
+
+    t = type(kappa)
+    return (t.__module__ == _kappa_module.__name__ and t is not _kappa_module.Kappa
+            and not (vars(kappa).keys() & {"grad", "tree_grad", "grad_given"}))
+
+
+def _inplace_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
+                  chunk_size: int, h: Hyper, kappa: Any, err: Any, call: Any) -> None:
+    """The step on elements ``[lo, hi)``, chunk by chunk, written in place (a built-in κ)."""
+    with np.errstate(call=call, **err):
+        for leaf, a, b in _pieces(sizes, lo, hi):
+            fx, fg, fm = flats[leaf]
+            for s in range(a, b, chunk_size):
+                sl = slice(s, min(s + chunk_size, b))
+                x, m = fx[sl], fm[sl]
+                (nx,), (nm,) = update_leaves([x], [fg[sl]], [m], h, kappa)
+                write_inplace(x, nx)
+                write_inplace(m, nm)
 
 
 def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Array, Array]],
