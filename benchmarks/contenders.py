@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from conformance.libraries import Library, library
+
 from . import memory
 from .workloads import Workload
 
@@ -62,6 +64,12 @@ class Context:
             self._base[w.label] = w.base_arrays(self.seed)
         return self._base[w.label]
 
+    def library(self, family: str) -> Library:
+        """The array library of ``family`` ("numpy", "torch" or "jax") on this run's device
+        (NumPy's family is CuPy on CUDA): copies of the workload and ``sync`` come from it."""
+        name = "cupy" if family == "numpy" and self.device == "cuda" else family
+        return library(name, self.device)
+
     def flat_base(self, w: Workload) -> tuple[np.ndarray, np.ndarray]:
         xs, gs = self.base(w)
         if len(xs) == 1:
@@ -82,11 +90,7 @@ def _xp(ctx: Context) -> Any:
 
 
 def _xp_sync(ctx: Context) -> Callable[[], None]:
-    if ctx.device == "cuda":
-        import cupy
-
-        return lambda: cupy.cuda.Device().synchronize()
-    return lambda: None
+    return ctx.library("numpy").sync
 
 
 def _xp_memory(ctx: Context, step: Callable[[], None]) -> Callable[[], tuple[int | None, str]]:
@@ -120,10 +124,15 @@ def _cupy_peak(step: Callable[[], None]) -> tuple[int | None, str]:  # pragma: n
     return hook.peak, "cupy memory hook (peak of pool mallocs - frees)"
 
 
-def _xp_copies(ctx: Context, w: Workload) -> tuple[list[Any], list[Any]]:
-    xp = _xp(ctx)
+def _copies(ctx: Context, family: str, w: Workload) -> tuple[list[Any], list[Any]]:
+    """Copies of the workload's params and grads in ``family``'s library on the run's device."""
+    lib = ctx.library(family)
     xs, gs = ctx.base(w)
-    return [xp.array(x, copy=True) for x in xs], [xp.array(g, copy=True) for g in gs]
+    return [lib.asarray(x) for x in xs], [lib.asarray(g) for g in gs]
+
+
+def _xp_copies(ctx: Context, w: Workload) -> tuple[list[Any], list[Any]]:
+    return _copies(ctx, "numpy", w)
 
 
 def build_np_floor(ctx: Context, w: Workload) -> Runner:
@@ -200,11 +209,7 @@ def _tdev(ctx: Context) -> str:
 
 
 def _tsync(ctx: Context) -> Callable[[], None]:
-    if ctx.device == "cuda":
-        import torch
-
-        return torch.cuda.synchronize
-    return lambda: None
+    return ctx.library("torch").sync
 
 
 def _tmemory(ctx: Context, step: Callable[[], None]) -> Callable[[], tuple[int | None, str]]:
@@ -214,12 +219,7 @@ def _tmemory(ctx: Context, step: Callable[[], None]) -> Callable[[], tuple[int |
 
 
 def _tcopies(ctx: Context, w: Workload) -> tuple[list[Any], list[Any]]:
-    import torch
-
-    xs, gs = ctx.base(w)
-    dev = _tdev(ctx)
-    return ([torch.from_numpy(x).to(dev, copy=True) for x in xs],
-            [torch.from_numpy(g).to(dev, copy=True) for g in gs])
+    return _copies(ctx, "torch", w)
 
 
 def _tparams(ctx: Context, w: Workload) -> list[Any]:
@@ -351,18 +351,8 @@ def build_hand_torch(compiled: bool) -> Callable[[Context, Workload], Runner]:
 # JAX
 
 
-def _jdevice(ctx: Context) -> Any:
-    import jax
-
-    return jax.devices("gpu")[0] if ctx.device == "cuda" else jax.devices("cpu")[0]
-
-
 def _jcopies(ctx: Context, w: Workload) -> tuple[list[Any], list[Any]]:
-    import jax
-
-    dev = _jdevice(ctx)
-    xs, gs = ctx.base(w)
-    return [jax.device_put(x, dev) for x in xs], [jax.device_put(g, dev) for g in gs]
+    return _copies(ctx, "jax", w)
 
 
 class _JaxLoop:

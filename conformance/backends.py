@@ -10,7 +10,6 @@ contraction and GPU kernels are ulp (teacher-forced).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 
 import lionk
+
+from .libraries import Library, Unavailable, installed, library
 
 SSE42_FLAG = "--xla_cpu_max_isa=SSE4_2"
 
@@ -32,6 +33,8 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "jax-cpu-jit-sse42": ("cpu", "bitwise", "SSE4_2 ISA has no FMA (run in a subprocess)"),
     # execution paths (lionk.execution.paths): the same step run another way
     "numpy-chunked": ("cpu", "bitwise", "LionK's chunked path: same operations on pieces"),
+    "torch-cpu-packed": ("cpu", "bitwise", "the packed path: one flat array per dtype, the same "
+                         "operations; a norm κ runs eagerly"),
     "torch-cpu-compiled": ("cpu", "ulp", "torch.compile (inductor may contract FMA)"),
     "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
     "jax-cpu-jit-fused": ("cpu", "bitwise", "lionk.jit_step(fused=True): the fused kernel as an "
@@ -56,13 +59,25 @@ class Backend:
     expected_exact_tier: str
     available: bool
     reason: str = ""
-    xp: Any = None
-    put: Callable[[np.ndarray], Any] | None = None
-    get: Callable[[Any], np.ndarray] | None = None
+    lib: Library | None = None  # the array library and device the row runs on
     jit: bool = False
     dtypes: tuple[str, ...] = ("float32", "float64")
     extra: dict[str, Any] = field(default_factory=dict)
     execution: str | None = None  # an in-place execution path of lionk.execution.paths, or jit_step
+
+    @property
+    def xp(self) -> Any:
+        return None if self.lib is None else self.lib.xp
+
+    def put(self, a: np.ndarray) -> Any:
+        """A copy of numpy array ``a`` in this row's library and device."""
+        assert self.lib is not None, f"{self.name} is not available"
+        return self.lib.asarray(a)
+
+    def get(self, a: Any) -> np.ndarray:
+        """A numpy copy of array ``a`` of this row's library."""
+        assert self.lib is not None, f"{self.name} is not available"
+        return self.lib.to_numpy(a)
 
     def step_fn(self, *, lr: float, betas: tuple[float, float], weight_decay: float, kappa: Any,
                 grad_fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
@@ -107,6 +122,8 @@ def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: fl
     path = execution
     if path == "chunked" and not chunkable(xs, gs, ms, kap):
         path = "eager"  # a norm κ needs the whole array: not chunkable by design
+    if path == "packed" and not kap.separable:
+        path = "eager"  # the packed path concatenates leaves: elementwise κ only
     if path == "compiled" and not kap.separable and not type(xs[0]).__module__.startswith("torch"):
         path = "eager"  # the fused NumPy/CuPy kernel is elementwise: a norm κ runs eagerly
     # tiny pieces and two threads, so that piece and thread boundaries fall inside the leaves
@@ -129,11 +146,6 @@ def _persisting(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _dask_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """About two chunks per axis, so that every leaf is split and chunk edges fall inside it."""
-    return tuple(max(1, (int(n) + 1) // 2) for n in shape)
-
-
 # The dask row is opt-in: dask builds a task graph per operation (~1 ms each), so the suite's
 # 200-step trajectories take about 70 s per (κ, dtype) cell, ~20 min for the row.
 DASK_OPT_IN = "LIONK_CONFORMANCE_DASK"
@@ -143,16 +155,8 @@ def dask_backend() -> Backend:
     """The ``dask`` backend: leaves cut into about two chunks per axis, the synchronous
     scheduler, results persisted after every step (tests/test_dask.py runs it on short
     trajectories; the full row is opt-in, see ``DASK_OPT_IN``)."""
-    import array_api_compat.dask.array as xp
-    import dask.array as da
-
     kind, tier, _ = KNOWN_BACKENDS["dask"]
-    return Backend(
-        "dask", kind, tier, True, xp=xp,
-        put=lambda a: da.from_array(np.array(a, copy=True), chunks=_dask_chunks(np.shape(a))),
-        get=lambda a: np.asarray(a.compute(scheduler="sync") if hasattr(a, "compute") else a),
-        extra={"persist": True},
-    )
+    return Backend("dask", kind, tier, True, lib=library("dask"), extra={"persist": True})
 
 
 def _missing(name: str, reason: str) -> Backend:
@@ -161,7 +165,7 @@ def _missing(name: str, reason: str) -> Backend:
 
 
 def _has(mod: str) -> bool:
-    return importlib.util.find_spec(mod) is not None
+    return installed(mod)
 
 
 def enable_jax_x64() -> None:
@@ -172,91 +176,53 @@ def enable_jax_x64() -> None:
         jax.config.update("jax_enable_x64", True)
 
 
+def _library_of(name: str) -> tuple[str, str]:
+    """(array library, device) of the conformance row ``name``."""
+    device = KNOWN_BACKENDS[name][0]
+    for lib in ("numpy", "array_api_strict", "torch", "jax", "cupy", "dask"):
+        if name == lib or name.startswith(lib + "-"):
+            return lib, device
+    raise KeyError(name)
+
+
+# rows that run another execution path of lionk on their library
+_EXECUTION = {"numpy-chunked": "chunked", "numpy-compiled": "compiled",
+              "torch-cpu-compiled": "compiled", "torch-cpu-packed": "packed",
+              "jax-cpu-jit-donated": "jit_step", "jax-cpu-jit-fused": "jit_step-fused",
+              "cupy-compiled": "compiled"}
+
+
 def _make(name: str) -> Backend:
     kind, tier, _ = KNOWN_BACKENDS[name]
-    if name in ("numpy", "numpy-chunked", "numpy-compiled"):
-        import array_api_compat.numpy as xp
+    lib_name, device = _library_of(name)
+    if name == "dask" and os.environ.get(DASK_OPT_IN, "") != "1" and _has("dask"):
+        return _missing(name, f"opt-in, about 70 s per cell: set {DASK_OPT_IN}=1")
+    if name == "jax-cpu-jit-sse42" and _has("jax") and SSE42_FLAG not in os.environ.get("XLA_FLAGS", ""):
+        return Backend(name, kind, tier, True, reason="runs in a subprocess",
+                       extra={"subprocess": True})
+    try:
+        lib = library(lib_name, device)
+    except Unavailable as exc:
+        reason = str(exc)
+        if lib_name == "dask" and "not installed" in reason:
+            reason += " (pip install 'dask[array]')"
+        return _missing(name, reason)
+    if name == "numpy-compiled":
+        from lionk.execution.kernels import c_compiler
 
-        if name == "numpy-compiled":
-            from lionk.execution.kernels import c_compiler
+        if c_compiler() is None:
+            return _missing(name, "no C compiler (set CC)")
+    if name == "jax-cpu-jit-fused":
+        from lionk.execution.kernels import cxx_compiler
 
-            if c_compiler() is None:
-                return _missing(name, "no C compiler (set CC)")
-        return Backend(name, kind, tier, True, xp=xp, put=lambda a: np.array(a, copy=True),
-                       get=lambda a: np.asarray(a),
-                       execution={"numpy-chunked": "chunked",
-                                  "numpy-compiled": "compiled"}.get(name))
-    if name == "array_api_strict":
-        if not _has("array_api_strict"):
-            return _missing(name, "array_api_strict not installed")
-        import array_api_strict as xs
-
-        return Backend(name, kind, tier, True, xp=xs, put=lambda a: xs.asarray(np.array(a, copy=True)),
-                       get=lambda a: np.asarray(a))
-    if name.startswith("torch"):
-        if not _has("torch"):
-            return _missing(name, "torch not installed")
-        import array_api_compat.torch as xp
-        import torch
-
-        dev = "cuda" if name == "torch-cuda" else "cpu"
-        if dev == "cuda" and not torch.cuda.is_available():
-            return _missing(name, "no CUDA device")
-        return Backend(
-            name, kind, tier, True, xp=xp,
-            put=lambda a: torch.from_numpy(np.array(a, copy=True)).to(dev),
-            get=lambda a: a.detach().cpu().numpy(),
-            dtypes=("float32", "float64"),
-            execution="compiled" if name.endswith("compiled") else None,
-        )
-    if name.startswith("jax"):
-        if not _has("jax"):
-            return _missing(name, "jax not installed")
-        if name == "jax-cpu-jit-sse42" and SSE42_FLAG not in os.environ.get("XLA_FLAGS", ""):
-            return Backend(name, kind, tier, True, reason="runs in a subprocess",
-                           extra={"subprocess": True})
-        import jax
-        import jax.numpy as jnp
-
-        if name == "jax-cpu-jit-fused":
-            from lionk.execution.kernels import cxx_compiler
-
-            if cxx_compiler() is None:
-                return _missing(name, "no C++ compiler (set CXX)")
-        platform = "gpu" if "gpu" in name else "cpu"
-        try:
-            dev = jax.devices(platform)[0]
-        except RuntimeError:
-            return _missing(name, f"no JAX {platform} device")
-        return Backend(
-            name, kind, tier, True, xp=jnp,
-            put=lambda a: jax.device_put(jnp.asarray(np.array(a, copy=True)), dev),
-            get=lambda a: np.asarray(a),
-            jit=name.endswith("jit") or name.endswith("sse42"),
-            execution={"jax-cpu-jit-donated": "jit_step",
-                       "jax-cpu-jit-fused": "jit_step-fused"}.get(name),
-        )
+        if cxx_compiler() is None:
+            return _missing(name, "no C++ compiler (set CXX)")
     if name == "dask":
-        if not _has("dask"):
-            return _missing(name, "dask not installed (pip install 'dask[array]')")
-        if os.environ.get(DASK_OPT_IN, "") != "1":
-            return _missing(name, f"opt-in, about 70 s per cell: set {DASK_OPT_IN}=1")
         return dask_backend()
-    if name in ("cupy", "cupy-compiled"):
-        if not _has("cupy"):
-            return _missing(name, "cupy not installed")
-        try:
-            import cupy
-
-            cupy.cuda.runtime.getDeviceCount()
-        except Exception as exc:  # no driver or no device
-            return _missing(name, f"no CUDA device ({type(exc).__name__})")
-        import array_api_compat.cupy as xp
-
-        return Backend(name, kind, tier, True, xp=xp, put=lambda a: cupy.asarray(a),
-                       get=lambda a: cupy.asnumpy(a),
-                       execution="compiled" if name == "cupy-compiled" else None)
-    raise KeyError(f"unknown backend {name!r}; known: {', '.join(KNOWN_BACKENDS)}")
+    return Backend(name, kind, tier, True, lib=lib,
+                   dtypes=("float32", "float64"),
+                   jit=lib_name == "jax" and (name.endswith("jit") or name.endswith("sse42")),
+                   execution=_EXECUTION.get(name))
 
 
 def discover(names: list[str] | None = None, device: str = "all") -> list[Backend]:

@@ -676,7 +676,7 @@ class LionK(Optimizer):
                     "FSDP already reduces the gradients of each shard; distributed Lion replaces "
                     "that reduction and runs on replicated (DDP-style, unwrapped) params only"
                 )
-            if self.execution in ("chunked", "compiled"):
+            if self.execution in ("chunked", "compiled", "packed"):
                 raise ValueError(
                     f"{where}: execution={self.execution!r} does not run on DTensor (FSDP2) "
                     "params; expected 'auto' or 'eager' (the update runs on the DTensors)"

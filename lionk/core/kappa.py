@@ -77,11 +77,17 @@ def exact_sign(y: Array) -> Array:
 
     Bitwise identical on every backend (raw ``sign`` differs: JAX keeps −0, raw torch maps
     NaN to 0). Uses only comparisons and ``where``, except where a backend's own ``sign`` is
-    known to have the same semantics (NumPy; see ``_array_api.native_exact_sign``).
+    verified to give the same bytes (NumPy; eager torch after a probe; see
+    ``lionk.core.array_api.native_exact_sign``).
     """
-    native = native_exact_sign(y)
+    native = native_exact_sign(y, _where_sign)
     if native is not None:
         return native
+    return _where_sign(y)
+
+
+def _where_sign(y: Array) -> Array:
+    """The reference exact sign: comparisons and ``where`` only."""
     xp = array_namespace(y)
     # Python scalars in ``where`` (array API 2024.12) take y's dtype; unlike 0-d constants they
     # cost nothing to create (about 5x faster on JAX eager).

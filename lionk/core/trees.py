@@ -23,6 +23,7 @@ messages and as the key of each momentum in state dicts and checkpoints.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -86,10 +87,37 @@ def _register_jax_nodes(leaves: Sequence[Any]) -> bool:
 
 def flatten(tree: Any) -> tuple[list[Any], TreeDef, list[str]]:
     """``(leaves, treedef, paths)`` of a tree; ``paths[i]`` names leaf ``i`` like ``['a'][0].x``."""
-    accessors, leaves, treedef = optree.tree_flatten_with_accessor(tree, namespace=NAMESPACE)
+    leaves, treedef = optree.tree_flatten(tree, namespace=NAMESPACE)
     if _register_jax_nodes(leaves):
-        accessors, leaves, treedef = optree.tree_flatten_with_accessor(tree, namespace=NAMESPACE)
-    return leaves, treedef, [a.codify("") for a in accessors]
+        leaves, treedef = optree.tree_flatten(tree, namespace=NAMESPACE)
+    return leaves, treedef, paths_of(treedef)
+
+
+def paths_of(treedef: TreeDef) -> list[str]:
+    """The path string of every leaf of a tree of structure ``treedef``.
+
+    A step flattens three trees of one structure: the paths are computed once per structure
+    (a bounded cache; see :func:`clear_path_cache`), which makes a small step's flattening about
+    4× cheaper.
+    """
+    try:
+        return list(_cached_paths(treedef))
+    except TypeError:  # a node whose metadata is not hashable
+        return _paths(treedef)
+
+
+def _paths(treedef: TreeDef) -> list[str]:
+    return [a.codify("") for a in treedef.accessors()]
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_paths(treedef: TreeDef) -> tuple[str, ...]:
+    return tuple(_paths(treedef))
+
+
+def clear_path_cache() -> None:
+    """Empty the cache of leaf paths per tree structure."""
+    _cached_paths.cache_clear()
 
 
 def structure(tree: Any) -> TreeDef:

@@ -42,10 +42,11 @@ import numpy as np
 
 from ..core.array_api import Array, write_inplace
 from ..core.step import Hyper, update_leaves
+from .packed import PACKED_MAX_ELEMENTS, packable, run_packed
 
 __all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable"]
 
-EXECUTIONS = ("auto", "eager", "chunked", "compiled")
+EXECUTIONS = ("auto", "eager", "chunked", "compiled", "packed")
 # NumPy chunks (elements). Measured on a 2-core EPYC (2 MiB L2 per core), 2^24 float32, sign:
 # the recorded program (lionk._tape) ran 2.6-4.4x the floor at 32K, 1.7-3.5x at 64K, no better
 # at 128K; per-call Python costs dominate below 16K. The default is the largest chunk whose
@@ -131,8 +132,10 @@ def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], ka
         n = sum(int(a.numel()) for a in xs)
         if n >= COMPILE_MIN_ELEMENTS and not _COMPILE_FAILED:
             return "compiled"
-        if chunkable(xs, gs, ms, kappa) and n >= 4 * TORCH_CHUNK:
+        if n >= 4 * TORCH_CHUNK and chunkable(xs, gs, ms, kappa):
             return "chunked"
+        if len(xs) > 1 and n < PACKED_MAX_ELEMENTS and packable(xs, kappa):
+            return "packed"
     return "eager"
 
 
@@ -145,8 +148,9 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
     """Compute the step and write it into ``xs`` and ``ms``; returns the path that ran.
 
     ``"auto"``: NumPy → chunked (elementwise κ, contiguous) else eager; torch → compiled from
-    ``COMPILE_MIN_ELEMENTS`` elements on (eager or chunked below, and if compilation ever
-    failed in this process, with a warning), else eager. ``chunk_size``/``threads`` default per
+    ``COMPILE_MIN_ELEMENTS`` elements on (chunked from 2^18 below that, and if compilation ever
+    failed in this process, with a warning); below that, several tensors with an elementwise κ
+    → packed (one flat array per dtype and device, :mod:`lionk.execution.packed`); else eager. ``chunk_size``/``threads`` default per
     backend (NumPy: sized from a scratch budget of 1% of the parameters, 8K-64K elements, over
     all cores; torch: 64K elements, one Python thread, torch's
     own intra-op threads).
@@ -193,6 +197,16 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
             path = "chunked" if chunkable(xs, gs, ms, kappa) else "eager"
     if path == "compiled":
         _run_torch_compiled(xs, gs, ms, h, kappa)
+        return path
+    if path == "packed":
+        if not (all(_is_torch(a) for a in (*xs, *gs, *ms)) and packable(xs, kappa)):
+            raise ValueError(
+                "execution='packed' steps torch tensors as one flat array per dtype and device "
+                "and needs an elementwise (separable) kappa and torch tensors; received kappa "
+                f"{kappa.name!r} (separable={kappa.separable}), array types "
+                f"{sorted({type(a).__name__ for a in (*xs, *gs, *ms)})}"
+            )
+        run_packed(xs, gs, ms, h, kappa)
         return path
     if path == "eager":
         new_xs, new_ms = update_leaves(xs, gs, ms, h, kappa)
