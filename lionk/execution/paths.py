@@ -154,7 +154,7 @@ TORCH_CHUNK = 1 << 16  # torch's per-operation dispatch cost wants larger pieces
 
 def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                 kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
-                threads: int | None = None, names: Sequence[str] | None = None) -> str:
+                threads: int | None = None, names: Any = None) -> str:
     """Compute the step and write it into ``xs`` and ``ms``; returns the path that ran.
 
     ``"auto"``: NumPy → chunked (elementwise κ, contiguous) else eager; torch → compiled from
@@ -270,12 +270,16 @@ except ImportError:  # pragma: no cover - not CPython
     _set_handler = signal.signal
 
 
-def _label(names: Sequence[str] | None, i: int) -> str:
+def _label(names: Any, i: int) -> str:
+    """The name of leaf ``i``: ``names[i]``, or ``names(i)`` for a function (names are built
+    only for an error message)."""
+    if callable(names):
+        return str(names(i))
     return names[i] if names is not None and i < len(names) else f"leaf {i}"
 
 
 def check_results(xs: Sequence[Array], ms: Sequence[Array], new_xs: Sequence[Array],
-                  new_ms: Sequence[Array], kappa: Any, names: Sequence[str] | None) -> None:
+                  new_ms: Sequence[Array], kappa: Any, names: Any) -> None:
     """Raise (naming κ and the leaf) unless every result has its destination's shape and
     dtype: a κ whose grad returns another shape would otherwise broadcast, or fail half-way
     through the writes."""
@@ -325,7 +329,7 @@ def fp_may_raise(err: dict[str, str]) -> bool:
 
 def prepare_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                     kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
-                    threads: int | None = None, names: Sequence[str] | None = None) -> Pending:
+                    threads: int | None = None, names: Any = None) -> Pending:
     """The compute phase of :func:`run_inplace`: everything that can fail, nothing written."""
     if execution not in EXECUTIONS:
         raise ValueError(f"execution: expected one of {EXECUTIONS}; received {execution!r}")
@@ -414,7 +418,7 @@ def _write_all(xs: Sequence[Array], ms: Sequence[Array], new_xs: Sequence[Array]
 
 def _prepare_chunked(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                      kappa: Any, chunk_size: int | None, threads: int | None,
-                     names: Sequence[str] | None) -> Pending:
+                     names: Any) -> Pending:
     flats = _flat_views(xs, gs, ms)
     assert flats is not None  # checked by chunkable
     # Split the concatenated index range [0, total) into one span per thread; each thread walks
@@ -568,7 +572,7 @@ def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int
 
 def _dry_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
               chunk_size: int, programs: list[Any], err: Any, call: Any,
-              names: Sequence[str] | None) -> None:
+              names: Any) -> None:
     """The recorded step on copies of elements ``[lo, hi)``, under the caller's floating-point
     settings: raises (naming the leaf) where the step would trap; writes nothing."""
     with np.errstate(call=call, **err):
@@ -613,7 +617,7 @@ def _inplace_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo:
 
 def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Array, Array]],
                   sizes: list[int], lo: int, hi: int, chunk_size: int, h: Hyper, kappa: Any,
-                  err: Any, call: Any, names: Sequence[str] | None) -> None:
+                  err: Any, call: Any, names: Any) -> None:
     """The step on elements ``[lo, hi)``, chunk by chunk, results into ``outs`` (not in place)."""
     with np.errstate(call=call, **err):
         for leaf, a, b in _pieces(sizes, lo, hi):
@@ -627,8 +631,9 @@ def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Arra
                 except KappaOutputError as exc:
                     raise ValueError(f"{_label(names, leaf)} (elements {sl.start}:{sl.stop}): "
                                      f"{exc}; nothing was written") from None
-                check_results([x], [m], [nx], [nm], kappa,
-                              [f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"])
+                if nx.shape != x.shape or nm.shape != m.shape or nx.dtype != x.dtype:
+                    check_results([x], [m], [nx], [nm], kappa,
+                                  [f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"])
                 write_inplace(ox[sl], nx)
                 write_inplace(om[sl], nm)
 
@@ -640,7 +645,7 @@ C_KERNEL_MIN_PER_THREAD = 1 << 16  # elements; below this one thread is faster t
 
 
 def _numpy_c_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-                    kappa: Any, threads: int | None, names: Sequence[str] | None) -> Any:
+                    kappa: Any, threads: int | None, names: Any) -> Any:
     """The compute phase of the compiled kernel over every leaf: a function that runs it (the
     elements split between threads; ctypes releases the GIL), or why it cannot (a str).
 
