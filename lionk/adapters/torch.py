@@ -35,6 +35,7 @@ See docs/torch.md for every option, the state layout and the reproducibility tie
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -227,6 +228,10 @@ class _Plan(NamedTuple):
     skip: bool
     positions: tuple[int, ...] = ()  # position of each planned param in group["params"]
     nan_error: str | None = None  # nan_policy="raise" under communication: raised by every rank
+
+
+def _param_name(gi: int, positions: tuple[int, ...], k: int) -> str:
+    return f"param_groups[{gi}]['params'][{positions[k]}]"
 
 
 def _is_dtensor(t: torch.Tensor) -> bool:
@@ -524,7 +529,7 @@ class LionK(Optimizer):
                 pendings.append(prepare_inplace(
                     plan.params, plan.grads, plan.moms, plan.config.hyper, plan.config.kappa,
                     execution=self._group_execution(plan),
-                    names=[f"param_groups[{gi}]['params'][{i}]" for i in plan.positions],
+                    names=functools.partial(_param_name, gi, plan.positions),
                     record=self._records[gi]))
             with interrupts_deferred():
                 ran = iter(commit_all([p for p in pendings if p is not None]))
@@ -556,12 +561,14 @@ class LionK(Optimizer):
     def _check_aliasing(self, plans: list[_Plan]) -> None:
         """ValueError naming both tensors when a param, gradient or momentum of the step shares
         memory with a param or momentum of it (overlapping views, a ``.grad`` that is a param)."""
-        groups: list[tuple[list[str], list[Any], bool]] = []
+        groups: list[tuple[Any, list[Any], bool]] = []
         for gi, plan in enumerate(plans):
-            names = [f"param_groups[{gi}]['params'][{i}]" for i in plan.positions]
-            groups.append((names, plan.params, True))
-            groups.append(([f"{n}.grad" for n in names], [p.grad for p in plan.params], False))
-            groups.append(([f"state of {n}['exp_avg']" for n in names], plan.moms, True))
+            name = functools.partial(_param_name, gi, plan.positions)
+            groups.append((name, plan.params, True))
+            groups.append((lambda k, name=name: f"{name(k)}.grad",
+                           [p.grad for p in plan.params], False))
+            groups.append((lambda k, name=name: f"state of {name(k)}['exp_avg']", plan.moms,
+                           True))
         check_no_aliasing(groups)
 
     def execution_report(self) -> dict[str, Any]:

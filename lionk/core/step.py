@@ -172,14 +172,15 @@ def apply_direction(
 
 
 def check_directions(kappa: _kappa.Kappa, cs: Sequence[Array], us: Sequence[Any],
-                     paths: Sequence[str] | None = None) -> None:
+                     paths: Sequence[str] | Callable[[int], str] | None = None) -> None:
     """Refuse a κ output that is not one array of ``c``'s shape and dtype per leaf.
 
     ``kappa.tree_grad(cs)`` must return, for every leaf, an array of the same shape and dtype as
     that leaf's ``c``; anything else (a flattened or broadcast array, a promoted dtype, a Python
     list, a missing leaf) would be written into the parameters or fail in the middle of a
     write. Raises ValueError (TypeError for a non-array) naming the κ and the leaf path
-    (``paths``: labels such as ``params['w']``; the leaf's index when not given). Called by :func:`update_leaves` before it
+    (``paths``: labels such as ``params['w']``, or a function of the leaf's index that builds
+    one, called only for an error; the leaf's index when not given). Called by :func:`update_leaves` before it
     returns anything, so no execution path writes a step whose κ output is malformed.
     """
     if not isinstance(us, (list, tuple)) or len(us) != len(cs):
@@ -191,7 +192,7 @@ def check_directions(kappa: _kappa.Kappa, cs: Sequence[Array], us: Sequence[Any]
     for i, (c, u) in enumerate(zip(cs, us)):
         if u is c or (type(u) is type(c) and u.shape == c.shape and u.dtype == c.dtype):
             continue  # the common case, cheap: a model has hundreds of leaves
-        where = paths[i] if paths is not None else f"leaf {i}"
+        where = (str(paths(i)) if callable(paths) else paths[i]) if paths is not None else f"leaf {i}"
         if not is_array(u):
             raise TypeError(
                 f"kappa {kappa.name!r} at {where}: grad must return an array; received "
@@ -217,7 +218,7 @@ def update_leaves(
     kappa: _kappa.Kappa,
     *,
     aggregate_direction: Callable[[list[Array]], Sequence[Array]] | None = None,
-    paths: Sequence[str] | None = None,
+    paths: Sequence[str] | Callable[[int], str] | None = None,
 ) -> tuple[list[Array], list[Array]]:
     r"""One Lion-κ step over the leaves of a tree, in the published expression order.
 

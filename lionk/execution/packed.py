@@ -41,7 +41,7 @@ def run_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h:
 
 
 def compute_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-                   kappa: Any, names: Sequence[str] | None = None) -> list[Any]:
+                   kappa: Any, names: Any = None) -> list[Any]:
     """The compute phase: the new flat params and momenta of every (dtype, device) group, and
     which leaves they hold. Writes nothing. ``names`` label the leaves in a κ output error."""
     torch = sys.modules["torch"]
@@ -51,7 +51,8 @@ def compute_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array]
     results = []
     for idx in groups.values():
         flat = [torch.cat([arrs[i].reshape(-1) for i in idx]) for arrs in (xs, gs, ms)]
-        label = None if names is None else [", ".join(names[i] for i in idx)]
+        label = None if names is None else [", ".join(
+            str(names(i)) if callable(names) else names[i] for i in idx)]
         (new_x,), (new_m,) = update_leaves([flat[0]], [flat[1]], [flat[2]], h, kappa, paths=label)
         results.append((idx, new_x, new_m))
     return results

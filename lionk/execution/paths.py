@@ -234,7 +234,7 @@ def _numpy_fallback(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array
 
 def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                 kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
-                threads: int | None = None, names: Sequence[str] | None = None,
+                threads: int | None = None, names: Any = None,
                 record: ExecutionRecord | None = None) -> str:
     """Compute the step and write it into ``xs`` and ``ms``; returns the path that ran.
 
@@ -378,12 +378,16 @@ except ImportError:  # pragma: no cover - not CPython
     _set_handler = signal.signal
 
 
-def _label(names: Sequence[str] | None, i: int) -> str:
+def _label(names: Any, i: int) -> str:
+    """The name of leaf ``i``: ``names[i]``, or ``names(i)`` for a function (names are built
+    only for an error message)."""
+    if callable(names):
+        return str(names(i))
     return names[i] if names is not None and i < len(names) else f"leaf {i}"
 
 
 def check_results(xs: Sequence[Array], ms: Sequence[Array], new_xs: Sequence[Array],
-                  new_ms: Sequence[Array], kappa: Any, names: Sequence[str] | None) -> None:
+                  new_ms: Sequence[Array], kappa: Any, names: Any) -> None:
     """Raise (naming κ and the leaf) unless every result has its destination's shape and
     dtype: a κ whose grad returns another shape would otherwise broadcast, or fail half-way
     through the writes."""
@@ -433,7 +437,7 @@ def fp_may_raise(err: dict[str, str]) -> bool:
 
 def prepare_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                     kappa: Any, *, execution: str = "auto", chunk_size: int | None = None,
-                    threads: int | None = None, names: Sequence[str] | None = None,
+                    threads: int | None = None, names: Any = None,
                     record: ExecutionRecord | None = None) -> Pending:
     """The compute phase of :func:`run_inplace`: everything that can fail, nothing written.
     ``record`` (the optimizer's, else a new one) decides ``"auto"`` with what it remembers (a
@@ -451,7 +455,7 @@ def prepare_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array
 
 def _prepare(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
              kappa: Any, execution: str, chunk_size: int | None, threads: int | None,
-             names: Sequence[str] | None, record: ExecutionRecord,
+             names: Any, record: ExecutionRecord,
              fallbacks: list[str]) -> Pending:
     path = _auto_path(xs, gs, ms, kappa, record) if execution == "auto" else execution
     if path == "chunked" and not chunkable(xs, gs, ms, kappa):
@@ -538,7 +542,7 @@ def _write_all(xs: Sequence[Array], ms: Sequence[Array], new_xs: Sequence[Array]
 
 def _prepare_chunked(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                      kappa: Any, chunk_size: int | None, threads: int | None,
-                     names: Sequence[str] | None) -> Pending:
+                     names: Any) -> Pending:
     flats = _flat_views(xs, gs, ms)
     assert flats is not None  # checked by chunkable
     # Split the concatenated index range [0, total) into one span per thread; each thread walks
@@ -694,7 +698,7 @@ def _run_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int
 
 def _dry_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
               chunk_size: int, programs: list[Any], err: Any, call: Any,
-              names: Sequence[str] | None) -> None:
+              names: Any) -> None:
     """The recorded step on copies of elements ``[lo, hi)``, under the caller's floating-point
     settings: raises (naming the leaf) where the step would trap; writes nothing."""
     with np.errstate(call=call, **err):
@@ -739,7 +743,7 @@ def _inplace_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo:
 
 def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Array, Array]],
                   sizes: list[int], lo: int, hi: int, chunk_size: int, h: Hyper, kappa: Any,
-                  err: Any, call: Any, names: Sequence[str] | None) -> None:
+                  err: Any, call: Any, names: Any) -> None:
     """The step on elements ``[lo, hi)``, chunk by chunk, results into ``outs`` (not in place)."""
     with np.errstate(call=call, **err):
         for leaf, a, b in _pieces(sizes, lo, hi):
@@ -750,9 +754,11 @@ def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Arra
                 x, m = fx[sl], fm[sl]
                 (nx,), (nm,) = update_leaves(
                     [x], [fg[sl]], [m], h, kappa,
-                    paths=[f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"])
-                check_results([x], [m], [nx], [nm], kappa,
-                              [f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"])
+                    paths=lambda i, leaf=leaf, sl=sl: (
+                        f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"))
+                if nx.shape != x.shape or nm.shape != m.shape or nx.dtype != x.dtype:
+                    check_results([x], [m], [nx], [nm], kappa,
+                                  [f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"])
                 write_inplace(ox[sl], nx)
                 write_inplace(om[sl], nm)
 
@@ -764,7 +770,7 @@ NUMPY_KERNEL_MIN_PER_THREAD = 1 << 16  # elements; below this one thread is fast
 
 
 def _numpy_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-                  kappa: Any, threads: int | None, names: Sequence[str] | None) -> Any:
+                  kappa: Any, threads: int | None, names: Any) -> Any:
     """The compute phase of the numba kernel over every leaf: a function that runs it, or why
     it cannot (a str; nothing written either way).
 
