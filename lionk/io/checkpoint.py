@@ -510,13 +510,12 @@ def _torch_names(groups: list[dict[str, Any]], leaves: list[_SaveLeaf], names: l
 
 
 def _kappa_to_spec(k: Any, where: str) -> Any:
-    """A κ as JSON data: its registered name (a str) or ``{"name": ..., "params": {...}}``.
-
-    (One small function so that ``Kappa.to_spec`` can replace it.)"""
+    """A κ as JSON data: its registered name (a str) or the κ's own ``to_spec()`` (its params
+    made JSON-safe)."""
     if isinstance(k, str):
         return k
     if isinstance(k, _kappa.Kappa):
-        return {"name": k.name, "params": _jsonable(dict(k.params), f"{where}.params")}
+        k = k.to_spec()
     if isinstance(k, Mapping) and set(k) == {"name", "params"}:
         return {"name": k["name"], "params": _jsonable(dict(k["params"]), f"{where}['params']")}
     raise TypeError(f"{where}: expected a kappa name, a lionk.kappa.Kappa or a "
@@ -524,15 +523,10 @@ def _kappa_to_spec(k: Any, where: str) -> Any:
 
 
 def _kappa_from_spec(spec: Any, current: Any = None) -> _kappa.Kappa:
-    """The κ of :func:`_kappa_to_spec`'s output (``current`` when it is the same κ, so that an
-    unregistered user κ survives a round trip). (One small function for ``Kappa.from_spec``.)"""
-    if isinstance(spec, str):
-        return _kappa.resolve(spec)
-    name, params = spec["name"], dict(spec["params"])
-    if isinstance(current, _kappa.Kappa) and current.name == name \
-            and dict(current.params) == params:
-        return current
-    return _kappa.get(name, **params)
+    """The κ of :func:`_kappa_to_spec`'s output: :func:`lionk.kappa.from_spec` (``current``
+    when it is the same κ, so that an unregistered user κ survives a round trip)."""
+    like = current if isinstance(current, _kappa.Kappa) else None
+    return _kappa.from_spec(spec, like=like, where="checkpoint hyperparams['kappa']")
 
 
 def _jsonable(v: Any, where: str) -> Any:
