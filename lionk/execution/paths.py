@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import functools
 import os
 import signal
 import threading
@@ -384,6 +385,11 @@ def _label(names: Any, i: int) -> str:
     if callable(names):
         return str(names(i))
     return names[i] if names is not None and i < len(names) else f"leaf {i}"
+
+
+def _chunk_label(names: Any, leaf: int, sl: slice, i: int = 0) -> str:
+    """The name of elements ``sl`` of leaf ``leaf`` (built only for an error message)."""
+    return f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"
 
 
 def check_results(xs: Sequence[Array], ms: Sequence[Array], new_xs: Sequence[Array],
@@ -754,8 +760,7 @@ def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Arra
                 x, m = fx[sl], fm[sl]
                 (nx,), (nm,) = update_leaves(
                     [x], [fg[sl]], [m], h, kappa,
-                    paths=lambda i, leaf=leaf, sl=sl: (
-                        f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"))
+                    paths=functools.partial(_chunk_label, names, leaf, sl))
                 if nx.shape != x.shape or nm.shape != m.shape or nx.dtype != x.dtype:
                     check_results([x], [m], [nx], [nm], kappa,
                                   [f"{_label(names, leaf)} (elements {sl.start}:{sl.stop})"])
