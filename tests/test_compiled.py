@@ -130,10 +130,9 @@ def jnp():
     return jnp
 
 
-@pytest.mark.parametrize("split", [True, False])
-def test_jit_step_is_in_the_ulp_tier_and_donates(jnp, split) -> None:
+def test_jit_step_is_in_the_ulp_tier_and_donates(jnp) -> None:
     x0, g, m0 = _data(4000, seed=3)
-    step = lionk.jit_step(lr=LR, betas=(B1, B2), weight_decay=WD, split=split)
+    step = lionk.jit_step(lr=LR, betas=(B1, B2), weight_decay=WD)
     params = {"a": jnp.asarray(x0[:1000]), "b": jnp.asarray(x0[1000:].reshape(60, 50))}
     grads = {"a": jnp.asarray(g[:1000]), "b": jnp.asarray(g[1000:].reshape(60, 50))}
     state = lionk.State(0, {"a": jnp.asarray(m0[:1000]), "b": jnp.asarray(m0[1000:].reshape(60, 50))}, 0)
@@ -208,8 +207,8 @@ def test_fused_jit_step_says_it_is_experimental(jnp) -> None:
 
 
 def test_fused_jit_step_refuses_what_it_cannot_run(jnp) -> None:
-    with pytest.raises(ValueError, match="split=True does not apply"):
-        lionk.jit_step(lr=LR, fused=True, split=True)
+    with pytest.raises(TypeError, match="split"):  # the benchmark-only flag is gone
+        lionk.jit_step(lr=LR, split=True)
     p = {"w": jnp.ones(8, jnp.float32)}
     with pytest.raises(ValueError, match="elementwise"):
         lionk.jit_step(lr=LR, kappa="l2", fused=True, donate=False)(p, p, lionk.init(p))

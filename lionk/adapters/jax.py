@@ -60,8 +60,7 @@ def _check_donation(params: Any, grads: Any, momentum: Any) -> None:
 
 
 def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_decay: Any = 0.0,
-             kappa: Any = "sign", donate: bool = True, split: bool = False,
-             fused: bool = False) -> Any:
+             kappa: Any = "sign", donate: bool = True, fused: bool = False) -> Any:
     """A compiled JAX step ``(params, grads, state) -> (params, state)``.
 
     The same :func:`lionk._step.update_leaves` under ``jax.jit``, validated once per input
@@ -70,9 +69,7 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
     arrays passed in are invalidated, as with any donation). On CPU the call is compiled with
     XLA's region-analysis copy insertion (``xla_cpu_copy_insertion_use_region_analysis``), which
     orders the params' loop before the momentum's in-place loop instead of copying the donated
-    momentum first (measured: about 1.3x the floor instead of 4-6x at 2^24 float32).
-    ``split=True`` computes new params and new momentum in two compiled calls instead (the
-    previous way around the copy; kept for comparison). Hyper-parameters are Python floats baked
+    momentum first (benchmarks/results.md has the measurements). Hyper-parameters are Python floats baked
     into the compiled code (coefficients in double precision, rounded once): a new value means a
     new compilation, so for a schedule call :func:`lionk.step` under your own ``jax.jit`` with a
     traced lr instead.
@@ -98,9 +95,6 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
 
     kap = _kappa.resolve(kappa)
     make_hyper(lr, betas, weight_decay, stacklevel=2)  # validate now
-    if fused and split:
-        raise ValueError("jit_step: fused=True computes params and momentum in one kernel; "
-                         "split=True does not apply")
     if fused:
         import warnings
 
@@ -140,48 +134,27 @@ def jit_step(*, lr: Any = 1e-4, betas: tuple[Any, Any] = (0.9, 0.99), weight_dec
         prep, (nx, nm) = _leaves(params, grads, momentum)
         return prep.treedef.unflatten(nx), prep.treedef.unflatten(nm)
 
-    def new_params(params: Any, grads: Any, momentum: Any) -> Any:
-        prep, (nx, _) = _leaves(params, grads, momentum)
-        return prep.treedef.unflatten(nx)
+    by_platform: dict[str, Any] = {}
 
-    def new_momentum(params: Any, grads: Any, momentum: Any) -> Any:
-        prep, (_, nm) = _leaves(params, grads, momentum)
-        return prep.treedef.unflatten(nm)
+    def compiled(platform: str) -> Any:
+        fn = by_platform.get(platform)
+        if fn is None:
+            if fused and platform != "cpu":
+                raise ValueError(f"jit_step(fused=True) runs on CPU; received arrays on "
+                                 f"{platform!r}")
+            options = _XLA_CPU_OPTIONS if platform == "cpu" else None
+            fn = jax.jit(both, donate_argnums=(0, 2) if donate else (),
+                         compiler_options=options)
+            by_platform[platform] = fn
+        return fn
 
-    if not split:
-        by_platform: dict[str, Any] = {}
+    def run(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
+        try:
+            p, m = compiled(_platform(params))(params, grads, state.momentum)
+        except Exception:
+            if donate:  # XLA refuses a donated buffer used twice, naming no leaf
+                _check_donation(params, grads, state.momentum)
+            raise
+        return p, State(state.count + 1, m, state.skipped)
 
-        def compiled(platform: str) -> Any:
-            fn = by_platform.get(platform)
-            if fn is None:
-                if fused and platform != "cpu":
-                    raise ValueError(f"jit_step(fused=True) runs on CPU; received arrays on "
-                                     f"{platform!r}")
-                options = _XLA_CPU_OPTIONS if platform == "cpu" else None
-                fn = jax.jit(both, donate_argnums=(0, 2) if donate else (),
-                             compiler_options=options)
-                by_platform[platform] = fn
-            return fn
-
-        def run(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
-            try:
-                p, m = compiled(_platform(params))(params, grads, state.momentum)
-            except Exception:
-                if donate:  # XLA refuses a donated buffer used twice, naming no leaf
-                    _check_donation(params, grads, state.momentum)
-                raise
-            return p, State(state.count + 1, m, state.skipped)
-
-        return run
-    jp = jax.jit(new_params, donate_argnums=(0,) if donate else ())
-    jm = jax.jit(new_momentum, donate_argnums=(2,) if donate else ())
-
-    def run_split(params: Any, grads: Any, state: Any) -> tuple[Any, State]:
-        if donate:  # two calls: the first must not consume a buffer the second needs
-            _check_donation(params, grads, state.momentum)
-        new_p = jp(params, grads, state.momentum)
-        # params were donated: pass the new ones (shape and dtype match; unused by this call)
-        new_m = jm(new_p, grads, state.momentum)
-        return new_p, State(state.count + 1, new_m, state.skipped)
-
-    return run_split
+    return run

@@ -264,7 +264,7 @@ class LionK(Optimizer):
         state_dtype: dtype of the momentum ``exp_avg`` (e.g. ``torch.float32`` for bfloat16
             params); default: the param's dtype.
         execution: how each group's update runs (``"auto"``, ``"eager"``, ``"chunked"``,
-            ``"compiled"``; docs/execution.md). Groups of DTensor params (FSDP2) and
+            ``"packed"``, ``"compiled"``; docs/execution.md). Groups of DTensor params (FSDP2) and
             communicating optimizers always run ``"eager"``.
         communication: ``None`` (default), ``"sign-vote"`` or ``"sign-mean"``: Distributed Lion
             (theory.md §8). Use it *instead of* DDP's gradient all-reduce: every rank keeps its
@@ -501,10 +501,9 @@ class LionK(Optimizer):
         The closure runs under ``torch.enable_grad()``. Params whose ``.grad`` is None are
         skipped; ``p.grad`` is never modified. All groups are validated before anything is
         written: a step that raises leaves params and state as they were. ``execution``
-        (constructor) picks how each group's update runs: ``"auto"`` (``torch.compile`` for
-        groups of 2^20 elements or more, else eager or chunked), ``"eager"`` (every group's
-        update computed before any is written), ``"chunked"`` or ``"compiled"``; see
-        docs/execution.md. ``last_execution`` lists the path each group took.
+        (constructor) picks how each group's update runs (the rule of ``"auto"`` at each size
+        is in docs/execution.md); every group's update is computed before any is written.
+        ``last_execution`` lists the path each group took, ``execution_report()`` why.
         """
         loss = None
         if closure is not None:

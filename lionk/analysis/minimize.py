@@ -261,11 +261,6 @@ def _as_x0(x0: Any) -> Any:
 # The objective and its gradient.
 
 
-def _numpy_like(x: Any) -> bool:
-    mod = type(x).__module__.split(".")[0]
-    return mod in ("numpy", "cupy")
-
-
 #: ``jax.jit(jax.value_and_grad(fun))`` per fun, alive as long as fun is.
 _JAX_JITTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -325,10 +325,6 @@ def float64_or_widest(xp: Namespace, x: Array) -> Array:
     return y if y.dtype == f64 else x
 
 
-def inf() -> float:
-    return math.inf
-
-
 # ---------------------------------------------------------------------------------------------
 # Aliasing: which arrays share memory. One function for every front end (lionk.step,
 # lionk.LionK, lionk.torch.LionK): an in-place step that reads an array another leaf writes

@@ -239,12 +239,7 @@ def run_inplace(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h
                 record: ExecutionRecord | None = None) -> str:
     """Compute the step and write it into ``xs`` and ``ms``; returns the path that ran.
 
-    ``"auto"``: NumPy → the numba kernel (elementwise κ, contiguous float32/float64, numba
-    installed, from ``NUMPY_KERNEL_MIN_ELEMENTS`` elements), else chunked (elementwise κ,
-    contiguous, from 2^18 elements), else eager; torch → compiled from ``COMPILE_MIN_ELEMENTS``
-    elements on (and after ``torch.compile`` failed for this optimizer, with a warning, chunked
-    or eager), chunked from 2^18 below that; below that, several tensors with an elementwise κ
-    → packed (one flat array per dtype and device, :mod:`lionk.execution.packed`); else eager.
+    ``"auto"`` follows the rule in this module's docstring (and docs/execution.md).
     ``chunk_size``/``threads`` default per backend (NumPy: sized from a scratch budget of 1% of
     the parameters, 8K-64K elements, over all cores; torch: 64K elements, one Python thread,
     torch's own intra-op threads). ``record`` (one per optimizer) receives the path that ran,
