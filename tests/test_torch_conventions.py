@@ -149,6 +149,25 @@ def test_two_element_lr_message_says_what_torch_says():
     assert "lr" in str(exc) and "1-element" in str(exc) and "(2,)" in str(exc)
 
 
+# the regexes of torch's get_error_inputs_for_all_optims (torch.testing._internal.common_optimizers)
+TORCH_WORDING = {
+    "single tensor": "params argument given to the optimizer should be an iterable of Tensors or dicts",
+    "same param in two groups": "some parameters appear in more than one parameter group",
+    "two-element lr tensor": "Tensor lr must be 1-element",
+    "mixed named and unnamed params": "all optimizer params should be with/without names. Some param "
+                                      "names are missing",
+    "mixed named and unnamed groups": "all optimizer param groups should be with/without names",
+}
+
+
+@pytest.mark.parametrize("case", sorted(TORCH_WORDING))
+def test_error_messages_contain_torch_s_wording(case):
+    """A user searching torch's message finds lionk's (torch's generic test_errors matches these
+    regexes; the single-tensor and mixed-names messages lacked them before)."""
+    assert TORCH_WORDING[case] in str(_error(lambda: CASES[case](LionK)))
+    assert TORCH_WORDING[case] in str(_error(lambda: CASES[case](torch.optim.Adam)))
+
+
 @pytest.mark.parametrize("execution", EXECUTIONS)
 def test_non_contiguous_params_step_on_every_execution(execution):
     """Item 3: randn(10, 5, 2)[..., 0] params, as torch's generic test uses (main:

@@ -342,7 +342,9 @@ class LionK(Optimizer):
         if isinstance(params, torch.Tensor):
             raise TypeError(
                 "params: expected an iterable of tensors or of param-group dicts; received a "
-                "single tensor (wrap it in a list: [tensor])"
+                "single tensor (wrap it in a list: [tensor]) (torch: params argument given to "
+                "the optimizer should be an iterable of Tensors or dicts, but got "
+                f"{torch.typename(params)})"
             )
         if isinstance(params, Mapping):
             raise TypeError(
@@ -416,7 +418,7 @@ class LionK(Optimizer):
             raise ValueError(
                 f"{where}['params']: expected all entries as tensors or all as (name, tensor) "
                 "pairs; received a mix (torch: all optimizer params should be with/without "
-                "names)"
+                "names. Some param names are missing)"
             )
         names: list[Any] = []
         tensors: list[Any] = []
