@@ -202,8 +202,22 @@ def optional_positive_int(name: str, value: Any) -> int | None:
 
 
 def supported_float(dtype: Any) -> bool:
-    """True for the dtypes lionk computes in (:data:`FLOAT_DTYPES`), of any library."""
-    return dtype_name(dtype) in FLOAT_DTYPES
+    """True for the dtypes lionk computes in (:data:`FLOAT_DTYPES`), of any library.
+
+    Asked for every leaf of every step: the answer is remembered per dtype object."""
+    try:
+        return _SUPPORTED[dtype]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable dtype-like
+        return dtype_name(dtype) in FLOAT_DTYPES
+    ok = dtype_name(dtype) in FLOAT_DTYPES
+    if len(_SUPPORTED) < 256:
+        _SUPPORTED[dtype] = ok
+    return ok
+
+
+_SUPPORTED: dict[Any, bool] = {}
 
 
 def check_float_dtype(name: str, dtype: Any) -> None:
