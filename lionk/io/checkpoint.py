@@ -1183,6 +1183,21 @@ def _read_meta_v2(fh: Any, size: int, where: str) -> _Meta:
 # --- version 1: the .npz of lionk 0.1 ----------------------------------------------------------
 
 
+
+class _NpyVersionError(ValueError):
+    """A .npy entry of a format version lionk 0.1 did not write."""
+
+
+def _npy_header(f: Any) -> tuple[Any, bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the .npy entry open in ``f`` (versions 1.0, 2.0)."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    raise _NpyVersionError(f"unsupported .npy version {version}")
+
+
 def _read_meta_entry_v1(zf: zipfile.ZipFile, where: str) -> bytes:
     """The bytes of the metadata array, its size bounded before anything is inflated: the
     zip's declared size, the deflate ratio, and the ``.npy`` header's shape are checked first,
@@ -1193,13 +1208,7 @@ def _read_meta_entry_v1(zf: zipfile.ZipFile, where: str) -> bytes:
         raise _bad(where, f"the metadata entry '{META_KEY}' declares {info.file_size} bytes "
                           f"(stored in {info.compress_size}); more than the {limit} accepted")
     with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
+        shape, fortran, dtype = _npy_header(f)
         if dtype.hasobject:
             raise ValueError("an object array (pickled data is never loaded)")
         if dtype != np.uint8 or len(shape) != 1:
@@ -1279,13 +1288,10 @@ def _read_leaf_v1(zf: zipfile.ZipFile, rec: dict[str, Any], label: str, where: s
     member = rec["key"] + ".npy"
     try:
         with zf.open(member) as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                hshape, fortran, hdtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                hshape, fortran, hdtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise _bad(where, f"{label}: unsupported .npy version {version}")
+            try:
+                hshape, fortran, hdtype = _npy_header(f)
+            except _NpyVersionError as exc:
+                raise _bad(where, f"{label}: {exc}") from None
             if hdtype != storage or tuple(hshape) != shape or (fortran and len(shape) > 1):
                 raise _bad(where, f"{label}: the stored array is {hdtype} of shape "
                                   f"{tuple(hshape)}{' (Fortran order)' if fortran else ''}; the "
