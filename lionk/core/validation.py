@@ -205,19 +205,22 @@ def supported_float(dtype: Any) -> bool:
     """True for the dtypes lionk computes in (:data:`FLOAT_DTYPES`), of any library.
 
     Asked for every leaf of every step: the answer is remembered per dtype object."""
+    # keyed by (type, dtype): dtypes of different libraries are never compared with each other
+    # (array-api-strict warns when one of its dtypes is compared with a NumPy dtype)
+    key = (type(dtype), dtype)
     try:
-        return _SUPPORTED[dtype]
+        return _SUPPORTED[key]
     except KeyError:
         pass
     except TypeError:  # an unhashable dtype-like
         return dtype_name(dtype) in FLOAT_DTYPES
     ok = dtype_name(dtype) in FLOAT_DTYPES
     if len(_SUPPORTED) < 256:
-        _SUPPORTED[dtype] = ok
+        _SUPPORTED[key] = ok
     return ok
 
 
-_SUPPORTED: dict[Any, bool] = {}
+_SUPPORTED: dict[tuple[type, Any], bool] = {}
 
 
 def check_float_dtype(name: str, dtype: Any) -> None:
