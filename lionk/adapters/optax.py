@@ -132,16 +132,6 @@ def _check_array(name: str, spec: _Spec, *, beta: bool = False) -> None:
     _check_static(name, float(spec.value), beta=beta)
 
 
-def _known_value(spec: _Spec) -> float | None:
-    """The value of a Python-number or concrete 0-d array hyper-parameter; None when it is a
-    schedule or traced (not known before the step runs)."""
-    if spec.kind == "static":
-        return float(spec.value)
-    if spec.kind == "array" and _is_concrete_array(spec.value):
-        return float(spec.value)
-    return None
-
-
 def _value_at(name: str, spec: _Spec, count: Any) -> Any:
     """The hyper-parameter for the update at step ``count``: a Python float or a 0-d array."""
     if spec.kind == "static":

@@ -22,7 +22,7 @@ from typing import Any
 from ..core.array_api import Array
 from ..core.step import Hyper, update_leaves
 
-__all__ = ["PACKED_MAX_ELEMENTS", "packable", "run_packed", "compute_packed", "write_packed"]
+__all__ = ["PACKED_MAX_ELEMENTS", "packable", "compute_packed", "write_packed"]
 
 # Above this many elements per step the extra copies (concatenate, copy back) cost more than
 # the dispatches they save; larger models go chunked or compiled.
@@ -32,12 +32,6 @@ PACKED_MAX_ELEMENTS = 1 << 20
 def packable(xs: Sequence[Array], kappa: Any) -> bool:
     """True when the packed path applies (to torch tensors): an elementwise κ."""
     return bool(kappa.separable)
-
-
-def run_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
-               kappa: Any) -> None:
-    """Compute the step of every leaf on flat per-group arrays, then write it into xs and ms."""
-    write_packed(xs, ms, compute_packed(xs, gs, ms, h, kappa))
 
 
 def compute_packed(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
