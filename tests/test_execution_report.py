@@ -14,6 +14,7 @@ import pytest
 import lionk
 from lionk.core import caches as _caches
 from lionk.execution import paths as _paths
+from lionk.execution import kernels as _kernels
 
 from ._util import bits
 
@@ -37,6 +38,8 @@ def test_a_torch_compile_failure_changes_that_optimizer_only(monkeypatch) -> Non
     another path for good (a module-level list); now it is recorded by the optimizer it
     happened to, and the next optimizer still compiles."""
     torch = pytest.importorskip("torch")
+    # on CPU, with numba, "auto" runs the numba kernel; this is about torch.compile
+    monkeypatch.setattr(_kernels, "numba_available", lambda: False)
     n = _paths.COMPILE_MIN_ELEMENTS
     compiled_calls = []
 
@@ -251,6 +254,8 @@ def test_a_torch_compile_failure_is_recorded_for_every_group_of_the_call(monkeyp
     """Two param groups compiled in one torch.compile call: when it fails, both groups fall
     back (before anything is written), both records keep the reason and neither tries again."""
     torch = pytest.importorskip("torch")
+    # on CPU, with numba, "auto" runs the numba kernel; this is about torch.compile
+    monkeypatch.setattr(_kernels, "numba_available", lambda: False)
     n = _paths.COMPILE_MIN_ELEMENTS
     calls = []
 

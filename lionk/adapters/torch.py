@@ -47,7 +47,7 @@ from torch.optim import Optimizer
 from ..core import kappa as _kappa
 from ..core import kappa_matrix as _kappa_matrix
 from ..core import validation as _check
-from ..core.array_api import check_no_aliasing, write_inplace
+from ..core.array_api import check_no_aliasing, find_overlap, write_inplace
 from ..core.step import Hyper, LionKWarning, make_hyper, update_leaves
 from ..execution.paths import (
     ExecutionRecord,
@@ -184,7 +184,38 @@ def _check_options(group: Mapping[str, Any], where: str, *, allow_zero_lr: bool,
     return _GroupConfig(hyper, kap, maximize, nan_policy, sdt)
 
 
+def _options_key(group: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A key that determines :func:`_check_options`'s result for ``group``, or None when the
+    options are not all plain Python values (a tensor lr, a per-leaf κ, ...): those are checked
+    at every step. A κ instance enters by identity (the cache entry keeps it alive)."""
+    lr, betas, wd, kap = group["lr"], group["betas"], group["weight_decay"], group["kappa"]
+    if type(lr) not in _PLAIN_NUMBERS or type(wd) not in _PLAIN_NUMBERS:
+        return None
+    if type(betas) not in (tuple, list) or len(betas) != 2 \
+            or type(betas[0]) not in _PLAIN_NUMBERS or type(betas[1]) not in _PLAIN_NUMBERS:
+        return None
+    if type(kap) is str:
+        kkey: Any = kap
+    elif isinstance(kap, _kappa.Kappa):
+        kkey = (id(kap),)
+    else:
+        return None
+    maximize, nan_policy = group["maximize"], group["nan_policy"]
+    state_dtype, skipped = group["state_dtype"], group.get("skipped", 0)
+    if type(maximize) is not bool or type(nan_policy) is not str or type(skipped) is not int \
+            or not (state_dtype is None or type(state_dtype) in (str, torch.dtype)):
+        return None
+    return (type(lr), lr, type(betas[0]), betas[0], type(betas[1]), betas[1], type(wd), wd,
+            kkey, maximize, nan_policy, state_dtype, skipped)
+
+
+_PLAIN_NUMBERS = (float, int)
+_OK_DTYPES: set[torch.dtype] = set()  # dtypes _check_real_floating accepted
+
+
 def _check_real_floating(t: torch.Tensor, name: str) -> None:
+    if t.dtype in _OK_DTYPES:
+        return
     if t.is_complex():
         raise TypeError(
             f"{name}: expected a real floating tensor ({_FLOATING_NAMES}); received {t.dtype}. "
@@ -195,6 +226,7 @@ def _check_real_floating(t: torch.Tensor, name: str) -> None:
         raise TypeError(
             f"{name}: expected a real floating tensor ({_FLOATING_NAMES}); received {t.dtype}"
         )
+    _OK_DTYPES.add(t.dtype)
 
 
 def _check_dense(t: torch.Tensor, name: str) -> None:
@@ -370,6 +402,7 @@ class LionK(Optimizer):
         """torch's state (``defaults``, ``state``, ``param_groups``) and LionK's optimizer-wide
         options, so that ``copy.deepcopy(opt)`` and ``pickle`` give an optimizer that steps."""
         state = super().__getstate__()
+        state.pop("_options", None)  # a cache of validated options: rebuilt after unpickling
         for key in _ATTRIBUTE_DEFAULTS:
             state[key] = getattr(self, key, _ATTRIBUTE_DEFAULTS[key])
         return state
@@ -562,6 +595,16 @@ class LionK(Optimizer):
     def _check_aliasing(self, plans: list[_Plan]) -> None:
         """ValueError naming both tensors when a param, gradient or momentum of the step shares
         memory with a param or momentum of it (overlapping views, a ``.grad`` that is a param)."""
+        arrays: list[Any] = []
+        writable: list[bool] = []
+        for plan in plans:
+            n = len(plan.params)
+            arrays += plan.params
+            arrays += [p.grad for p in plan.params]
+            arrays += plan.moms
+            writable += [True] * n + [False] * n + [True] * n
+        if find_overlap(arrays, writable) is None:
+            return  # the common case; else the check below names the two tensors
         groups: list[tuple[Any, list[Any], bool]] = []
         for gi, plan in enumerate(plans):
             name = functools.partial(_param_name, gi, plan.positions)
@@ -715,7 +758,7 @@ class LionK(Optimizer):
     def _plan(self, gi: int, group: dict[str, Any]) -> _Plan:
         """Validate one group for this step and gather its leaves. Raises, never writes."""
         where = f"param_groups[{gi}]"
-        cfg = _check_options(group, where, allow_zero_lr=True, stacklevel=5)
+        cfg = self._group_options(gi, group, where)
         self._check_communication_kappa(cfg.kappa, where)
         xs: list[torch.Tensor] = []
         gs: list[torch.Tensor] = []
@@ -812,6 +855,22 @@ class LionK(Optimizer):
         if isinstance(cfg.kappa, _kappa_matrix.PerLeaf):  # one κ per param, from position and shape
             cfg = cfg._replace(kappa=cfg.kappa.bind([f"[{i}]" for i in idx], xs))
         return _Plan(group, cfg, xs, gs, ms, fresh, skip, tuple(idx), nan_error)
+
+    def _group_options(self, gi: int, group: dict[str, Any], where: str) -> _GroupConfig:
+        """:func:`_check_options` of group ``gi``, remembered while its options stay the same
+        plain values (a scheduler changing ``lr`` makes a new entry; b1 > b2, which warns at
+        every step, is never remembered)."""
+        key = _options_key(group)
+        cache = self.__dict__.setdefault("_options", {})
+        if key is not None:
+            hit = cache.get(gi)
+            if hit is not None and hit[0] == key:
+                return hit[1]
+        cfg = _check_options(group, where, allow_zero_lr=True, stacklevel=6)
+        b1, b2 = cfg.hyper.b1, cfg.hyper.b2
+        if key is not None and not (isinstance(b1, float) and isinstance(b2, float) and b1 > b2):
+            cache[gi] = (key, cfg, group["kappa"])
+        return cfg
 
     # --- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -60,10 +60,12 @@ from typing import Any
 
 import numpy as np
 
+from ..core import kappa as _kappa_module
 from ..core import validation as _check
 from ..core.array_api import Array, array_namespace, write_inplace
 from ..core.caches import BoundedCache, register_clear_hook
 from ..core.step import Hyper, update_leaves
+from . import kernels as _kernels
 from .packed import PACKED_MAX_ELEMENTS, compute_packed, packable, write_packed
 
 __all__ = ["EXECUTIONS", "DEFAULT_CHUNK", "run_inplace", "chunkable", "prepare_inplace",
@@ -145,11 +147,17 @@ class ExecutionRecord:
                 "fallbacks": list(self.fallbacks), "steps": self.steps}
 
 
+@functools.lru_cache(maxsize=1)
 def default_threads() -> int:
+    """The cores this process may run on (at most 8); looked up once (a system call per step
+    costs more than a small step), again after :func:`lionk.clear_caches`."""
     try:
         return max(1, min(len(os.sched_getaffinity(0)), 8))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, min(os.cpu_count() or 1, 8))
+
+
+register_clear_hook(default_threads.cache_clear)
 
 
 def _flat_view(a: Array) -> Array | None:
@@ -213,13 +221,29 @@ def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], ka
             return "compiled"  # the numba kernel; prepare_inplace falls back when it cannot
         return _numpy_fallback(xs, gs, ms, kappa)
     if xs and all(_is_torch(a) for a in xs):
-        n = sum(int(a.numel()) for a in xs)
-        if n >= COMPILE_MIN_ELEMENTS and record.compile_failed is None:
-            return "compiled"
-        if n >= 4 * TORCH_CHUNK and chunkable(xs, gs, ms, kappa):
-            return "chunked"
-        if len(xs) > 1 and n < PACKED_MAX_ELEMENTS and packable(xs, kappa):
-            return "packed"
+        if (kappa.separable and _builtin_kappa(kappa) and xs[0].device.type == "cpu"
+                and _numba_available()):
+            return "numba"  # the numba kernel on the tensors' memory; _torch_auto if it cannot
+        return _torch_auto(xs, gs, ms, kappa, record)
+    return "eager"
+
+
+def _numba_available() -> bool:
+    return _kernels.numba_available()
+
+
+def _torch_auto(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any,
+                record: ExecutionRecord) -> str:
+    """torch "auto" without the numba kernel (GPU tensors, a norm or user κ, no numba):
+    torch.compile for large steps, chunks for medium ones, one flat array per dtype for
+    several small tensors, else eager."""
+    n = sum(int(a.numel()) for a in xs)
+    if n >= COMPILE_MIN_ELEMENTS and record.compile_failed is None:
+        return "compiled"
+    if n >= 4 * TORCH_CHUNK and chunkable(xs, gs, ms, kappa):
+        return "chunked"
+    if len(xs) > 1 and n < PACKED_MAX_ELEMENTS and packable(xs, kappa):
+        return "packed"
     return "eager"
 
 
@@ -472,6 +496,13 @@ def _prepare(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: H
             "views of them); received a non-contiguous param, gradient or momentum; use "
             "'eager' or 'auto' for it"
         )
+    if path == "numba":
+        # torch CPU tensors under "auto": the numba kernel reads and writes their memory
+        ready = _numba_kernel(xs, gs, ms, h, kappa, threads, names)
+        if not isinstance(ready, str):
+            return Pending("compiled", ready, detail="numba kernel")
+        path = _torch_auto(xs, gs, ms, kappa, record)
+        fallbacks.append(f"compiled -> {path}: the numba kernel {ready}")
     torch_arrays = bool(xs) and _is_torch(xs[0])
     if chunk_size is None and torch_arrays:
         chunk_size = TORCH_CHUNK
@@ -502,7 +533,7 @@ def _prepare(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: H
                         "C-contiguous arrays; received a non-contiguous param, gradient or "
                         "momentum; use 'eager' or 'auto' for it"
                     )
-        ready = _numpy_kernel(xs, gs, ms, h, kappa, threads, names)
+        ready = _numba_kernel(xs, gs, ms, h, kappa, threads, names)
         if not isinstance(ready, str):
             return Pending(path, ready, detail="numba kernel")
         if execution == "compiled":
@@ -721,11 +752,14 @@ def _dry_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int
 def _builtin_kappa(kappa: Any) -> bool:
     """True for lionk's own κ (the classes of ``lionk.core.kappa`` other than the generic
     ``Kappa`` built from user callables), not modified on the instance."""
-    from ..core import kappa as _kappa_module
-
     t = type(kappa)
-    return (t.__module__ == _kappa_module.__name__ and t is not _kappa_module.Kappa
-            and not (vars(kappa).keys() & {"grad", "tree_grad", "grad_given"}))
+    return (t.__module__ == _KAPPA_MODULE and t is not _Kappa
+            and not (vars(kappa).keys() & _OVERRIDES))
+
+
+_KAPPA_MODULE = _kappa_module.__name__
+_Kappa = _kappa_module.Kappa
+_OVERRIDES = frozenset({"grad", "tree_grad", "grad_given"})
 
 
 def _inplace_span(flats: list[tuple[Array, Array, Array]], sizes: list[int], lo: int, hi: int,
@@ -765,59 +799,117 @@ def _compute_span(flats: list[tuple[Array, Array, Array]], outs: list[tuple[Arra
 
 NUMPY_KERNEL_MIN_PER_THREAD = 1 << 16  # elements; below this one thread is faster than two
 
+_NUMPY_FLOATS = (np.dtype("float32"), np.dtype("float64"))
 
-def _numpy_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
+
+def _address(a: Any) -> tuple[int, np.dtype] | None:
+    """``(address of the first element, NumPy dtype)`` of ``a`` when the numba kernel can read
+    and write it through that address: a C-contiguous, aligned, native float32/float64 NumPy
+    array, or a CPU torch tensor of those dtypes (plain Tensor or Parameter, dense, no lazy
+    negation or conjugation). None otherwise."""
+    if isinstance(a, np.ndarray):
+        flags = a.flags
+        if flags.c_contiguous and flags.aligned and a.dtype in _NUMPY_FLOATS:
+            return int(a.__array_interface__["data"][0]), a.dtype
+        return None
+    floats = _torch_floats()
+    if type(a) in floats[0]:
+        dt = floats[1].get(a.dtype)
+        if (dt is not None and a.is_cpu and a.layout is floats[2] and a.is_contiguous()
+                and not a.is_neg() and not a.is_conj()):
+            return int(a.data_ptr()), dt
+    return None
+
+
+def _torch_floats() -> tuple[tuple[type, ...], dict[Any, np.dtype], Any]:
+    """(plain torch tensor types, {torch float32/float64: NumPy dtype}, torch.strided); empty
+    before torch is imported (never imports it)."""
+    global _TORCH_FLOATS
+    if not _TORCH_FLOATS[0]:
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is not None and hasattr(torch, "nn"):
+            _TORCH_FLOATS = ((torch.Tensor, torch.nn.Parameter),
+                             {torch.float32: np.dtype("float32"),
+                              torch.float64: np.dtype("float64")}, torch.strided)
+    return _TORCH_FLOATS
+
+
+_TORCH_FLOATS: tuple[tuple[type, ...], dict[Any, np.dtype], Any] = ((), {}, None)
+
+
+def _dtype_name(a: Any) -> str:
+    return str(a.dtype).rpartition(".")[2]
+
+
+def _numba_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
                   kappa: Any, threads: int | None, names: Any) -> Any:
-    """The compute phase of the numba kernel over every leaf: a function that runs it, or why
-    it cannot (a str; nothing written either way).
+    """The compute phase of the numba kernel over every leaf (NumPy arrays, or CPU torch
+    tensors: the kernel receives addresses only): a function that runs it, or why it cannot
+    (a str; nothing written either way).
 
-    Everything that can fail happens here: the kernel is generated, compiled (for the exact
-    argument types of this step) and checked on the probes; when the caller's NumPy settings
-    could raise (``np.seterr``), a dry run of the recorded step on copies checks them. The
-    write runs the kernel only: it evaluates no Python κ, raises nothing and, like every
-    compiled code, ignores NumPy's floating-point settings (traps off).
+    Everything that can fail happens here: the kernel is generated, compiled and checked on the
+    probes (once per κ and dtypes); when the caller's NumPy settings could raise
+    (``np.seterr``), a dry run of the recorded step on copies checks them. The write runs the
+    kernel only: it evaluates no Python κ, raises nothing and, like every compiled code,
+    ignores NumPy's floating-point settings (traps off).
 
-    The elements of all leaves are laid end to end and split into one contiguous span per
-    thread (the kernel releases the GIL): one dispatch to the pool per step whatever the number
-    of leaves. Why Python threads and not numba's ``parallel=True``/``prange``: measured on the
-    2-core machine under load, a ``prange`` region per leaf took 29x the floor on a 148-tensor
-    model (each region waits for every OpenMP thread) against 0.7x for these spans, and 1.13x
+    The leaves of one (param dtype, momentum dtype) are laid end to end and the kernel steps
+    them in one call (``kernel_leaves``: it receives their addresses), split into one
+    contiguous span per thread when there are enough elements (the kernel releases the GIL).
+    Why Python threads and not numba's ``parallel=True``/``prange``: measured on the 2-core
+    machine under load, a ``prange`` region per leaf took 29x the floor on a 148-tensor model
+    (each region waits for every OpenMP thread) against 0.7x for these spans, and 1.13x
     against 1.07x on one 2^24 tensor; GNU OpenMP, numba's usual threading layer, is also not
     fork-safe (a training loop's data-loader workers fork)."""
-    from . import kernels as _kernel
-
     if not kappa.separable:
         return (f"runs one fused elementwise kernel and needs an elementwise (separable) kappa; "
                 f"received kappa {kappa.name!r}")
-    flats = _flat_views(xs, gs, ms)
-    if flats is None:
-        return "needs C-contiguous arrays"
-    found: dict[tuple[Any, Any], Any] = {}
-    kernels = []
+    if not _kernels.numba_available():
+        return "is not available: numba is not installed (pip install 'lionk[numba]')"
+    # per (param dtype, momentum dtype): the addresses of params, grads, momenta and the sizes
+    groups: dict[tuple[np.dtype, np.dtype], tuple[list[int], list[int], list[int], list[int]]] = {}
+    held = []  # arrays made here whose addresses the kernel reads: kept alive until the write
+    for x, g, m in zip(xs, gs, ms):
+        if isinstance(g, np.generic):  # numpy's result of arithmetic on 0-d arrays
+            g = np.asarray(g)
+            held.append(g)
+        ax, ag, am = _address(x), _address(g), _address(m)
+        if ax is None or ag is None or am is None:
+            dts = sorted({str(_dtype_name(a)) for a in (x, g, m)} - {"float32", "float64"})
+            if dts:
+                return (f"has no kernel for dtypes {'/'.join(dts)} (float32 and float64 only)")
+            return "needs C-contiguous arrays"
+        if ag[1] != ax[1]:
+            return f"needs gradients of the params' dtype; received {ag[1]} for {ax[1]}"
+        group = groups.get((ax[1], am[1]))
+        if group is None:
+            group = groups[(ax[1], am[1])] = ([], [], [], [0])
+        group[0].append(ax[0])
+        group[1].append(ag[0])
+        group[2].append(am[0])
+        group[3].append(group[3][-1] + _numel(x))
     coefs = tuple(float(c) for c in h)
-    typed: set[tuple[Any, Any, bool]] = set()
-    for fx, fg, fm in flats:  # every kernel built and checked before anything is written
-        key = (fx.dtype, fm.dtype)
-        if key not in found:
-            found[key] = _kernel.numba_kernel(update_leaves, h, kappa, *key)
-        kernel, why = found[key]
+    runs: list[tuple[Any, tuple[Any, ...], int]] = []
+    for (dt, mdt), (px, pg, pm, starts) in groups.items():  # every kernel ready before a write
+        key = (kappa, dt, mdt, type(h.lr) is float)
+        kernel = _NUMBA_READY.get(key)
         if kernel is None:
-            return f"has no kernel for dtypes {fx.dtype}/{fm.dtype}: {why}"
-        kernels.append(kernel.raw)
-        signature = (*key, bool(fg.flags.writeable))
-        if signature not in typed:
-            # numba compiles once per argument types (a read-only gradient is another type):
-            # compile now, on empty pieces (nothing written), not in the write
-            typed.add(signature)
-            try:
-                kernel.raw(fx[:0], fg[:0], fm[:0], *coefs)
-            except Exception as exc:  # noqa: BLE001 - numba failed to type or compile
-                return (f"has no kernel for these arguments (numba failed: "
-                        f"{type(exc).__name__}: {str(exc)[:300]})")
-    sizes = [int(fx.shape[0]) for fx, _, _ in flats]
+            kernel, why = _kernels.numba_kernel(update_leaves, h, kappa, dt, mdt)
+            if kernel is None:
+                return f"has no kernel for dtypes {dt}/{mdt}: {why}"
+            _NUMBA_READY.put(key, kernel)
+        args = (np.array(px, dtype=np.int64), np.array(pg, dtype=np.int64),
+                np.array(pm, dtype=np.int64), np.array(starts, dtype=np.int64))
+        runs.append((kernel.leaves, args, starts[-1]))
     nthreads = default_threads() if threads is None else max(1, int(threads))
-    err, call = _fp_settings()
-    if fp_may_raise(err):
+    numpy_leaves = isinstance(xs[0], np.ndarray)
+    err, call = _fp_settings() if numpy_leaves else ({}, None)
+    if numpy_leaves and fp_may_raise(err):
+        flats = _flat_views(xs, gs, ms)
+        assert flats is not None  # every leaf is C-contiguous (checked above)
+        sizes = [int(fx.shape[0]) for fx, _, _ in flats]
         programs = _per_dtype_pair(flats, lambda dt, mdt: _tape_program(h, kappa, dt, mdt))
         if all(p is not None for p in programs):
             _run_in_threads(sizes, 1, lambda lo, hi: _dry_span(
@@ -826,20 +918,37 @@ def _numpy_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array],
             outs = [(np.empty_like(fx), np.empty_like(fm)) for fx, _, fm in flats]
             _run_in_threads(sizes, 1, lambda lo, hi: _compute_span(
                 flats, outs, sizes, lo, hi, DEFAULT_CHUNK, h, kappa, err, call, names))
-
-    def run_span(lo: int, hi: int) -> None:
-        for leaf, a, b in _pieces(sizes, lo, hi):
-            fx, fg, fm = flats[leaf]
-            if b - a == sizes[leaf]:
-                kernels[leaf](fx, fg, fm, *coefs)
-            else:
-                kernels[leaf](fx[a:b], fg[a:b], fm[a:b], *coefs)
+    written = None if numpy_leaves else [*xs, *ms]
 
     def write() -> None:
-        _run_in_threads(sizes, min(nthreads, sum(sizes) // NUMPY_KERNEL_MIN_PER_THREAD),
-                        run_span)
+        assert held is not None  # referenced here: alive as long as this function
+        for leaves, args, total in runs:
+            n = max(1, min(nthreads, total // NUMPY_KERNEL_MIN_PER_THREAD))
+            if n == 1:
+                leaves(*args, 0, total, *coefs)
+            else:
+                _run_in_threads([total], n, lambda lo, hi, leaves=leaves, args=args:
+                                leaves(*args, lo, hi, *coefs))
+        if written is not None:
+            # torch did not see these writes: tell autograd, as torch's own in-place ops do
+            _increment_version(written)
 
     return write
+
+
+def _increment_version(tensors: list[Any]) -> None:
+    import sys
+
+    sys.modules["torch"].autograd.graph.increment_version(tensors)
+
+
+# (κ, param dtype, momentum dtype, float coefficients) -> a numba kernel built and checked on
+# the probes: one lookup per step instead of generating the kernel source again
+_NUMBA_READY: BoundedCache[Any] = BoundedCache("execution.paths: numba kernels ready", 64)
+
+
+def _numel(a: Any) -> int:
+    return int(a.size) if isinstance(a, np.ndarray) else int(a.numel())
 
 
 # ---------------------------------------------------------------------------------------------
