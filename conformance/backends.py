@@ -37,6 +37,8 @@ KNOWN_BACKENDS: dict[str, tuple[str, str, str]] = {
     "torch-cpu-packed": ("cpu", "bitwise", "the packed path: one flat array per dtype, the same "
                          "operations; a norm κ runs eagerly"),
     "torch-cpu-compiled": ("cpu", "ulp", "torch.compile (inductor may contract FMA)"),
+    "torch-cpu-auto": ("cpu", "bitwise", "lionk.torch.LionK's default on CPU: the numba kernel "
+                       "on the tensors' memory (fastmath=False: no FMA); other κ fall back"),
     "jax-cpu-jit-donated": ("cpu", "ulp", "lionk.jit_step: jit with donated buffers"),
     "jax-cpu-jit-fused": ("cpu", "bitwise", "lionk.jit_step(fused=True), experimental: the fused "
                           "kernel as an XLA FFI call, no FMA; a norm κ runs jit_step's XLA loops"),
@@ -205,6 +207,7 @@ def _library_of(name: str) -> tuple[str, str]:
 # rows that run another execution path of lionk on their library
 _EXECUTION = {"numpy-chunked": "chunked", "numpy-numba": "compiled",
               "torch-cpu-compiled": "compiled", "torch-cpu-packed": "packed",
+              "torch-cpu-auto": "auto",
               "jax-cpu-jit-donated": "jit_step", "jax-cpu-jit-fused": "jit_step-fused",
               "cupy-compiled": "compiled"}
 

@@ -231,3 +231,134 @@ def test_kernels_are_kept_on_disk_and_numba_caches_them(tmp_path, monkeypatch) -
     cached = list((tmp_path / "kernels" / "__pycache__").glob("*.nbi"))
     assert cached, "numba wrote no cache index for the generated module"
     assert _kernel._load_module(code) is module
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU torch tensors: "auto" runs the same kernel on the tensors' memory (addresses only).
+
+
+def _torch_model(torch, dtype, seed=0, mdtype=None):
+    """Leaves of many sizes (0-d, empty, odd, one above the two-thread threshold), data with
+    NaN, ±inf, ±0 and subnormals, as nn.Parameters with gradients."""
+    shapes = [(), (0,), (7, 5), (129,), (3, 4, 5), (2 * _paths.NUMPY_KERNEL_MIN_PER_THREAD + 3,)]
+    params, grads, moms = [], [], []
+    for i, s in enumerate(shapes):
+        n = int(np.prod(s))
+        x, g, m = _data(max(n, 1), dtype, seed + i, mdtype)
+        params.append(torch.nn.Parameter(torch.from_numpy(x[:n].reshape(s).copy())))
+        grads.append(torch.from_numpy(g[:n].reshape(s).copy()))
+        moms.append(torch.from_numpy(m[:n].reshape(s).copy()))
+    return params, grads, moms
+
+
+def _torch_run(torch, execution, kappa, dtype, steps=3, state_dtype=None):
+    params, grads, moms = _torch_model(torch, dtype)
+    opt = lionk.torch.LionK(params, lr=1e-3, weight_decay=0.1, kappa=kappa, execution=execution,
+                            state_dtype=state_dtype)
+    for p, m in zip(params, moms):  # start from a non-zero momentum holding special values
+        opt.state[p] = {"step": 0, "exp_avg": m.to(state_dtype or p.dtype)}
+    for _ in range(steps):
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+    return params, opt
+
+
+@pytest.mark.parametrize("kappa", SEPARABLE)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_auto_runs_the_numba_kernel_bitwise_equal_to_eager(kappa, dtype) -> None:
+    """Bitwise equal to torch's eager step for every κ of the bitwise tier; a κ of the ulp
+    tier (relativistic: a square root and a division, computed by torch's own vectorised
+    kernels eagerly) equals eager NumPy bitwise (the probes) and torch within a few ulps."""
+    torch = pytest.importorskip("torch")
+    exact = K.get(kappa).tier == "bitwise"
+    steps = 3 if exact else 1  # the ulp tier is teacher-forced: one step from the same state
+    ref, ref_opt = _torch_run(torch, "eager", kappa, dtype, steps=steps)
+    got, opt = _torch_run(torch, "auto", kappa, dtype, steps=steps)
+    assert opt.last_execution == ["compiled"]
+    assert opt.execution_report()["groups"][0]["detail"] == "numba kernel"
+    eps = float(np.finfo(dtype).eps)
+    for a, b in zip(ref, got):
+        pairs = [(a.detach().numpy(), b.detach().numpy()),
+                 (ref_opt.state[a]["exp_avg"].numpy(), opt.state[b]["exp_avg"].numpy())]
+        for want, have in pairs:
+            if exact:
+                assert np.array_equal(bits(want), bits(have))
+            else:
+                # x' = decay*x - lr*u: a few ulps of u (|u| <= 1) move x' by lr*eps each
+                assert np.array_equal(np.isnan(want), np.isnan(have))
+                np.testing.assert_allclose(np.nan_to_num(have), np.nan_to_num(want),
+                                           rtol=2 * eps, atol=4 * 1e-3 * eps)
+
+
+def test_torch_auto_with_a_float64_momentum_for_float32_params() -> None:
+    torch = pytest.importorskip("torch")
+    ref, ref_opt = _torch_run(torch, "eager", "sign", "float32", state_dtype=torch.float64)
+    got, opt = _torch_run(torch, "auto", "sign", "float32", state_dtype=torch.float64)
+    assert opt.execution_report()["groups"][0]["detail"] == "numba kernel"
+    for a, b in zip(ref, got):
+        assert np.array_equal(bits(a.detach().numpy()), bits(b.detach().numpy()))
+        assert opt.state[b]["exp_avg"].dtype == torch.float64
+        assert np.array_equal(bits(ref_opt.state[a]["exp_avg"].numpy()),
+                              bits(opt.state[b]["exp_avg"].numpy()))
+
+
+def test_torch_numba_writes_bump_the_autograd_version_counter() -> None:
+    """The kernel writes behind torch's back; like torch's own in-place ops it bumps the
+    version counters, so autograd still refuses a backward through values the step changed."""
+    torch = pytest.importorskip("torch")
+    w = torch.nn.Parameter(torch.ones(10))
+    opt = lionk.torch.LionK([w], lr=0.1)
+    loss = (w * w).sum()  # saves w for the backward
+    w.grad = torch.ones(10)
+    before = w._version
+    opt.step()
+    assert opt.execution_report()["groups"][0]["detail"] == "numba kernel"
+    assert w._version > before
+    assert torch.all(w == 0.9)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_torch_auto_falls_back_for_what_the_kernel_cannot_run() -> None:
+    torch = pytest.importorskip("torch")
+    base = torch.zeros(6, 6)
+    view = torch.nn.Parameter(base[:, ::2])  # not contiguous
+    view.grad = torch.ones(6, 3)
+    opt = lionk.torch.LionK([view], lr=0.1)
+    opt.step()
+    report = opt.execution_report()["groups"][0]
+    assert report["path"] != "compiled"
+    assert "the numba kernel needs C-contiguous arrays" in report["fallbacks"][0]
+    assert torch.all(view == -0.1)
+    half = torch.nn.Parameter(torch.zeros(5, dtype=torch.bfloat16))
+    half.grad = torch.ones(5, dtype=torch.bfloat16)
+    opt = lionk.torch.LionK([half], lr=0.5)
+    opt.step()
+    report = opt.execution_report()["groups"][0]
+    assert "float32 and float64 only" in report["fallbacks"][0]
+    assert torch.all(half == -0.5)
+    # a user κ runs torch's own operations (its code may treat torch tensors differently)
+    user = K.Kappa("user-sign-for-torch", grad=K.exact_sign, separable=True)
+    w = torch.nn.Parameter(torch.zeros(5))
+    w.grad = torch.ones(5)
+    opt = lionk.torch.LionK([w], lr=0.5, kappa=user)
+    opt.step()
+    assert opt.execution_report()["groups"][0]["detail"] != "numba kernel"
+    assert torch.all(w == -0.5)
+
+
+def test_torch_numba_group_is_not_written_when_a_later_group_fails() -> None:
+    torch = pytest.importorskip("torch")
+    a = torch.nn.Parameter(torch.zeros(1000))
+    b = torch.nn.Parameter(torch.zeros(10))
+    a.grad, b.grad = torch.ones(1000), torch.ones(10)
+    opt = lionk.torch.LionK([{"params": [a]}, {"params": [b]}], lr=0.1)
+    opt.param_groups[1]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"param_groups\[1\].*lr"):
+        opt.step()
+    assert torch.all(a == 0) and torch.all(b == 0) and not opt.state
+    opt.param_groups[1]["lr"] = 0.1
+    opt.step()
+    assert opt.last_execution == ["compiled", "compiled"]
+    assert torch.all(a == -0.1) and torch.all(b == -0.1)

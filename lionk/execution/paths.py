@@ -53,6 +53,7 @@ import functools
 import os
 import signal
 import threading
+import types
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -992,8 +993,19 @@ def _torch_compiled_fn(kappas: tuple[Any, ...]) -> Any:
                 for dst, src in zip(ms, new_ms):
                     dst.copy_(src)
 
+        # dynamo keeps its compiled variants (and counts them against its recompile limit) per
+        # code object: a code object per κ tuple, so that the variants of one κ (dtypes,
+        # shapes) do not evict another's (the conformance suite steps 10 κ in one process)
+        global _COMPILED_CODES
+        _COMPILED_CODES += 1
+        fused = types.FunctionType(
+            fused.__code__.replace(co_name=f"lionk_step_{_COMPILED_CODES}"), fused.__globals__,
+            f"lionk_step_{_COMPILED_CODES}", fused.__defaults__, fused.__closure__)
         fn = _TORCH_COMPILED.put(kappas, torch.compile(fused, dynamic=False))
     return fn
+
+
+_COMPILED_CODES = 0
 
 
 def _check_torch_compilable(xs: Sequence[Array], gs: Sequence[Array],
