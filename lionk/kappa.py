@@ -13,10 +13,10 @@ from .core.kappa_matrix import (
     OptaxMuon,
     PerLeaf,
     muon_settings,
-    optax_muon_b1,
-    optax_muon_settings,
     newton_schulz,
     newton_schulz_band,
+    optax_muon_b1,
+    optax_muon_settings,
     polar_svd,
 )
 from .core.kappa_scaling import Scaled, normalized, rms_scale

@@ -423,3 +423,31 @@ def muon(
 
 
 __all__ += ["muon"]
+
+
+def stall_monitor(kappa: str | _kappa.Kappa = "sign") -> Any:
+    """The stall diagnostic (:class:`lionk.StallWarning`) for :func:`lion_k`, which cannot warn
+    from inside ``jax.jit``: ``monitor = stall_monitor(kappa)`` (the κ given to ``lion_k``),
+    then ``monitor(opt_state)`` after each update, outside jit. It counts calls and reads the
+    state (the momenta of every :class:`LionKState` in it, e.g. inside ``optax.chain`` or
+    ``lionk.optax.muon``) only at steps 10, 100, 1000 and every 1000: no device sync otherwise."""
+    from ..execution.stall import StallCheck
+
+    kap = _kappa.resolve(kappa)
+    check = StallCheck()
+
+    def monitor(opt_state: Any) -> None:
+        def groups() -> list[tuple[Any, list[Any]]]:
+            out = []
+            for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, LionKState)):
+                if isinstance(s, LionKState):
+                    ms, _, paths = flatten(s.mu)
+                    out.append((_kappa_matrix.bind(kap, paths, ms), ms))
+            return out
+
+        check.after_step(groups)
+
+    return monitor
+
+
+__all__ += ["stall_monitor"]

@@ -740,7 +740,8 @@ def per_leaf(matrices: Any = None, other: Any = None, rule: Any = None) -> PerLe
 
 
 def _register() -> None:
-    builtins = {"nuclear": Nuclear, "muon": Muon, "optax-muon": OptaxMuon, "per-leaf": per_leaf}
+    builtins: dict[str, Callable[..., _kappa.Kappa]] = {
+        "nuclear": Nuclear, "muon": Muon, "optax-muon": OptaxMuon, "per-leaf": per_leaf}
     _kappa._BUILTINS.update(builtins)
     _kappa._REGISTRY.update(builtins)
 
