@@ -105,15 +105,20 @@ def _rel(a, b) -> float:  # type: ignore[no-untyped-def]
 
 
 @needs_optax
-@pytest.mark.parametrize("options", [{}, {"consistent_rms": 0.2}, {"nesterov": False},
-                                     {"weight_decay": 0.0, "beta": 0.9}])
+@pytest.mark.parametrize("options", [
+    {}, {"consistent_rms": 0.2}, {"nesterov": False}, {"weight_decay": 0.0, "beta": 0.9},
+    {"learning_rate": "cosine"},
+    {"weight_decay_mask": {"w1": True, "b1": False, "w2": False, "b2": True, "w3": True}},
+])
 def test_teacher_forced_against_optax_contrib_muon(options: dict) -> None:
     """60 steps of a small MLP (float32, under jax.jit): both optimizers get the same params and
     gradients at every step (optax's trajectory), each keeps its own state.
 
-    Matrix leaves: lionk's update agrees with optax's to ≤ 1e-5 relative every step (measured
-    ≤ 5.6e-6; the direction s·NS itself agrees to ≤ 1.8e-6: float32 rounding of c's formula and
-    of (c·A)·A vs c·(A·A); the rest is x' − x's cancellation, lionk forming the new params).
+    Matrix leaves, every step: ‖u_lionk − u_optax‖ ≤ 4e-6·‖u_optax‖ + ‖½·ulp(x')‖₂. The first
+    term is the direction s·NS (measured ≤ 1.8e-6 apart: float32 rounding of c's formula and of
+    (c·A)·A vs c·(A·A)); the second is lion_k forming x' (rounded to float32, ≤ ½ ulp per
+    element) and returning x' − x, a cancellation that grows as lr shrinks. Measured overall
+    ≤ 5.3e-6 relative at lr 0.02, 9.5e-6 on the cosine schedule (lr down to 0.01).
     The other leaves run the very optax.adamw of optax.contrib.muon: bitwise equal."""
     import jax
     import optax
@@ -122,6 +127,8 @@ def test_teacher_forced_against_optax_contrib_muon(options: dict) -> None:
     from lionk.optax import muon as lionk_muon
 
     kw = {"learning_rate": 0.02, "weight_decay": 0.1, **options}
+    if kw["learning_rate"] == "cosine":  # a schedule: lion_k evaluates it at its own count
+        kw["learning_rate"] = optax.cosine_decay_schedule(0.02, 60, alpha=0.5)
     params, grad = _model(np.random.default_rng(0))
     ref, ours = optax_muon(**kw), lionk_muon(**kw)
     s_ref, s_ours = ref.init(params), ours.init(params)
@@ -133,11 +140,15 @@ def test_teacher_forced_against_optax_contrib_muon(options: dict) -> None:
         u_ours, s_ours = u_ours_f(g, s_ours, params)
         for k in MATRICES:
             worst = max(worst, _rel(u_ours[k], u_ref[k]))
+            new_x = np.asarray(params[k]) + np.asarray(u_ref[k])
+            bound = (4e-6 * np.linalg.norm(np.asarray(u_ref[k], np.float64))
+                     + np.linalg.norm(0.5 * np.spacing(np.abs(new_x)).astype(np.float64)))
+            diff = np.linalg.norm(np.asarray(u_ours[k], np.float64) - np.asarray(u_ref[k]))
+            assert diff <= bound, (k, diff, bound)
         for k in set(SHAPES) - set(MATRICES):
             np.testing.assert_array_equal(np.asarray(u_ours[k]), np.asarray(u_ref[k]))
         params = optax.apply_updates(params, u_ref)
-    print(f"optax-muon {options}: worst relative update difference {worst:.2e}")
-    assert worst <= 1e-5, worst
+    print(f"optax-muon {sorted(options)}: worst relative update difference {worst:.2e}")
 
 
 @needs_optax
