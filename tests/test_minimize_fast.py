@@ -178,3 +178,194 @@ def test_bitwise_equal_to_the_saved_reference(name: str, reference: dict) -> Non
 
 if __name__ == "__main__" and "--write" in sys.argv:
     _write()
+
+
+# ---------------------------------------------------------------------------------------------
+# The iterates are those of a plain loop of lionk.step (an independent reference).
+
+
+def test_iterates_equal_a_plain_loop_of_lionk_step() -> None:
+    """minimize's iterates (seen by the callback) are, bit for bit, those of ``lionk.step``
+    called with full validation at every step with the same learning rates."""
+    seen: list[np.ndarray] = []
+    res = minimize(f_np, np.zeros(10), jac=g_np, radius=0.4, maxiter=120, tol=0,
+                   callback=lambda info: seen.append(np.array(info.x)))
+    lrs = res.history["lr"]
+    x = np.zeros(10)
+    state = lionk.init(x)
+    for k in range(res.nit):
+        x, state = lionk.step(x, g_np(x), state, lr=float(lrs[k]), betas=(0.9, 0.99),
+                              weight_decay=1.0 / 0.4, kappa="sign")
+        assert x.tobytes() == seen[k].tobytes(), k
+    assert x.tobytes() == res.x.tobytes()
+
+
+def test_a_jac_returning_x_itself_is_accepted() -> None:
+    """The step is pure (nothing is written in place), so a gradient that is x itself is fine
+    (the per-step validation of lionk.step refused it as aliasing)."""
+    res = minimize(lambda x: 0.5 * float(x @ x), np.ones(3), jac=lambda x: x, radius=2.0,
+                   maxiter=50, tol=0)
+    assert res.nit == 50 and np.all(np.abs(res.x) < 1.0)
+
+
+def test_bad_dtype_is_still_refused_once() -> None:
+    with pytest.raises(TypeError, match="x0"):
+        minimize(f_np, np.zeros(10, dtype=np.int64), jac=g_np, radius=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX: one trace, one jitted chunk of iterations per call, exact stopping iteration.
+
+
+def _jax_problem() -> tuple[Any, Any, list[int]]:
+    import jax.numpy as jnp
+
+    Aj, Bj = jnp.asarray(A), jnp.asarray(B)
+    traces = [0]
+
+    def f(x: Any) -> Any:
+        traces[0] += 1  # a Python side effect: runs once per trace, never per jitted call
+        r = Aj @ x - Bj
+        return 0.5 * jnp.sum(r * r)
+    return f, jnp, traces
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="jax is not installed")
+def test_jax_evaluator_is_traced_once_per_run() -> None:
+    f, jnp, traces = _jax_problem()
+    res = minimize(f, jnp.zeros(10), radius=1.0, maxiter=300, tol=0)  # 5 chunks of 64
+    assert res.nit == 300 and traces[0] == 1  # x0, the default lr's search and the chunks
+    res = minimize(f, jnp.zeros(10), radius=1.0, lr=0.01, maxiter=300, tol=0)
+    assert res.nit == 300 and res.nfev == 301
+    assert traces[0] == 1
+    res2 = minimize(f, jnp.zeros(10), radius=1.0, lr=0.01, maxiter=300, tol=0)  # reuses the executable
+    assert traces[0] == 1
+    assert res2.x.tobytes() == res.x.tobytes()
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="jax is not installed")
+def test_jax_run_matches_numpy_and_keeps_x0() -> None:
+    """The jitted iteration is in the ulp tier (XLA may contract a·b + c): the same run as
+    NumPy's to rounding, the same stopping iteration; x0 is not donated."""
+    f, jnp, _ = _jax_problem()
+    x0 = jnp.zeros(10)
+    res = minimize(f, x0, radius=0.3, maxiter=2000, tol=1e-4)
+    ref = minimize(f_np, np.zeros(10), jac=g_np, radius=0.3, maxiter=2000, tol=1e-4)
+    assert res.status == ref.status == 0 and res.certified
+    assert abs(res.nit - ref.nit) <= 2
+    assert res.fun == pytest.approx(ref.fun, rel=1e-9)
+    np.testing.assert_allclose(np.asarray(res.x), ref.x, rtol=0, atol=1e-9)
+    for key in ("F", "H", "gap", "violation", "x_norm", "step_norm"):
+        n = min(res.nit, ref.nit) + 1
+        np.testing.assert_allclose(res.history[key][1:n], ref.history[key][1:n], rtol=1e-6,
+                                   atol=1e-9, err_msg=key)
+    assert len(res.history["F"]) == res.nit + 1
+    assert bool(jnp.all(x0 == 0))  # the user's array is untouched (and not deleted)
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="jax is not installed")
+@pytest.mark.parametrize("stop_at", [1, 37, 64, 65, 130])
+def test_jax_callback_stops_at_the_exact_iteration(stop_at: int) -> None:
+    """A rule that holds in the middle of a chunk stops the run there: nit, x, the history and
+    nfev are those of that iteration (the chunk's later iterates are discarded)."""
+    f, jnp, _ = _jax_problem()
+    seen: list[np.ndarray] = []
+
+    def cb(info: Any) -> bool:
+        seen.append(np.asarray(info.x))
+        return info.nit >= stop_at
+
+    res = minimize(f, jnp.zeros(10), radius=1.0, lr=0.01, maxiter=500, callback=cb)
+    full = minimize(f, jnp.zeros(10), radius=1.0, lr=0.01, maxiter=500, tol=0)
+    assert res.status == 2 and res.nit == stop_at == len(seen)
+    assert len(res.history["f"]) == stop_at + 1 and res.nfev == stop_at + 1
+    assert np.asarray(res.x).tobytes() == seen[-1].tobytes()
+    np.testing.assert_array_equal(res.history["f"], full.history["f"][: stop_at + 1])
+    # the callback's iterates are the run's
+    np.testing.assert_array_equal(np.asarray(res.x), seen[-1])
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="jax is not installed")
+def test_jax_chunk_size_does_not_change_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checking the rules once per chunk of 64 gives the run of checking them after every
+    step (chunks of 1): same stopping iteration, same iterate, same history."""
+    import lionk.analysis.minimize as mz
+
+    f, jnp, _ = _jax_problem()
+    res = minimize(f, jnp.zeros(10), radius=0.3, maxiter=1000, tol=1e-4)
+    monkeypatch.setattr(mz, "_CHUNK", 1)
+    one = minimize(f, jnp.zeros(10), radius=0.3, maxiter=1000, tol=1e-4)
+    assert res.certified and one.nit == res.nit and one.nfev == res.nfev
+    assert np.asarray(one.x).tobytes() == np.asarray(res.x).tobytes()
+    for key, v in res.history.items():
+        np.testing.assert_array_equal(one.history[key], v, err_msg=key)
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="jax is not installed")
+def test_jax_bounds_and_non_finite_f_in_a_chunk() -> None:
+    import jax.numpy as jnp
+
+    f, _, _ = _jax_problem()
+    lo = np.array([-1.0, 0.0, 0.0, -0.5, -0.2, -3.0, 0.5, -1.0, 0.0, -0.5])
+    hi = np.array([1.0, 0.3, 0.8, 0.0, 0.2, 3.0, 0.6, 1.0, 0.4, 0.5])
+    res = minimize(f, jnp.zeros(10), bounds=(lo, hi), maxiter=800)
+    ref = minimize(f_np, np.zeros(10), jac=g_np, bounds=(lo, hi), maxiter=800)
+    assert res.status == ref.status and abs(res.fun - ref.fun) <= 1e-9 * abs(ref.fun)
+    x = np.asarray(res.x)
+    assert np.all((lo <= x) & (x <= hi))
+
+    def g(x: Any) -> Any:  # NaN once x[0] has moved below 0.9: inside the first chunk
+        return jnp.where(x[0] < 0.9, jnp.nan, jnp.sum(x * x))
+
+    bad = minimize(g, jnp.ones(3), radius=2.0, lr=0.05, maxiter=100)
+    ref_bad = minimize(lambda x: math.nan if x[0] < 0.9 else float(np.sum(x * x)), np.ones(3),
+                       jac=lambda x: 2 * x, radius=2.0, lr=0.05, maxiter=100)
+    assert bad.status == ref_bad.status == 3 and bad.nit == ref_bad.nit < 64
+    assert f"f is not finite at iteration {bad.nit}" in bad.message
+    assert len(bad.history["f"]) == bad.nit + 1
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="jax is not installed")
+def test_jax_untraceable_fun_still_runs_step_by_step() -> None:
+    import jax.numpy as jnp
+
+    Aj, Bj = jnp.asarray(A), jnp.asarray(B)
+
+    def untraceable(x: Any) -> Any:  # boolean indexing: a data-dependent shape under jit
+        v = x[x == x]
+        return 0.5 * jnp.sum((Aj @ v - Bj) ** 2)
+
+    res = minimize(untraceable, jnp.zeros(10), radius=1.0, maxiter=30, tol=0)
+    ref = minimize(f_np, np.zeros(10), jac=g_np, radius=1.0, maxiter=30, tol=0)
+    assert res.nit == 30 and res.fun == pytest.approx(ref.fun, rel=1e-12)
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="jax is not installed")
+def test_jax_without_x64_copies_the_iterates_to_the_host() -> None:
+    """Without x64 the chunk returns the iterates and the host computes the diagnostics in
+    float64 (as before); a subprocess, since x64 is a global, sticky flag."""
+    import subprocess
+
+    code = (
+        "import numpy as np, jax, jax.numpy as jnp, lionk\n"
+        "assert not jax.config.jax_enable_x64\n"
+        "rng = np.random.default_rng(11); A = rng.standard_normal((30, 10)).astype(np.float32)\n"
+        "b = (A @ rng.uniform(-3, 3, 10)).astype(np.float32)\n"
+        "n = [0]\n"
+        "def f(x):\n"
+        "    n[0] += 1\n"
+        "    return 0.5 * jnp.sum((jnp.asarray(A) @ x - jnp.asarray(b)) ** 2)\n"
+        "res = lionk.minimize(f, jnp.zeros(10), radius=1.0, maxiter=300)\n"
+        "ref = lionk.minimize(lambda x: 0.5 * float(np.sum((A @ x - b) ** 2)),\n"
+        "                     np.zeros(10, np.float32), jac=lambda x: A.T @ (A @ x - b),\n"
+        "                     radius=1.0, maxiter=300)\n"
+        "assert n[0] == 1, n\n"
+        "assert res.x.dtype == jnp.float32 and res.nit == ref.nit, (res.nit, ref.nit)\n"
+        "assert abs(res.fun - ref.fun) <= 1e-5 * abs(ref.fun), (res.fun, ref.fun)\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=root, env={**__import__("os").environ, "JAX_ENABLE_X64": "0",
+                                        "PYTHONPATH": str(root)})
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
