@@ -369,3 +369,34 @@ def test_jax_without_x64_copies_the_iterates_to_the_host() -> None:
                          cwd=root, env={**__import__("os").environ, "JAX_ENABLE_X64": "0",
                                         "PYTHONPATH": str(root)})
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_gradient_checks_run_at_every_step_not_only_the_first() -> None:
+    """Validation once per run covers what cannot change; the gradient is checked after every
+    evaluation (shape, library, dtype), so a jac that goes wrong later is still refused."""
+    calls = [0]
+
+    def jac(x: Any) -> Any:
+        calls[0] += 1
+        return g_np(x) if calls[0] < 5 else g_np(x)[:5]
+
+    with pytest.raises(ValueError, match=r"jac: expected the gradient to have shape \(10,\)"):
+        minimize(f_np, np.zeros(10), jac=jac, radius=1.0, lr=0.01, maxiter=50)
+    calls[0] = 0
+
+    def jac32(x: Any) -> Any:  # another dtype later: converted to x's dtype, as before
+        calls[0] += 1
+        return g_np(x) if calls[0] < 5 else g_np(x).astype(np.float32)
+
+    res = minimize(f_np, np.zeros(10), jac=jac32, radius=1.0, lr=0.01, maxiter=20, tol=0)
+    assert res.x.dtype == np.float64 and res.nit == 20
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_torch_gradient_on_another_device_is_refused() -> None:
+    import torch
+
+    meta = torch.zeros(10, dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match=r"jac: expected the gradient on x0's device cpu"):
+        minimize(lambda x: float(torch.sum(x * x)), torch.zeros(10, dtype=torch.float64),
+                 jac=lambda x: meta, radius=1.0, lr=0.01, maxiter=5)

@@ -38,6 +38,7 @@ from ..core.array_api import (
     is_array,
     is_floating,
     is_jax_array,
+    same_placement,
     to_float,
 )
 from ..core import kappa_matrix as _kappa_matrix
@@ -375,6 +376,17 @@ def _check_f(value: Any, k: int) -> float:
 
 
 def _check_g(g: Any, x: Any, xp: Any, name: str) -> Any:
+    """∇f as an array of x's library, dtype, shape and device (converted when it can be).
+
+    Called after every evaluation: the step that follows (``update_leaves``) does not check
+    its inputs again (see :class:`_Stepper`)."""
+    if type(g) is type(x) and g.dtype == x.dtype and g.shape == x.shape:
+        # the common case: an array of x's own type, dtype and shape
+        if type(x) is np.ndarray or same_placement(g, x):
+            return g
+        raise ValueError(
+            f"{name}: expected the gradient on x0's device {device(x)}; received {device(g)}"
+        )
     shape = tuple(x.shape)
     if not is_array(g) or array_namespace(g) is not xp or g.dtype != x.dtype:
         try:
@@ -389,6 +401,10 @@ def _check_g(g: Any, x: Any, xp: Any, name: str) -> Any:
         raise ValueError(
             f"{name}: expected the gradient to have shape {shape} (the shape of x0); "
             f"received {tuple(g.shape)}"
+        )
+    if not same_placement(g, x):
+        raise ValueError(
+            f"{name}: expected the gradient on x0's device {device(x)}; received {device(g)}"
         )
     return g
 
@@ -501,7 +517,8 @@ class _Diagnostics:
         kstar, k_neg_g, gx, km, mx = terms()
         out["F"] = f + kstar / lam
         out["gap"] = (kstar + k_neg_g + lam * gx) / lam
-        c = _lyapunov.coefficient(lr=lr, betas=self.betas, weight_decay=lam)
+        # lr, betas and λ were validated once per run (make_hyper, _schedule_table)
+        c = _lyapunov._coefficient_unchecked(lr, self.betas[0], self.betas[1], lam)
         out["H"] = out["F"] + c * (kstar + km + lam * mx)
         return out
 
@@ -732,6 +749,8 @@ class _BoxMap:
 
 
 def _to_numpy64(x: Any) -> np.ndarray:
+    if type(x) is np.ndarray and x.dtype == np.float64:  # the common case, no copy
+        return x
     detach = getattr(x, "detach", None)
     if callable(detach):
         x = detach().cpu()
