@@ -15,8 +15,9 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -400,3 +401,15 @@ def test_torch_gradient_on_another_device_is_refused() -> None:
     with pytest.raises(ValueError, match=r"jac: expected the gradient on x0's device cpu"):
         minimize(lambda x: float(torch.sum(x * x)), torch.zeros(10, dtype=torch.float64),
                  jac=lambda x: meta, radius=1.0, lr=0.01, maxiter=5)
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="jax is not installed")
+@pytest.mark.parametrize("stop", [False, True])
+def test_jax_run_leaves_the_warning_filters_as_they_were(stop: bool) -> None:
+    import warnings
+
+    f, jnp, _ = _jax_problem()
+    before = list(warnings.filters)
+    minimize(f, jnp.zeros(10), radius=1.0, lr=0.01, maxiter=100,
+             callback=(lambda info: info.nit >= 10) if stop else None)
+    assert warnings.filters == before

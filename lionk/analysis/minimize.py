@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..core import kappa as _kappa
+from ..core import kappa_matrix as _kappa_matrix
 from ..core import validation as _check
 from ..core.array_api import (
     array_namespace,
@@ -41,7 +42,6 @@ from ..core.array_api import (
     same_placement,
     to_float,
 )
-from ..core import kappa_matrix as _kappa_matrix
 from ..core.step import Hyper as _Hyper
 from ..core.step import LionKWarning
 from ..core.step import check_trees as _check_trees
@@ -870,7 +870,8 @@ def _jax_chunk(fun: Callable, vg: Callable, stepper: _Stepper, diag: _Diagnostic
     import jax
     import jax.numpy as jnp
 
-    kap, paths = stepper.kap, stepper.paths
+    kap, paths = stepper.kap, stepper.paths  # what the trace uses (the cache key): no more
+    dk = None if diag is None else diag.kap
     b1, omb1, b2, omb2 = h.b1, h.one_minus_b1, h.b2, h.one_minus_b2
 
     def evaluate(y: Any, c: Any, s: Any) -> tuple[Any, Any]:
@@ -880,20 +881,20 @@ def _jax_chunk(fun: Callable, vg: Callable, stepper: _Stepper, diag: _Diagnostic
         return f, s * gx
 
     def terms(x: Any, g: Any, m: Any, x_old: Any) -> Any:
-        assert diag is not None
-        dk = diag.kap
+        assert dk is not None
         xw, gw, mw, ow = (jnp.ravel(a).astype(jnp.float64) for a in (x, g, m, x_old))
         z = xw * lam
         con = dk.constraint
         x_norm = (jnp.asarray(jnp.nan) if con is None
-                  else jnp.linalg.vector_norm(xw, ord=con.order))
+                  else jnp.linalg.vector_norm(xw, ord=con.order))  # type: ignore[arg-type]
         t = (dk.domain_distance(z), dk.conjugate_on_domain(z), dk.value(-gw), jnp.dot(gw, xw),
              dk.value(mw), jnp.dot(mw, xw), jnp.linalg.vector_norm(xw - ow), x_norm)
         return jnp.stack([jnp.asarray(v, dtype=jnp.float64) for v in t])
 
     def chunk(x: Any, g: Any, m: Any, lr: Any, decay: Any, n: Any, c: Any, s: Any) -> Any:
         f_shape = jax.eval_shape(evaluate, x, c, s)[0]
-        if diag is None:
+        extra: tuple[Any, ...]
+        if dk is None:
             extra = (jnp.zeros((K, *g.shape), g.dtype), jnp.zeros((K, *m.shape), m.dtype))
         else:
             extra = (jnp.zeros((K, 8), jnp.float64),)
@@ -905,7 +906,7 @@ def _jax_chunk(fun: Callable, vg: Callable, stepper: _Stepper, diag: _Diagnostic
                            decay=decay[i])
             (x,), (m,) = _update_leaves([x_old], [g], [m], hyper, kap, paths=paths)
             f, g = evaluate(x, c, s)
-            if diag is None:
+            if dk is None:
                 rest = [rest[0].at[i].set(g), rest[1].at[i].set(m)]
             else:
                 rest = [rest[0].at[i].set(terms(x, g, m, x_old))]
@@ -938,32 +939,32 @@ def _jax_rows(chunk: Callable, stepper: _Stepper, x: Any, g: Any, m: Any, maxite
     carry = (xp.asarray(x, copy=True), xp.asarray(g, copy=True), xp.asarray(m, copy=True))
     np_dtype = np.dtype(x.dtype) if np.dtype(x.dtype).kind == "f" else np.float64
     done = 0
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Dd]onat")  # a backend that cannot donate
-        while done < maxiter:
-            n = min(K, maxiter - done)
-            hs = [stepper.hyper(done + i) for i in range(n)]
-            pad = [hs[-1]] * (K - n)  # unused rows: any valid coefficients
-            lr = np.asarray([h.lr for h in hs + pad], dtype=np.float64).astype(np_dtype)
-            decay = np.asarray([h.decay for h in hs + pad], dtype=np.float64).astype(np_dtype)
-            lr_d = xp.asarray(lr, dtype=x.dtype, device=dev)
-            decay_d = xp.asarray(decay, dtype=x.dtype, device=dev)
+    while done < maxiter:
+        n = min(K, maxiter - done)
+        hs = [stepper.hyper(done + i) for i in range(n)]
+        pad = [hs[-1]] * (K - n)  # unused rows: any valid coefficients
+        lr = np.asarray([h.lr for h in hs + pad], dtype=np.float64).astype(np_dtype)
+        decay = np.asarray([h.decay for h in hs + pad], dtype=np.float64).astype(np_dtype)
+        lr_d = xp.asarray(lr, dtype=x.dtype, device=dev)
+        decay_d = xp.asarray(decay, dtype=x.dtype, device=dev)
+        with warnings.catch_warnings():  # not around a yield: the consumer has its own
+            warnings.filterwarnings("ignore", message=".*[Dd]onat")  # a backend that cannot
             xk, gk, mk, (F, X, *rest) = chunk(*carry, lr_d, decay_d, n, c, s)
-            carry = (xk, gk, mk)
-            Fh = np.asarray(F, dtype=np.float64)
-            if on_device:
-                T = np.asarray(rest[0])
-                for j in range(n):
-                    counts["nfev"] += 1
-                    counts["njev"] += 1
-                    yield float(Fh[j]), _RowX(X, j), None, None, ("terms", T[j])
-            else:
-                Xh, Gh, Mh = (np.asarray(a, dtype=np.float64) for a in (X, *rest))
-                for j in range(n):
-                    counts["nfev"] += 1
-                    counts["njev"] += 1
-                    yield float(Fh[j]), _RowX(X, j), None, None, ("rows", Xh[j], Gh[j], Mh[j])
-            done += n
+        carry = (xk, gk, mk)
+        Fh = np.asarray(F, dtype=np.float64)
+        if on_device:
+            T = np.asarray(rest[0])
+            for j in range(n):
+                counts["nfev"] += 1
+                counts["njev"] += 1
+                yield float(Fh[j]), _RowX(X, j), None, None, ("terms", T[j])
+        else:
+            Xh, Gh, Mh = (np.asarray(a, dtype=np.float64) for a in (X, *rest))
+            for j in range(n):
+                counts["nfev"] += 1
+                counts["njev"] += 1
+                yield float(Fh[j]), _RowX(X, j), None, None, ("rows", Xh[j], Gh[j], Mh[j])
+        done += n
 
 
 def _chain_first(first: Any, rest: Any) -> Any:
@@ -978,8 +979,9 @@ def _jax_chunked(fun: Callable, jac: Any, evaluate_x: Callable, x: Any,
     if jac is not None or not diag.host or not is_jax_array(x):
         return False
     chosen = getattr(evaluate_x, "chosen", None)
-    jitted = getattr(evaluate_x, "jitted", None)
-    return bool(chosen) and chosen[0] is jitted
+    if not chosen:
+        return False
+    return chosen[0] is getattr(evaluate_x, "jitted", None)
 
 
 def minimize(
@@ -1247,9 +1249,8 @@ def minimize(
         else:
             rows = _chain_first(first, rows)
 
-    def rows_stepwise() -> Any:
+    def rows_stepwise(xk: Any = x, gk: Any = g, mk: Any = m) -> Any:
         """``(f, x, g, m, None)`` of iterations 1 … maxiter, one step and evaluation each."""
-        xk, gk, mk = x, g, m
         for k in range(maxiter):
             xk, mk = stepper(xk, gk, mk, k)
             f_raw, g_raw = evaluate(xk)
