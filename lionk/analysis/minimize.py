@@ -8,7 +8,9 @@ which, for a norm κ, is ``min f(x) subject to ‖x‖_dual ≤ 1/λ``. :func:`m
 problem by its radius (``radius=r`` sets λ = 1/r), iterates :func:`lionk.step` with a decaying
 learning rate, records the Lyapunov function H of every iterate (:func:`lionk.lyapunov.discrete`)
 and stops on a KKT certificate. It never re-writes the update: every iterate comes from
-:func:`lionk.step`.
+``core.step.update_leaves`` with the coefficients of ``core.step.coefficients``, the two calls
+:func:`lionk.step` makes, validated once per run instead of at every step (:class:`_Stepper`);
+with JAX autodiff, chunks of iterations run as one jitted function (:func:`_jax_chunk`).
 
 ``import lionk`` does not import this module's optional dependencies: torch and JAX are
 imported only for autodiff of a torch / JAX ``x0``, tqdm only for ``progress=True``.
@@ -1017,7 +1019,12 @@ def minimize(
     ======================  =====================================================================
 
     Every iterate is ``lionk.step(x_k, ∇f(x_k), state, lr=lr_k, betas=betas,
-    weight_decay=λ, kappa=kappa)`` (with ``bounds``: on y, where x = c + s·y, below).
+    weight_decay=λ, kappa=kappa)`` (with ``bounds``: on y, where x = c + s·y, below), bit for
+    bit on NumPy and torch; its validation runs once per run (docs/minimize.md, "What runs per
+    iteration"). With a JAX x0 and ``jac=None`` chunks of up to 64 iterations (evaluation, step
+    and diagnostics) run as one jitted call and the stopping rules are checked on the host for
+    every iterate of the chunk, stopping at the exact iteration (ulp tier: XLA contracts
+    multiply-adds; pass ``jac`` for the eager step).
 
     Args:
         fun: ``f(x)``, returning a Python number or a 0-d array (``(f, g)`` when ``jac=True``).
