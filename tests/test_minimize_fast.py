@@ -413,3 +413,48 @@ def test_jax_run_leaves_the_warning_filters_as_they_were(stop: bool) -> None:
     minimize(f, jnp.zeros(10), radius=1.0, lr=0.01, maxiter=100,
              callback=(lambda info: info.nit >= 10) if stop else None)
     assert warnings.filters == before
+
+
+def test_inputs_are_validated_once_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full check of x, ∇f and m (``core.step.check_trees``, what ``lionk.step`` runs at
+    every call) runs once per run; lionk.step itself is not called by the loop."""
+    import lionk.analysis.minimize as mz
+    import lionk.core.step as core_step
+
+    calls = {"check_trees": 0, "step": 0}
+    real_check, real_step = mz._check_trees, core_step.step
+
+    def counting_check(*a: Any, **k: Any) -> Any:
+        calls["check_trees"] += 1
+        return real_check(*a, **k)
+
+    def counting_step(*a: Any, **k: Any) -> Any:  # pragma: no cover - must not run
+        calls["step"] += 1
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(mz, "_check_trees", counting_check)
+    monkeypatch.setattr(core_step, "step", counting_step)
+    monkeypatch.setattr(lionk, "step", counting_step)
+    res = minimize(f_np, np.zeros(10), jac=g_np, radius=1.0, lr=0.01, maxiter=200, tol=0)
+    assert res.nit == 200 and calls == {"check_trees": 1, "step": 0}
+
+
+@pytest.mark.skipif(not HAVE_JAX, reason="jax is not installed")
+def test_jax_run_is_one_jitted_call_per_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lionk.analysis.minimize as mz
+
+    f, jnp, traces = _jax_problem()
+    calls = [0]
+    real = mz._jax_chunk
+
+    def counting(*a: Any, **k: Any) -> Any:
+        jitted = real(*a, **k)
+
+        def call(*args: Any) -> Any:
+            calls[0] += 1
+            return jitted(*args)
+        return call
+
+    monkeypatch.setattr(mz, "_jax_chunk", counting)
+    res = minimize(f, jnp.zeros(10), radius=1.0, lr=0.01, maxiter=300, tol=0)
+    assert res.nit == 300 and calls[0] == math.ceil(300 / mz._CHUNK) and traces[0] == 1
