@@ -9,6 +9,12 @@ how a lionk path that does not exist yet (``execution="compiled"``, ``lionk.jit_
 Roles: ``lionk`` (the library under test), ``peer`` (another optimizer library), ``reference``
 (hand-written steps: what the backend reaches with the obvious code), ``floor`` (the bandwidth
 kernels the floor is computed from).
+
+Scopes (the workloads a contender is timed on): ``all`` (the floors, each front-end's default,
+the peers and the cheap references: every size), ``opt-in`` (the explicit ``execution=`` rows,
+``lionk.jit_step``, the schedule rows and the torch.compile reference: 2^16 and above and the
+models, where they matter), ``small`` (the NumPy functional step and its hand-written reference:
+up to 2^16 elements).
 """
 
 from __future__ import annotations
@@ -50,6 +56,27 @@ class Contender:
     build: Callable[[Context, Workload], Runner]
     compiles: bool = False  # uses torch.compile (skippable with --skip compile)
     floor_kind: str = ""  # for floors: "inplace-add" or "copy"
+    scope: str = "all"  # all | opt-in | small (see SCOPES)
+
+
+#: Where each scope is timed (``--every-size`` times every contender everywhere).
+SCOPES = {
+    "all": "every size",
+    "opt-in": "2^16 and above, and the models",
+    "small": "up to 2^16 elements (and the digits MLP)",
+}
+SMALL_MAX = 1 << 16
+
+
+def in_scope(c: Contender, w: Workload, every_size: bool = False) -> bool:
+    """Whether contender ``c`` is timed on workload ``w``."""
+    if every_size or c.scope == "all":
+        return True
+    if c.scope == "opt-in":
+        return w.is_model or w.n >= SMALL_MAX
+    if c.scope == "small":
+        return w.n <= SMALL_MAX
+    raise ValueError(f"scope: expected one of {tuple(SCOPES)}; received {c.scope!r}")
 
 
 @dataclass
@@ -204,6 +231,43 @@ def build_lionk_np(execution: str | None,
     return build
 
 
+def build_lionk_np_step(ctx: Context, w: Workload) -> Runner:
+    """``lionk.step`` on NumPy arrays (CuPy with ``--device cuda``), the functional form: new
+    params and state every step, nothing updated in place; no options beyond the
+    hyper-parameters every contender shares."""
+    import lionk
+
+    xs, gs = _xp_copies(ctx, w)
+    cur = [xs, lionk.init(xs)]
+
+    def step() -> None:
+        cur[0], cur[1] = lionk.step(cur[0], gs, cur[1], lr=LR, betas=BETAS, weight_decay=WD,
+                                    kappa="sign")
+
+    return Runner(step, _xp_sync(ctx), _xp_memory(ctx, step))
+
+
+def build_np_hand_functional(ctx: Context, w: Workload) -> Runner:
+    """A hand-written functional NumPy Lion: returns new arrays, the formulas and expression
+    order of lionk.step (coefficients as Python floats), no validation, no state count."""
+    xp = _xp(ctx)
+    xs, gs = _xp_copies(ctx, w)
+    b1, b2 = BETAS
+    c1, c2, decay = 1.0 - b1, 1.0 - b2, 1.0 - LR * WD
+
+    def hand(p: list[Any], g: list[Any], m: list[Any]) -> tuple[list[Any], list[Any]]:
+        nx = [(decay * x) - (LR * xp.sign((b1 * mi) + (c1 * gi))) for x, gi, mi in zip(p, g, m)]
+        nm = [(b2 * mi) + (c2 * gi) for gi, mi in zip(g, m)]
+        return nx, nm
+
+    cur = [xs, [xp.zeros_like(x) for x in xs]]
+
+    def step() -> None:
+        cur[0], cur[1] = hand(cur[0], gs, cur[1])
+
+    return Runner(step, _xp_sync(ctx), _xp_memory(ctx, step))
+
+
 def build_np_naive(ctx: Context, w: Workload) -> Runner:
     """The obvious NumPy Lion: whole-array expressions with temporaries."""
     xp = _xp(ctx)
@@ -330,6 +394,16 @@ def build_lion_pytorch(variant: str) -> Callable[[Context, Workload], Runner]:
         return Runner(opt.step, _tsync(ctx), _tmemory(ctx, opt.step))
 
     return build
+
+
+def build_adamw_default(ctx: Context, w: Workload) -> Runner:
+    """``torch.optim.AdamW(params)``, no options at all (lr 1e-3, weight decay 1e-2: its
+    defaults; the cost of a step does not depend on the values)."""
+    import torch
+
+    ps = _tparams(ctx, w)
+    opt = torch.optim.AdamW(ps)
+    return Runner(opt.step, _tsync(ctx), _tmemory(ctx, opt.step))
 
 
 def build_adamw_fused(ctx: Context, w: Workload) -> Runner:
@@ -511,58 +585,66 @@ def build_hand_jax(ctx: Context, w: Workload) -> Runner:
 
 
 def all_contenders(device: str) -> list[Contender]:
+    """Every contender, in table order. The defaults (no options: ``lionk.torch.LionK``,
+    ``lionk.LionK``, ``lionk.step``, ``jax.jit(lionk.step)``, ``lionk.optax.lion_k``) run at
+    every size; the opt-in rows where they matter (see :data:`SCOPES`)."""
     cuda = device == "cuda"
     np_backend = "cupy" if cuda else "numpy"
     out: list[Contender] = []
+
+    def add(name: str, backend: str, role: str, build: Callable[[Context, Workload], Runner],
+            **kw: Any) -> None:
+        out.append(Contender(name, backend, role, build, **kw))
+
     # floors first: the bandwidth kernels
     if not cuda:
-        out.append(Contender("floor: numpy x+=y", "numpy", "floor", build_np_floor,
-                             floor_kind="inplace-add"))
-    out.append(Contender("floor: torch x+=y", "torch", "floor", build_torch_floor("add"),
-                         floor_kind="inplace-add"))
+        add("floor: numpy x+=y", "numpy", "floor", build_np_floor, floor_kind="inplace-add")
+    add("floor: torch x+=y", "torch", "floor", build_torch_floor("add"), floor_kind="inplace-add")
     if cuda:
-        out.append(Contender("floor: torch copy", "torch", "floor", build_torch_floor("copy"),
-                             floor_kind="copy"))
+        add("floor: torch copy", "torch", "floor", build_torch_floor("copy"), floor_kind="copy")
     # NumPy / CuPy
-    out.append(Contender(f"lionk.LionK {np_backend} eager", np_backend, "lionk", build_lionk_np("eager")))
-    out.append(Contender(f"lionk.LionK {np_backend} chunked", np_backend, "lionk", build_lionk_np("chunked")))
+    add(f"lionk.LionK {np_backend} default", np_backend, "lionk", build_lionk_np(None))
+    add(f"lionk.step {np_backend}", np_backend, "lionk", build_lionk_np_step, scope="small")
+    add(f"lionk.LionK {np_backend} eager", np_backend, "lionk", build_lionk_np("eager"),
+        scope="opt-in")
+    add(f"lionk.LionK {np_backend} chunked", np_backend, "lionk", build_lionk_np("chunked"),
+        scope="opt-in")
     # NumPy: the fused kernel compiled by numba; CuPy: the same kernel (C body) via NVRTC
-    out.append(Contender(f"lionk.LionK {np_backend} compiled", np_backend, "lionk",
-                         build_lionk_np("compiled"), compiles=True))
+    add(f"lionk.LionK {np_backend} compiled", np_backend, "lionk", build_lionk_np("compiled"),
+        compiles=True, scope="opt-in")
     # coefficients are run-time arguments: a schedule costs what a fixed lr costs
-    out.append(Contender(f"lionk.LionK {np_backend} auto", np_backend, "lionk",
-                         build_lionk_np("auto")))
-    out.append(Contender(f"lionk.LionK {np_backend} auto, cosine lr", np_backend, "lionk",
-                         build_lionk_np("auto", schedule=True)))
-    out.append(Contender(f"lionk.LionK {np_backend} chunked, cosine lr", np_backend, "lionk",
-                         build_lionk_np("chunked", schedule=True)))
-    out.append(Contender(f"{np_backend} naive Lion", np_backend, "reference", build_np_naive))
+    add(f"lionk.LionK {np_backend} default, cosine lr", np_backend, "lionk",
+        build_lionk_np(None, schedule=True), scope="opt-in")
+    add(f"lionk.LionK {np_backend} chunked, cosine lr", np_backend, "lionk",
+        build_lionk_np("chunked", schedule=True), scope="opt-in")
+    add(f"{np_backend} naive Lion", np_backend, "reference", build_np_naive)
+    add(f"{np_backend} hand Lion functional", np_backend, "reference", build_np_hand_functional,
+        scope="small")
     # torch
+    add("lionk.torch.LionK default", "torch", "lionk", build_lionk_torch_optimizer(None))
     for ex in ("eager", "chunked", "compiled"):
-        out.append(Contender(f"lionk.LionK torch {ex}", "torch", "lionk",
-                             build_lionk_torch_imperative(ex), compiles=(ex == "compiled")))
+        add(f"lionk.LionK torch {ex}", "torch", "lionk", build_lionk_torch_imperative(ex),
+            compiles=(ex == "compiled"), scope="opt-in")
     for ex in ("eager", "chunked", "compiled"):
-        out.append(Contender(f"lionk.torch.LionK {ex}", "torch", "lionk",
-                             build_lionk_torch_optimizer(ex), compiles=(ex == "compiled")))
-    out.append(Contender("lionk.torch.LionK default", "torch", "lionk",
-                         build_lionk_torch_optimizer(None)))
-    out.append(Contender("lion_pytorch.Lion default", "torch", "peer", build_lion_pytorch("default")))
-    out.append(Contender("lion_pytorch foreach.Lion", "torch", "peer", build_lion_pytorch("foreach")))
+        add(f"lionk.torch.LionK {ex}", "torch", "lionk", build_lionk_torch_optimizer(ex),
+            compiles=(ex == "compiled"), scope="opt-in")
+    add("lion_pytorch.Lion default", "torch", "peer", build_lion_pytorch("default"))
+    add("lion_pytorch foreach.Lion", "torch", "peer", build_lion_pytorch("foreach"))
     if cuda:
-        out.append(Contender("lion_pytorch.Lion use_triton", "torch", "peer",
-                             build_lion_pytorch("triton")))
-    out.append(Contender("torch AdamW fused", "torch", "peer", build_adamw_fused))
-    out.append(Contender("torch hand Lion eager", "torch", "reference", build_hand_torch(False)))
-    out.append(Contender("torch hand Lion compiled", "torch", "reference", build_hand_torch(True),
-                         compiles=True))
+        add("lion_pytorch.Lion use_triton", "torch", "peer", build_lion_pytorch("triton"))
+    add("torch AdamW default", "torch", "peer", build_adamw_default)
+    add("torch AdamW fused", "torch", "peer", build_adamw_fused)
+    add("torch hand Lion eager", "torch", "reference", build_hand_torch(False))
+    add("torch hand Lion compiled", "torch", "reference", build_hand_torch(True), compiles=True,
+        scope="opt-in")
     # JAX
-    out.append(Contender("lionk.jit_step jax", "jax", "lionk", build_lionk_jit_step))
-    out.append(Contender("lionk.jit_step jax fused", "jax", "lionk", build_lionk_jit_step_fused,
-                         compiles=True))
-    out.append(Contender("lionk.step + jax.jit (user)", "jax", "lionk", build_lionk_user_jit))
-    out.append(Contender("lionk.optax.lion_k jit", "jax", "lionk", build_lionk_optax))
-    out.append(Contender("optax.lion jit", "jax", "peer", build_optax_lion))
-    out.append(Contender("jax hand Lion jit", "jax", "reference", build_hand_jax))
+    add("lionk.step + jax.jit (user)", "jax", "lionk", build_lionk_user_jit)
+    add("lionk.optax.lion_k jit", "jax", "lionk", build_lionk_optax)
+    add("lionk.jit_step jax", "jax", "lionk", build_lionk_jit_step, scope="opt-in")
+    add("lionk.jit_step jax fused", "jax", "lionk", build_lionk_jit_step_fused, compiles=True,
+        scope="opt-in")
+    add("optax.lion jit", "jax", "peer", build_optax_lion)
+    add("jax hand Lion jit", "jax", "reference", build_hand_jax)
     return out
 
 

@@ -23,11 +23,14 @@ from typing import Any
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 from . import contenders as C  # noqa: E402
-from .workloads import Workload, parse_sizes  # noqa: E402
+from .workloads import Workload, split_sizes  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SIZES = {"cpu": "16,20,24,model,digits", "cuda": "20,24,26,28,model"}
-QUICK_SIZES = {"cpu": "16,20,model:1", "cuda": "20,24,model:1"}
+DEFAULT_SIZES = {"cpu": "6,10,16,20,24,model,digits,minimize", "cuda": "20,24,26,28,model"}
+QUICK_SIZES = {"cpu": "6,16,20,model:1,minimize", "cuda": "20,24,model:1"}
+# the minimize section: iterations per lionk.minimize call and rounds (full run; --quick)
+MINIMIZE_ITERS = {False: 300, True: 40}
+MINIMIZE_ROUNDS = {False: 7, True: 3}
 
 
 @dataclass
@@ -46,6 +49,10 @@ class Settings:
     skip: str | None = None
     strict: bool = False
     plot: bool = True
+    sections: list[str] = field(default_factory=list)  # "minimize"
+    every_size: bool = False  # time the opt-in / small-only contenders at every size too
+    minimize_iters: int = MINIMIZE_ITERS[False]
+    minimize_rounds: int = MINIMIZE_ROUNDS[False]
 
 
 # pause before a sample whose library differs from the previous sample's: long enough for
@@ -123,10 +130,13 @@ def _available(backend: str, device: str) -> str | None:
     return None
 
 
-def select(settings: Settings) -> list[C.Contender]:
+def select(settings: Settings, w: Workload | None = None) -> list[C.Contender]:
+    """The contenders of this run (``--only``), those in scope on ``w`` when given."""
     out = []
     for c in C.all_contenders(settings.device):
         if settings.only and not re.search(settings.only, c.name) and c.role != "floor":
+            continue
+        if w is not None and not C.in_scope(c, w, settings.every_size):
             continue
         out.append(c)
     return out
@@ -174,9 +184,12 @@ def run_size(w: Workload, settings: Settings, ctx: C.Context) -> tuple[list[Row]
     log(f"\n== {w.describe()}: {w.param_bytes / 2**20:.1f} MiB of params ==")
     C.fresh_compile_caches()
     alias_of, alias_note = C.default_is_alias()
+    chosen = select(settings, w)
+    if alias_of is not None and alias_of not in {c.name for c in chosen}:
+        alias_of = None  # the explicit row is not timed at this size: time the default itself
     rows: list[Row] = []
     live: list[tuple[Row, C.Runner]] = []
-    for c in select(settings):
+    for c in chosen:
         row = Row(c.name, c.backend, c.role, w.label, w.n, w.leaves, floor_kind=c.floor_kind)
         rows.append(row)
         reason = _skip_by_flag(c, settings) or _available(c.backend, settings.device)
@@ -333,7 +346,9 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--quick", action="store_true",
                    help="short run (<1 min): smaller sizes, fewer rounds")
     p.add_argument("--sizes", help="comma-separated: exponents (16 = one tensor of 2^16 float32), "
-                   "'model' (148 tensors, ~10M params) or 'model:B' (B transformer blocks). "
+                   "'model' (220 tensors of 64 to 2^20 elements, 10.7M params), 'model:B' (B "
+                   "transformer blocks), 'digits' (the 6-tensor digits MLP) and 'minimize' (the "
+                   "lionk.minimize overhead section). "
                    f"Default cpu: {DEFAULT_SIZES['cpu']}; cuda: {DEFAULT_SIZES['cuda']}; "
                    f"--quick: {QUICK_SIZES['cpu']}")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -347,10 +362,27 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--strict", action="store_true", help="raise instead of skipping a contender "
                    "that fails (debugging)")
     p.add_argument("--no-plot", action="store_true", help="do not write results.png")
+    p.add_argument("--every-size", action="store_true", help="time every contender at every "
+                   "size (by default the opt-in rows run at 2^16 and above and on the models, "
+                   "the NumPy functional rows up to 2^16)")
+    p.add_argument("--minimize-iters", type=int, help="iterations of each lionk.minimize call in "
+                   f"the minimize section (default {MINIMIZE_ITERS[False]}; --quick "
+                   f"{MINIMIZE_ITERS[True]})")
     a = p.parse_args(argv)
-    sizes = parse_sizes(a.sizes or (QUICK_SIZES if a.quick else DEFAULT_SIZES)[a.device])
+    try:
+        sizes, sections = split_sizes(a.sizes or (QUICK_SIZES if a.quick else DEFAULT_SIZES)[a.device])
+    except ValueError as exc:
+        p.error(str(exc))
+    if "minimize" in sections and a.device != "cpu":
+        p.error("--sizes minimize: the minimize section runs on the CPU (--device cpu)")
     s = Settings(sizes=sizes, device=a.device, out=a.out, quick=a.quick, only=a.only, skip=a.skip,
-                 strict=a.strict, plot=not a.no_plot)
+                 strict=a.strict, plot=not a.no_plot, sections=sections,
+                 every_size=a.every_size, minimize_iters=MINIMIZE_ITERS[a.quick],
+                 minimize_rounds=MINIMIZE_ROUNDS[a.quick])
+    if a.minimize_iters is not None:
+        if a.minimize_iters < 1:
+            p.error("--minimize-iters: expected >= 1")
+        s.minimize_iters = a.minimize_iters
     if a.quick:
         s.budget_s, s.min_rounds, s.max_rounds, s.min_sample_s, s.warmup = 0.6, 4, 9, 1e-3, 2
     if a.budget is not None:
@@ -376,10 +408,26 @@ def main(argv: list[str] | None = None) -> int:
     ctx = C.Context(device=settings.device)
     rows: list[Row] = []
     info["other_load"] = {}
+    info["elapsed_per_size_s"] = {}
     for w in settings.sizes:
+        t_size = time.perf_counter()
         size_rows, load = run_size(w, settings, ctx)
         rows += size_rows
         info["other_load"][w.label] = None if load is None else round(load, 2)
+        info["elapsed_per_size_s"][w.label] = round(time.perf_counter() - t_size, 1)
+        log(f"  ({w.label}: {info['elapsed_per_size_s'][w.label]:.0f} s)")
+    minimize_rows = None
+    if "minimize" in settings.sections:
+        from . import minimize_overhead
+
+        snap, snap_t = _cpu_snapshot(), time.perf_counter()
+        minimize_rows = minimize_overhead.run(
+            maxiter=settings.minimize_iters,
+            rounds=settings.rounds or settings.minimize_rounds, strict=settings.strict,
+            settle_s=SETTLE_S, log=log)
+        load = other_load(snap, _cpu_snapshot())
+        info["other_load"]["minimize"] = None if load is None else round(load, 2)
+        info["elapsed_per_size_s"]["minimize"] = round(time.perf_counter() - snap_t, 1)
     info["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     try:
         info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -390,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import report
 
-    result = report.build_result(rows, settings, info)
+    result = report.build_result(rows, settings, info, minimize_rows)
     print()
     print(report.console_table(result))
     paths = report.write_all(result, settings.out, plot=settings.plot)

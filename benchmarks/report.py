@@ -9,19 +9,79 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .contenders import human_bytes
+from .contenders import SCOPES, human_bytes
 
 # Peers each lionk row is compared with, by backend: (peer row name, short label).
 PEERS = {
-    "torch": [("lion_pytorch.Lion default", "lion_pytorch"), ("torch AdamW fused", "AdamW fused"),
+    "torch": [("lion_pytorch.Lion default", "lion_pytorch"),
+              ("lion_pytorch foreach.Lion", "lion_pytorch foreach"),
+              ("torch AdamW default", "AdamW default"), ("torch AdamW fused", "AdamW fused"),
               ("torch hand Lion compiled", "hand compiled")],
     "jax": [("optax.lion jit", "optax.lion"), ("jax hand Lion jit", "hand jit")],
-    "numpy": [("numpy naive Lion", "naive numpy")],
-    "cupy": [("cupy naive Lion", "naive cupy")],
+    "numpy": [("numpy naive Lion", "naive numpy"), ("numpy hand Lion functional", "hand functional")],
+    "cupy": [("cupy naive Lion", "naive cupy"), ("cupy hand Lion functional", "hand functional")],
 }
 
+#: The sizes every front-end's default is timed at (issue 12): one tensor of 2^6 … 2^24
+#: elements, the many-small-tensors transformer and the digits MLP.
+DEFAULT_SIZES = ("2^6", "2^10", "2^16", "2^20", "2^24", "model", "digits")
+MODEL_TEXT = "model (220 tensors)"
+
+
+def _size_text(size: str) -> str:
+    return MODEL_TEXT if size == "model" else size
+
+
+def _default_targets() -> list[dict[str, Any]]:
+    """The targets on each front-end's default (no options), at every size of DEFAULT_SIZES."""
+    out: list[dict[str, Any]] = []
+    for sz in DEFAULT_SIZES:
+        st = _size_text(sz)
+        out.append(dict(id=f"torch-default-vs-lion_pytorch-{sz}", size=sz, kind="speedup",
+                        pick="torch-default", backend="torch", peer="lion_pytorch.Lion default",
+                        min=1.0, text=f"{st}: lionk.torch.LionK default no slower than "
+                        "lion_pytorch.Lion default"))
+    out.append(dict(id="torch-default-vs-foreach-model", size="model", kind="speedup",
+                    pick="torch-default", backend="torch", peer="lion_pytorch foreach.Lion",
+                    min=1.5, text=f"{MODEL_TEXT}: lionk.torch.LionK default ≥ 1.5× faster than "
+                    "lion_pytorch foreach.Lion"))
+    for sz in DEFAULT_SIZES:
+        out.append(dict(id=f"torch-default-vs-adamw-{sz}", size=sz, kind="speedup",
+                        pick="torch-default", backend="torch", peer="torch AdamW default",
+                        min=1.0, text=f"{_size_text(sz)}: lionk.torch.LionK default no slower "
+                        "than torch.optim.AdamW default"))
+    out.append(dict(id="numpy-default-2^24", size="2^24", kind="floor", pick="name",
+                    row="lionk.LionK numpy default", backend="numpy", max=1.5,
+                    text="2^24: lionk.LionK NumPy default ≤ 1.5× floor"))
+    out.append(dict(id="numpy-step-vs-hand-2^6", size="2^6", kind="ratio", pick="name",
+                    row="lionk.step numpy", backend="numpy", peer="numpy hand Lion functional",
+                    max=2.0, text="2^6 (≤ 1,000 elements): lionk.step (NumPy) ≤ 2× the time of "
+                    "a hand-written functional NumPy Lion"))
+    for sz in DEFAULT_SIZES:
+        st = _size_text(sz)
+        out.append(dict(id=f"jax-user-step-{sz}", size=sz, kind="speedup", pick="name",
+                        row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit",
+                        min=1.0, text=f"{st}: jax.jit(lionk.step) no slower than optax.lion (jit)"))
+        out.append(dict(id=f"jax-user-lion_k-{sz}", size=sz, kind="speedup", pick="name",
+                        row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit",
+                        min=1.0, text=f"{st}: lion_k in a jitted step no slower than optax.lion "
+                        "(jit)"))
+    return out
+
+
+def _minimize_targets() -> list[dict[str, Any]]:
+    from .minimize_overhead import LIBRARIES, N_VARS, TARGET_OVERHEAD
+
+    names = {"numpy": "NumPy", "torch": "torch", "jax": "JAX"}
+    return [dict(id=f"minimize-{lib}", size="minimize", kind="overhead", backend=lib,
+                 max=TARGET_OVERHEAD, text=f"lionk.minimize ({names[lib]}, {N_VARS} variables): "
+                 f"per-iteration overhead over the user's value_and_grad ≤ "
+                 f"{100 * TARGET_OVERHEAD:.0f}%") for lib in LIBRARIES]
+
+
 # The issue's targets. kind: "floor" (ratio to floor <= x), "speedup" (peer / lionk >= x),
-# "memory" (peak extra / param bytes <= x).
+# "ratio" (lionk / peer <= x), "memory" (peak extra / param bytes <= x), "overhead" (the
+# minimize section: minimize per iteration / value_and_grad per call - 1 <= x).
 TARGETS = [
     dict(id="torch-2^24", size="2^24", kind="floor", pick="best", backend="torch", max=1.3,
          text="2^24: lionk torch fast path ≤ 1.3× floor"),
@@ -35,45 +95,18 @@ TARGETS = [
     dict(id="jax-vs-optax", size="2^24", kind="speedup", pick="jit_step", backend="jax",
          peer="optax.lion jit", min=3.0, text="2^24: lionk.jit_step ≥ 3× faster than optax.lion (jit)"),
     dict(id="torch-model", size="model", kind="floor", pick="best", backend="torch", max=1.6,
-         text="model (148 tensors): lionk torch fast path ≤ 1.6× floor"),
+         text=f"{MODEL_TEXT}: lionk torch fast path ≤ 1.6× floor"),
     dict(id="jax-model", size="model", kind="floor", pick="jit_step", backend="jax", max=1.8,
-         text="model (148 tensors): lionk JAX (jit_step) ≤ 1.8× floor"),
-    dict(id="jax-user-step-2^16", size="2^16", kind="speedup", pick="name",
-         row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit", min=1.0,
-         text="2^16: jax.jit(lionk.step) no slower than optax.lion (jit)"),
-    dict(id="jax-user-lion_k-2^16", size="2^16", kind="speedup", pick="name",
-         row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit", min=1.0,
-         text="2^16: lion_k in a jitted step no slower than optax.lion (jit)"),
-    dict(id="jax-user-step-2^20", size="2^20", kind="speedup", pick="name",
-         row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit", min=1.0,
-         text="2^20: jax.jit(lionk.step) no slower than optax.lion (jit)"),
-    dict(id="jax-user-lion_k-2^20", size="2^20", kind="speedup", pick="name",
-         row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit", min=1.0,
-         text="2^20: lion_k in a jitted step no slower than optax.lion (jit)"),
-    dict(id="jax-user-step-2^24", size="2^24", kind="speedup", pick="name",
-         row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit", min=1.0,
-         text="2^24: jax.jit(lionk.step) no slower than optax.lion (jit)"),
-    dict(id="jax-user-lion_k-2^24", size="2^24", kind="speedup", pick="name",
-         row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit", min=1.0,
-         text="2^24: lion_k in a jitted step no slower than optax.lion (jit)"),
-    dict(id="jax-user-step-model", size="model", kind="speedup", pick="name",
-         row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit", min=1.0,
-         text="model: jax.jit(lionk.step) no slower than optax.lion (jit)"),
-    dict(id="jax-user-lion_k-model", size="model", kind="speedup", pick="name",
-         row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit", min=1.0,
-         text="model: lion_k in a jitted step no slower than optax.lion (jit)"),
-    dict(id="jax-user-step-digits", size="digits", kind="speedup", pick="name",
-         row="lionk.step + jax.jit (user)", backend="jax", peer="optax.lion jit", min=1.0,
-         text="digits: jax.jit(lionk.step) no slower than optax.lion (jit)"),
-    dict(id="jax-user-lion_k-digits", size="digits", kind="speedup", pick="name",
-         row="lionk.optax.lion_k jit", backend="jax", peer="optax.lion jit", min=1.0,
-         text="digits: lion_k in a jitted step no slower than optax.lion (jit)"),
+         text=f"{MODEL_TEXT}: lionk JAX (jit_step) ≤ 1.8× floor"),
+    *_default_targets(),
+    *_minimize_targets(),
     dict(id="numpy-numba-2^24", size="2^24", kind="floor", pick="name",
          row="lionk.LionK numpy compiled", backend="numpy", max=1.3,
          text="2^24: lionk NumPy numba kernel (execution='compiled') ≤ 1.3× floor"),
     dict(id="schedule-auto-2^20", size="2^20", kind="speedup", pick="name",
-         row="lionk.LionK numpy auto, cosine lr", backend="numpy", peer="lionk.LionK numpy auto",
-         min=1 / 1.1, text="2^20: NumPy auto with a cosine lr schedule within 10% of a fixed lr"),
+         row="lionk.LionK numpy default, cosine lr", backend="numpy",
+         peer="lionk.LionK numpy default", min=1 / 1.1,
+         text="2^20: NumPy default with a cosine lr schedule within 10% of a fixed lr"),
     dict(id="schedule-chunked-2^20", size="2^20", kind="speedup", pick="name",
          row="lionk.LionK numpy chunked, cosine lr", backend="numpy",
          peer="lionk.LionK numpy chunked", min=1 / 1.1,
@@ -83,9 +116,9 @@ TARGETS = [
     dict(id="mem-torch-2^24", size="2^24", kind="memory", pick="best", backend="torch", max=0.02,
          text="2^24: peak extra memory of the lionk torch fast path ≤ 2% of param bytes"),
     dict(id="mem-numpy-model", size="model", kind="memory", pick="best", backend="numpy", max=0.02,
-         text="model: peak extra memory of the lionk NumPy fast path ≤ 2% of param bytes"),
+         text=f"{MODEL_TEXT}: peak extra memory of the lionk NumPy fast path ≤ 2% of param bytes"),
     dict(id="mem-torch-model", size="model", kind="memory", pick="best", backend="torch", max=0.02,
-         text="model: peak extra memory of the lionk torch fast path ≤ 2% of param bytes"),
+         text=f"{MODEL_TEXT}: peak extra memory of the lionk torch fast path ≤ 2% of param bytes"),
 ]
 
 
@@ -93,7 +126,29 @@ def _fmt_x(v: float | None, digits: int = 2) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}×"
 
 
-def build_result(rows: list[Any], settings: Any, info: dict[str, Any]) -> dict[str, Any]:
+def _ms(t: float) -> str:
+    """A step time in ms, with enough digits for the µs steps of the small sizes."""
+    return f"{t * 1e3:.2f} ms" if t >= 1e-3 else f"{t * 1e3:.4f} ms"
+
+
+def _fmt_measured(t: dict[str, Any]) -> str:
+    m = t["measured"]
+    if m is None:
+        return "n/a"
+    kind = t.get("kind") or ("memory" if t["id"].startswith("mem-") else "")
+    if kind == "memory":
+        return f"{100 * m:.2f}%"
+    if kind == "overhead":
+        return f"{100 * m:+.1f}%"
+    return f"{m:.2f}×"
+
+
+def build_result(rows: list[Any], settings: Any, info: dict[str, Any],
+                 minimize_rows: list[Any] | None = None) -> dict[str, Any]:
+    from .contenders import all_contenders, in_scope
+
+    every = bool(getattr(settings, "every_size", False))
+    contenders = all_contenders(settings.device)
     sizes = []
     out_rows = []
     for w in settings.sizes:
@@ -105,9 +160,14 @@ def build_result(rows: list[Any], settings: Any, info: dict[str, Any]) -> dict[s
         bw = max(bws.values()) if bws else None
         floor_s = w.step_bytes / bw if bw else None
         rounds = max((len(r.samples_s) for r in srows), default=0)
+        out_of_scope = {c.scope: [] for c in contenders if not in_scope(c, w, every)}
+        for c in contenders:
+            if not in_scope(c, w, every):
+                out_of_scope[c.scope].append(c.name)
         sizes.append(dict(label=w.label, description=w.describe(), n=w.n, leaves=w.leaves, rounds=rounds,
                           param_bytes=w.param_bytes, step_bytes=w.step_bytes,
-                          bandwidth_Bps=bws, bandwidth_used_Bps=bw, floor_s=floor_s))
+                          bandwidth_Bps=bws, bandwidth_used_Bps=bw, floor_s=floor_s,
+                          not_timed=out_of_scope))
         med = {r.name: r.median_s for r in srows if r.status == "ok"}
         for r in srows:
             d = asdict(r)
@@ -126,8 +186,13 @@ def build_result(rows: list[Any], settings: Any, info: dict[str, Any]) -> dict[s
         min_rounds=settings.min_rounds, max_rounds=settings.max_rounds,
         min_sample_s=settings.min_sample_s, warmup=settings.warmup,
         sizes=[w.label for w in settings.sizes], only=settings.only, skip=settings.skip,
-        rounds=settings.rounds),
+        rounds=settings.rounds, sections=list(getattr(settings, "sections", [])),
+        every_size=every, minimize_iters=getattr(settings, "minimize_iters", None)),
         sizes=sizes, rows=out_rows)
+    if minimize_rows is not None:
+        from .minimize_overhead import as_dicts
+
+        result["minimize"] = as_dicts(minimize_rows)
     result["targets"] = evaluate_targets(result)
     return result
 
@@ -175,12 +240,40 @@ def _pick(result: dict[str, Any], t: dict[str, Any]) -> tuple[dict[str, Any] | N
     return min(ok, key=lambda r: r["median_s"]), ""
 
 
+def _minimize_verdict(result: dict[str, Any], t: dict[str, Any], v: dict[str, Any]) -> None:
+    rows = result.get("minimize")
+    if rows is None:
+        v["detail"] = "the minimize section is not in this run"
+        return
+    r = next((x for x in rows if x["library"] == t["backend"]), None)
+    if r is None:
+        v["detail"] = f"{t['backend']} not in this run's minimize section"
+        return
+    v["row"] = f"lionk.minimize {t['backend']}"
+    if r["status"] != "ok" or r["overhead"] is None:
+        v["detail"] = f"did not run ({r['reason'] or 'no samples'})"
+        return
+    v["measured"] = r["overhead"]
+    v["status"] = "met" if r["overhead"] <= t["max"] else "not met"
+    v["detail"] = (f"minimize {r['per_iter_s'] * 1e6:.1f} µs/iteration vs value_and_grad "
+                   f"{r['vg_s'] * 1e6:.1f} µs/call: {100 * r['overhead']:+.1f}% "
+                   f"(target ≤ {100 * t['max']:.0f}%; {r['nit']} iterations, {r['nfev']} "
+                   "evaluations)")
+
+
 def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for t in TARGETS:
+        if t["kind"] == "overhead":
+            v: dict[str, Any] = dict(id=t["id"], kind=t["kind"], target=t["text"],
+                                     size=t["size"], row=None, measured=None,
+                                     status="not measured", detail="")
+            _minimize_verdict(result, t, v)
+            out.append(v)
+            continue
         row, why = _pick(result, t)
-        v: dict[str, Any] = dict(id=t["id"], target=t["text"], size=t["size"], row=None,
-                                 measured=None, status="not measured", detail=why)
+        v = dict(id=t["id"], kind=t["kind"], target=t["text"], size=t["size"], row=None,
+                 measured=None, status="not measured", detail=why)
         if row is not None:
             v["row"] = row["name"]
             if t["kind"] == "floor":
@@ -190,6 +283,17 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 else:
                     v["status"] = "met" if v["measured"] <= t["max"] else "not met"
                     v["detail"] = f"{row['name']}: {v['measured']:.2f}× floor (target ≤ {t['max']}×)"
+            elif t["kind"] == "ratio":
+                peer = next((r for r in result["rows"] if r["size"] == t["size"]
+                             and r["name"] == t["peer"] and r["status"] == "ok"), None)
+                if peer is None:
+                    v["detail"] = f"{t['peer']} did not run"
+                else:
+                    v["measured"] = row["median_s"] / peer["median_s"]
+                    v["status"] = "met" if v["measured"] <= t["max"] else "not met"
+                    v["detail"] = (f"{row['name']} {row['median_s'] * 1e3:.4f} ms vs {t['peer']} "
+                                   f"{peer['median_s'] * 1e3:.4f} ms: {v['measured']:.2f}× its "
+                                   f"time (target ≤ {t['max']}×)")
             elif t["kind"] == "speedup":
                 peer = next((r for r in result["rows"] if r["size"] == t["size"]
                              and r["name"] == t["peer"] and r["status"] == "ok"), None)
@@ -198,9 +302,9 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 else:
                     v["measured"] = peer["median_s"] / row["median_s"]
                     v["status"] = "met" if v["measured"] >= t["min"] else "not met"
-                    v["detail"] = (f"{row['name']} {row['median_s'] * 1e3:.2f} ms vs {t['peer']} "
-                                   f"{peer['median_s'] * 1e3:.2f} ms: {v['measured']:.2f}× "
-                                   f"(target ≥ {t['min']}×)")
+                    v["detail"] = (f"{row['name']} {_ms(row['median_s'])} vs {t['peer']} "
+                                   f"{_ms(peer['median_s'])}: {v['measured']:.2f}× "
+                                   f"(target ≥ {t['min']:.3g}×)")
             else:  # memory
                 v["measured"] = row["mem_fraction"]
                 if v["measured"] is None:
@@ -236,7 +340,7 @@ def _row_cells(r: dict[str, Any]) -> list[str]:
     note = r["note"] or ""
     if r["role"] == "floor" and r.get("moved_bytes") and med:
         note = f"{note}: {_gbps(r['moved_bytes'] / med)}"
-    return [r["name"], r["backend"], r["role"], f"{med * 1e3:.3f}", iqr,
+    return [r["name"], r["backend"], r["role"], f"{med * 1e3:.{4 if med < 1e-4 else 3}f}", iqr,
             _fmt_x(r["ratio_floor"]), _speedup_text(r), mem, f"{r['build_s']:.1f}", note]
 
 
@@ -261,7 +365,9 @@ def markdown(result: dict[str, Any]) -> str:
     v = m["versions"]
     out = ["# lionk benchmark results", ""]
     out.append(f"Generated by `python -m benchmarks{' --quick' if st['quick'] else ''}` "
-               f"(device `{st['device']}`, sizes {', '.join(st['sizes'])}) in {m.get('elapsed_s', '?')} s.")
+               f"(device `{st['device']}`, sizes {', '.join(st['sizes'])}"
+               + "".join(f", {x} section" for x in st.get("sections") or [])
+               + f") in {m.get('elapsed_s', '?')} s.")
     out.append("")
     out.append("**These machines are shared and noisy: wall times vary from run to run. Compare "
                "the ratios (to the floor and between contenders), which are measured in the same "
@@ -293,14 +399,25 @@ def markdown(result: dict[str, Any]) -> str:
     for w in warnings_for(result):
         out += ["", f"**Warning:** {w}"]
     out += ["", "## Targets (computed from this run)", ""]
+    counts = {k: sum(1 for t in result["targets"] if t["status"] == k)
+              for k in ("met", "not met", "not measured")}
+    out.append(f"{counts['met']} met, {counts['not met']} not met, {counts['not measured']} not "
+               "measured in this run.")
+    out.append("")
     out.append(_md_table(["target", "measured", "status", "detail"], [
-        [t["target"], "n/a" if t["measured"] is None else
-         (f"{100 * t['measured']:.2f}%" if t["id"].startswith("mem-") else f"{t['measured']:.2f}×"),
-         f"**{t['status']}**", t["detail"]] for t in result["targets"]]))
+        [t["target"], _fmt_measured(t), f"**{t['status']}**", t["detail"]]
+        for t in result["targets"]]))
     out.append("")
     out.append("\"Fast path\" is the fastest lionk row of that backend at that size; its memory "
-               "target is checked on the same row. The JAX targets use the faster `lionk.jit_step` "
-               "row (XLA loops, or `fused=True`: the FFI kernel).")
+               "target is checked on the same row. The JAX floor targets use the faster "
+               "`lionk.jit_step` row (XLA loops, or `fused=True`: the FFI kernel). \"Default\" "
+               "rows construct each front-end with no options (no `execution=`, `chunk_size=`, "
+               "`threads=`; `lionk.torch.LionK(params, lr, betas, weight_decay)`, "
+               "`lionk.LionK(params, ...)`, `lionk.step(...)`, `jax.jit(lionk.step)` donating "
+               "params and state, `lionk.optax.lion_k(...)` in a jitted update): the "
+               "hyper-parameters every Lion row shares (lr 1e-4, betas (0.9, 0.99), weight "
+               "decay 0.1, κ = sign) are the only arguments. `torch AdamW default` is "
+               "`torch.optim.AdamW(params)` with no argument at all.")
     for s in result["sizes"]:
         out += ["", f"## {s['description']}", ""]
         floor = "n/a" if s["floor_s"] is None else f"{s['floor_s'] * 1e3:.3f} ms"
@@ -308,9 +425,17 @@ def markdown(result: dict[str, Any]) -> str:
         busy = "" if load is None else f" Other processes kept {load:.2f} CPUs busy meanwhile."
         out.append(f"Floor: {floor} ({human_bytes(s['step_bytes'])} per step at "
                    f"{_gbps(s['bandwidth_used_Bps'])}); {s['rounds']} interleaved rounds.{busy}")
+        skipped_scope = {k: v for k, v in (s.get("not_timed") or {}).items() if v}
+        if skipped_scope:
+            out.append("")
+            out.append("Not timed at this size: " + "; ".join(
+                f"{len(v)} {k} row{'s' if len(v) > 1 else ''} (timed at {SCOPES.get(k, k)})"
+                for k, v in skipped_scope.items()) + "; `--every-size` times them too.")
         out.append("")
         srows = [r for r in result["rows"] if r["size"] == s["label"]]
         out.append(_md_table(HEAD, [_row_cells(r) for r in srows]))
+    if result.get("minimize") is not None:
+        out += ["", *minimize_markdown(result)]
     out += ["", "## Method", ""]
     out += [
         f"- Every contender holds its own params, grads and optimizer state (float32; lr 1e-4, "
@@ -339,8 +464,41 @@ def markdown(result: dict[str, Any]) -> str:
         "XLA could not use a donation.",
         "- Contenders that cannot run (a lionk path not implemented yet, a missing library) are "
         "listed as skipped with the exception or reason.",
+        "- Scopes: every front-end's default, the peers, the floors and the cheap references are "
+        "timed at every size; the opt-in rows (explicit `execution=`, `lionk.jit_step`, the "
+        "schedule rows, the torch.compile reference) at 2^16 and above and on the models; "
+        "`lionk.step` on NumPy and its hand-written functional reference up to 2^16 elements "
+        "(`--every-size`: everything everywhere).",
     ]
     return "\n".join(out) + "\n"
+
+
+def minimize_markdown(result: dict[str, Any]) -> list[str]:
+    from .minimize_overhead import N_SAMPLES, N_VARS, RADIUS
+
+    rows = result["minimize"]
+    load = (result["machine"].get("other_load") or {}).get("minimize")
+    busy = "" if load is None else f" Other processes kept {load:.2f} CPUs busy meanwhile."
+    out = [f"## lionk.minimize overhead ({N_VARS} variables)", ""]
+    out.append(f"Logistic regression, {N_VARS} variables, a fixed random design of {N_SAMPLES} "
+               "samples, float32, with the user's own value_and_grad (NumPy by hand; torch "
+               "with `torch.autograd.grad`; JAX `jax.jit(jax.value_and_grad(loss))`). "
+               f"`lionk.minimize(vg, x0, jac=True, radius={RADIUS:g}, maxiter=M, tol=0)` "
+               "(tol=0: no early stop) per iteration = the call's time / its iterations; "
+               "value_and_grad per call (JAX: outputs waited for). Overhead = minimize per "
+               "iteration / value_and_grad per call − 1; interleaved rounds, medians." + busy)
+    out.append("")
+    trs = []
+    for r in rows:
+        if r["status"] != "ok" or r["overhead"] is None:
+            trs.append([r["library"], "—", "—", "—", "—", "—", f"skipped: {r['reason']}"])
+            continue
+        trs.append([r["library"], f"{r['vg_s'] * 1e6:.1f}", f"{r['per_iter_s'] * 1e6:.1f}",
+                    f"{100 * r['overhead']:+.1f}%", f"{len(r['min_samples_s'])}",
+                    f"{r['nit']} / {r['nfev']}", r["note"]])
+    out.append(_md_table(["library", "value_and_grad (µs / call)", "minimize (µs / iteration)",
+                          "overhead", "rounds", "iterations / f evaluations", "note"], trs))
+    return out
 
 
 def warnings_for(result: dict[str, Any]) -> list[str]:
@@ -385,9 +543,16 @@ def console_table(result: dict[str, Any]) -> str:
                 continue
             mem = "" if r["mem_fraction"] is None else f"mem {100 * r['mem_fraction']:.1f}%"
             extra = "  ".join(x for x in (_speedup_text(r), mem, r["note"]) if x)
-            lines.append(f"  {r['name']:34s} {r['median_s'] * 1e3:9.3f} "
+            lines.append(f"  {r['name']:34s} {r['median_s'] * 1e3:9.4f} "
                          f"{_fmt_x(r['ratio_floor']):>7s}  {extra}")
         lines.append("")
+    for r in result.get("minimize") or []:
+        if r["status"] == "ok" and r["overhead"] is not None:
+            lines.append(f"minimize {r['library']:6s} value_and_grad {r['vg_s'] * 1e6:9.1f} µs/call"
+                         f"  minimize {r['per_iter_s'] * 1e6:9.1f} µs/iteration  overhead "
+                         f"{100 * r['overhead']:+.1f}%")
+        else:
+            lines.append(f"minimize {r['library']:6s} skipped: {r['reason']}")
     for w in warnings_for(result):
         lines.append(f"WARNING: {w}")
     lines.append("Targets:")

@@ -1,8 +1,9 @@
 """What is benchmarked: one flat tensor of 2^k float32, or a list of tensors shaped like a model.
 
 A size is given on the command line as ``16`` (one tensor of 2^16 elements), ``model`` (the
-~10M-parameter, 148-tensor transformer below), ``model:B`` (the same widths with B blocks) or
-``digits`` (the 6-tensor MLP a user trains on scikit-learn's digits: 64-128-64-10).
+~10.7M-parameter, 220-tensor transformer below: many small tensors, from 64 to 2^20 elements),
+``model:B`` (the same widths with B blocks) or ``digits`` (the 6-tensor MLP a user trains on
+scikit-learn's digits: 64-128-64-10).
 """
 
 from __future__ import annotations
@@ -11,29 +12,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# A small GPT-like transformer: d_model 256, MLP 4x, 12 blocks, vocabulary 2048, context 512.
+# A small GPT-like transformer: d_model 256, 4 heads of 64, MLP 4x, 12 blocks, vocabulary 4096,
+# context 512. Every weight and bias is its own tensor (separate q, k, v, o projections; QK-norm
+# weights of one head's width), as in a PyTorch module: 220 tensors of 64 to 2^20 elements.
 D_MODEL = 256
+HEAD_DIM = 64
 D_MLP = 4 * D_MODEL
-VOCAB = 2048
+VOCAB = 4096
 CONTEXT = 512
 BLOCKS = 12
 
 
 def model_shapes(blocks: int = BLOCKS) -> list[tuple[int, ...]]:
-    """Leaf shapes: embeddings, then per block qkv/proj/mlp_in/mlp_out weights and biases and
-    two layer norms (weight, bias), then the final layer norm. 12 blocks: 148 leaves, 10.13M."""
-    d, f = D_MODEL, D_MLP
+    """Leaf shapes: token and position embeddings, then per block two layer norms (weight,
+    bias), q / k / v / o weights and biases, q-norm and k-norm weights (one head's width) and
+    the MLP's two weights and biases, then the final layer norm. 12 blocks: 220 leaves of 64 to
+    2^20 elements, 10.66M parameters."""
+    d, f, h = D_MODEL, D_MLP, HEAD_DIM
     shapes: list[tuple[int, ...]] = [(VOCAB, d), (CONTEXT, d)]
     for _ in range(blocks):
-        shapes += [
-            (d,), (d,),                # ln1 weight, bias
-            (d, 3 * d), (3 * d,),      # qkv
-            (d, d), (d,),              # attention output projection
-            (d,), (d,),                # ln2 weight, bias
-            (d, f), (f,),              # mlp in
-            (f, d), (d,),              # mlp out
-        ]
-    shapes += [(d,), (d,)]             # final layer norm
+        shapes += [(d,), (d,)]                 # ln1 weight, bias
+        for _proj in "qkvo":
+            shapes += [(d, d), (d,)]           # attention q, k, v, o: weight, bias
+        shapes += [(h,), (h,)]                 # q-norm, k-norm weights (per head dim)
+        shapes += [(d,), (d,)]                 # ln2 weight, bias
+        shapes += [(d, f), (f,), (f, d), (d,)]  # mlp in, mlp out: weight, bias
+    shapes += [(d,), (d,)]                     # final layer norm
     return shapes
 
 
@@ -94,7 +98,8 @@ class Workload:
 
 def parse_size(token: str) -> Workload:
     """``"16"`` / ``"2^16"`` -> one tensor of 2^16; ``"model"`` / ``"model:B"`` -> the model;
-    ``"digits"`` -> the digits MLP."""
+    ``"digits"`` -> the digits MLP. (``"minimize"``, the minimize section, is not a workload:
+    :func:`parse_sizes` leaves it to the caller.)"""
     t = token.strip().lower()
     if t == "digits":
         return Workload("digits", tuple(digits_shapes()))
@@ -114,5 +119,23 @@ def parse_size(token: str) -> Workload:
     return Workload(f"2^{k}", ((1 << k,),))
 
 
+SECTIONS = ("minimize",)
+
+
+def split_sizes(spec: str) -> tuple[list[Workload], list[str]]:
+    """The workloads of a ``--sizes`` spec and the sections it names (``minimize``)."""
+    sizes, sections = [], []
+    for tok in spec.split(","):
+        t = tok.strip().lower()
+        if not t:
+            continue
+        if t in SECTIONS:
+            if t not in sections:
+                sections.append(t)
+        else:
+            sizes.append(parse_size(t))
+    return sizes, sections
+
+
 def parse_sizes(spec: str) -> list[Workload]:
-    return [parse_size(tok) for tok in spec.split(",") if tok.strip()]
+    return split_sizes(spec)[0]

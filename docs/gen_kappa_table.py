@@ -159,6 +159,22 @@ CATALOGUE: dict[str, Entry] = {
             "ns_dtype": "None or a float dtype name",
         },
     ),
+    "optax-muon": Entry(
+        K=r"`nuclear` with optax.contrib.muon's Newton–Schulz and shape factor $s$",
+        grad=r"$s\cdot\mathrm{NS}_5(Y)$ (in the leaf's dtype, $Y/(\Vert Y\Vert _F + \epsilon)$)",
+        conjugate=r"$0$ if $\Vert Z\Vert _{op} \le s$, else $+\infty$",
+        problem=r"$\Vert X\Vert _{op} \le s/\lambda$ (NS: $1.2024\,s/\lambda$ invariant)",
+        distance=r"$(\sigma_{max}(Z) - s)_+$",
+        tier="ulp",
+        tier_why="Newton–Schulz in the leaf's dtype",
+        param_ranges={
+            "consistent_rms": "None or > 0",
+            "ns_coefficients": "(a, b, c), finite",
+            "ns_steps": "int in [1, 100]",
+            "eps": "> 0",
+            "polar": '`"newton-schulz"` or `"svd"`',
+        },
+    ),
     "per-leaf": Entry(
         K=r"$\sum_\ell K_\ell(y_\ell)$, $K_\ell$ chosen per leaf (matrices / other, or a rule)",
         grad=r"$\nabla K_\ell(y_\ell)$ leaf by leaf",

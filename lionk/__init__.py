@@ -21,6 +21,7 @@ from .adapters.jax import jit_step
 from .analysis.minimize import OptimizeResult, minimize
 from .core.caches import clear_caches
 from .core.step import LionKWarning, State, init, step
+from .execution.stall import StallWarning
 from .io.checkpoint import CheckpointError, load, save
 
 _LAZY_SUBMODULES = ("torch", "optax")
@@ -38,6 +39,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "LionK",
     "LionKWarning",
+    "StallWarning",
     "State",
     "init",
     "step",

@@ -10,14 +10,18 @@ from .core.kappa_matrix import (
     MUON_COEFFICIENTS,
     Muon,
     Nuclear,
+    OptaxMuon,
     PerLeaf,
     muon_settings,
     newton_schulz,
     newton_schulz_band,
+    optax_muon_b1,
+    optax_muon_settings,
     polar_svd,
 )
 from .core.kappa_scaling import Scaled, normalized, rms_scale
 
 __all__ = [*_core_all, "MUON_COEFFICIENTS", "Muon", "Nuclear", "PerLeaf", "muon_settings",
+           "OptaxMuon", "optax_muon_settings", "optax_muon_b1",
            "newton_schulz", "newton_schulz_band", "polar_svd",
            "Scaled", "normalized", "rms_scale"]

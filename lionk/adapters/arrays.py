@@ -30,6 +30,7 @@ from ..core.step import (
 )
 from ..core.trees import flatten
 from ..execution.paths import ExecutionRecord, commit_all, interrupts_deferred, prepare_inplace
+from ..execution.stall import after_step
 
 __all__ = ["LionK"]
 
@@ -157,6 +158,7 @@ class LionK:
             if pending is not None:
                 self.last_execution = commit_all([pending])[0]
             self._state = State(st.count + 1, st.momentum, st.skipped)
+        after_step(self, lambda: [(prep.kappa, prep.ms, prep.gs)])  # lionk.StallWarning (rare checks)
 
     def execution_report(self) -> dict[str, Any]:
         """How this optimizer's steps run: ``requested`` (the ``execution`` option), ``path``

@@ -372,3 +372,82 @@ def lion_k(
 # leaves: optax's own tests (and tools) compare ``inspect.signature(...).annotation`` with
 # ``optax.ScalarOrSchedule`` to know that an optimizer accepts a schedule.
 lion_k.__annotations__["learning_rate"] = ScalarOrSchedule
+
+
+def muon(
+    learning_rate: ScalarOrSchedule,
+    ns_coeffs: Any = _kappa_matrix.MUON_COEFFICIENTS,
+    ns_steps: int = 5,
+    beta: float = 0.95,
+    eps: float = 1e-8,
+    weight_decay: Any = 0.0,
+    weight_decay_mask: Any = None,
+    mu_dtype: Any = None,
+    *,
+    nesterov: bool = True,
+    adaptive: bool = False,
+    preconditioning: str = "frobenius",
+    adam_b1: Any = 0.9,
+    adam_b2: Any = 0.999,
+    adam_eps_root: Any = 0.0,
+    adam_weight_decay: Any = 0.0,
+    adam_learning_rate: ScalarOrSchedule | None = None,
+    muon_weight_dimension_numbers: Any = None,
+    consistent_rms: float | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """``optax.contrib.muon`` (same arguments and defaults) with its 2-D leaves stepped by
+    :func:`lion_k` with the ``"optax-muon"`` κ and optax's bias-corrected b1 at every step
+    (:func:`lionk.kappa.optax_muon_b1`, injected by ``optax.inject_hyperparams``), and the other
+    leaves by the very ``optax.adamw`` optax.contrib.muon uses. See docs/kappa.md ("Muon,
+    reproduced"). ``adaptive=True``, other ``preconditioning``, per-step coefficient presets and
+    ``muon_weight_dimension_numbers`` are refused (ValueError)."""
+    if muon_weight_dimension_numbers is not None:
+        raise ValueError("muon: muon_weight_dimension_numbers is not supported (lionk reshapes a "
+                         "leaf of more than 2 dims to (shape[0], -1)); expected None (2-D leaves)")
+    s = _kappa_matrix.optax_muon_settings(
+        learning_rate, ns_coeffs, ns_steps, beta, eps, weight_decay, nesterov=nesterov,
+        adaptive=adaptive, preconditioning=preconditioning, consistent_rms=consistent_rms)
+    b = s["betas"][1]
+    matrices = optax.inject_hyperparams(
+        lion_k, static_args=("learning_rate", "b2", "weight_decay", "kappa", "mask", "mu_dtype"),
+    )(learning_rate=learning_rate, b1=lambda count: _kappa_matrix.optax_muon_b1(count, b, nesterov),
+      b2=b, weight_decay=weight_decay, kappa=s["kappa"], mask=weight_decay_mask,
+      mu_dtype=mu_dtype)
+    others = optax.adamw(
+        learning_rate=learning_rate if adam_learning_rate is None else adam_learning_rate,
+        b1=adam_b1, b2=adam_b2, eps=eps, eps_root=adam_eps_root, weight_decay=adam_weight_decay,
+        mu_dtype=mu_dtype, nesterov=nesterov)
+    return optax.partition(  # type: ignore[return-value]
+        {"muon": matrices, "adam": others},
+        lambda params: jax.tree.map(lambda x: "muon" if x.ndim == 2 else "adam", params))
+
+
+__all__ += ["muon"]
+
+
+def stall_monitor(kappa: str | _kappa.Kappa = "sign") -> Any:
+    """The stall diagnostic (:class:`lionk.StallWarning`) for :func:`lion_k`, which cannot warn
+    from inside ``jax.jit``: ``monitor = stall_monitor(kappa)`` (the κ given to ``lion_k``),
+    then ``monitor(opt_state)`` after each update, outside jit. It counts calls and reads the
+    state (the momenta of every :class:`LionKState` in it, e.g. inside ``optax.chain`` or
+    ``lionk.optax.muon``) only at steps 10, 100, 1000 and every 1000: no device sync otherwise."""
+    from ..execution.stall import StallCheck
+
+    kap = _kappa.resolve(kappa)
+    check = StallCheck()
+
+    def monitor(opt_state: Any) -> None:
+        def groups() -> list[tuple[Any, list[Any]]]:
+            out = []
+            for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, LionKState)):
+                if isinstance(s, LionKState):
+                    ms, _, paths = flatten(s.mu)
+                    out.append((_kappa_matrix.bind(kap, paths, ms), ms))
+            return out
+
+        check.after_step(groups)
+
+    return monitor
+
+
+__all__ += ["stall_monitor"]

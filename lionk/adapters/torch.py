@@ -58,6 +58,7 @@ from ..execution.paths import (
     interrupts_deferred,
     prepare_inplace,
 )
+from ..execution.stall import after_step
 
 __all__ = ["LionK"]
 
@@ -577,6 +578,8 @@ class LionK(Optimizer):
                     else:
                         self.last_execution.append(next(ran))
                         self._count_step(plan)
+            after_step(self, lambda: [(p.config.kappa, p.moms, p.grads) for p in plans  # StallWarning
+                                      if not p.skip and p.params], stacklevel=3)
         return loss
 
     def _group_execution(self, plan: _Plan) -> str:

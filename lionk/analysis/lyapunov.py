@@ -119,6 +119,12 @@ def coefficient(*, lr: float, betas: tuple[float, float], weight_decay: float) -
         _check.decay_product(lr, wd)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"coefficient: {exc}") from None
+    return _coefficient_unchecked(lr, b1, b2, wd)
+
+
+def _coefficient_unchecked(lr: float, b1: float, b2: float, wd: float) -> float:
+    """:func:`coefficient` for Python floats its caller has already validated (``lionk.minimize``
+    checks the schedule once per run, then calls this at every iteration)."""
     eps_p = lr / (1.0 - lr * wd)
     return eps_p * b1 / (eps_p * wd * (1.0 - b1) + 1.0 - b2)
 

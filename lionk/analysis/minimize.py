@@ -8,7 +8,9 @@ which, for a norm κ, is ``min f(x) subject to ‖x‖_dual ≤ 1/λ``. :func:`m
 problem by its radius (``radius=r`` sets λ = 1/r), iterates :func:`lionk.step` with a decaying
 learning rate, records the Lyapunov function H of every iterate (:func:`lionk.lyapunov.discrete`)
 and stops on a KKT certificate. It never re-writes the update: every iterate comes from
-:func:`lionk.step`.
+``core.step.update_leaves`` with the coefficients of ``core.step.coefficients``, the two calls
+:func:`lionk.step` makes, validated once per run instead of at every step (:class:`_Stepper`);
+with JAX autodiff, chunks of iterations run as one jitted function (:func:`_jax_chunk`).
 
 ``import lionk`` does not import this module's optional dependencies: torch and JAX are
 imported only for autodiff of a torch / JAX ``x0``, tqdm only for ``progress=True``.
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..core import kappa as _kappa
+from ..core import kappa_matrix as _kappa_matrix
 from ..core import validation as _check
 from ..core.array_api import (
     array_namespace,
@@ -37,12 +40,18 @@ from ..core.array_api import (
     finfo_eps,
     is_array,
     is_floating,
+    is_jax_array,
+    same_placement,
     to_float,
 )
+from ..core.step import Hyper as _Hyper
 from ..core.step import LionKWarning
+from ..core.step import check_trees as _check_trees
+from ..core.step import coefficients as _coefficients
 from ..core.step import init as _init
 from ..core.step import make_hyper as _make_hyper
-from ..core.step import step as _step
+from ..core.step import update_leaves as _update_leaves
+from ..core.trees import flatten as _flatten
 from . import lyapunov as _lyapunov
 
 __all__ = ["minimize", "OptimizeResult", "default_lr", "SCHEDULES"]
@@ -340,6 +349,8 @@ def _make_evaluator(fun: Callable, jac: Any, x: Any, counts: dict) -> Callable[[
             counts["nfev"] += 1
             counts["njev"] += 1
             return out
+        jax_auto.jitted = jitted  # type: ignore[attr-defined]  # for the chunked loop
+        jax_auto.chosen = chosen  # type: ignore[attr-defined]
         return jax_auto
     raise TypeError(
         f"jac: {type(x).__module__}.{type(x).__name__} arrays have no autodiff; pass "
@@ -367,6 +378,17 @@ def _check_f(value: Any, k: int) -> float:
 
 
 def _check_g(g: Any, x: Any, xp: Any, name: str) -> Any:
+    """∇f as an array of x's library, dtype, shape and device (converted when it can be).
+
+    Called after every evaluation: the step that follows (``update_leaves``) does not check
+    its inputs again (see :class:`_Stepper`)."""
+    if type(g) is type(x) and g.dtype == x.dtype and g.shape == x.shape:
+        # the common case: an array of x's own type, dtype and shape
+        if type(x) is np.ndarray or same_placement(g, x):
+            return g
+        raise ValueError(
+            f"{name}: expected the gradient on x0's device {device(x)}; received {device(g)}"
+        )
     shape = tuple(x.shape)
     if not is_array(g) or array_namespace(g) is not xp or g.dtype != x.dtype:
         try:
@@ -381,6 +403,10 @@ def _check_g(g: Any, x: Any, xp: Any, name: str) -> Any:
         raise ValueError(
             f"{name}: expected the gradient to have shape {shape} (the shape of x0); "
             f"received {tuple(g.shape)}"
+        )
+    if not same_placement(g, x):
+        raise ValueError(
+            f"{name}: expected the gradient on x0's device {device(x)}; received {device(g)}"
         )
     return g
 
@@ -420,25 +446,24 @@ class _Diagnostics:
             return float(np.linalg.norm((self.x_host - self.x_prev).ravel()))
         return math.sqrt(_lyapunov.bound(x_before, x_after, 2.0))
 
-    def __call__(self, f: float, x: Any, g: Any, state: Any, lr: float) -> dict[str, float]:
+    def __call__(self, f: float, x: Any, g: Any, m: Any, lr: float) -> dict[str, float]:
         kap, lam = self.kap, self.lam
         out = {"f": f, "F": math.nan, "H": math.nan, "gap": math.nan, "violation": math.nan,
                "x_norm": math.nan}
         if self.host:  # one float64 host copy of x, g and m: the diagnostics in NumPy
             try:
-                xh, gh, mh = _to_numpy64(x), _to_numpy64(g), _to_numpy64(state.momentum)
+                xh, gh, mh = _to_numpy64(x), _to_numpy64(g), _to_numpy64(m)
             except Exception:  # a library NumPy cannot read (e.g. array-api-strict)
                 self.host = False
             else:
-                self.x_prev, self.x_host = self.x_host, xh
-                return self._host(out, f, xh, gh, mh, lr)
+                return self.host_row(f, xh, gh, mh, lr, out)
         xw, gw = _wide(x), _wide(g)
         out["x_norm"] = _constraint_norm(kap, xw)
         if not self.available:
             return out
         try:
             out["violation"] = _lyapunov.constraint_violation(x, weight_decay=lam, kappa=kap)
-            out["H"] = _lyapunov.discrete(f, x, state, lr=lr, betas=self.betas, weight_decay=lam,
+            out["H"] = _lyapunov.discrete(f, x, m, lr=lr, betas=self.betas, weight_decay=lam,
                                           kappa=kap, domain_tol=self.dom_tol)
             z = xw * lam
             if out["violation"] * lam <= self.dom_tol:  # dist(λx, dom K*) = violation·λ
@@ -455,25 +480,58 @@ class _Diagnostics:
         return out
 
 
+    def host_row(self, f: float, xh: np.ndarray, gh: np.ndarray, mh: np.ndarray, lr: float,
+                 out: dict[str, float] | None = None) -> dict[str, float]:
+        """The diagnostics from float64 NumPy copies of x, g and m (the host path); remembers
+        x for :meth:`step_norm`."""
+        if out is None:
+            out = {"f": f, "F": math.nan, "H": math.nan, "gap": math.nan, "violation": math.nan,
+                   "x_norm": math.nan}
+        self.x_prev, self.x_host = self.x_host, xh
+        return self._host(out, f, xh, gh, mh, lr)
+
     def _host(self, out: dict[str, float], f: float, x: np.ndarray, g: np.ndarray,
               m: np.ndarray, lr: float) -> dict[str, float]:
         """The same quantities as the generic path, on float64 NumPy arrays of one leaf:
         :func:`lionk.lyapunov.discrete` and :func:`~lionk.lyapunov.constraint_violation`
         written for a single array, calling the κ's per-array methods once each."""
         kap, lam = self.kap, self.lam
-        out["x_norm"] = _constraint_norm(kap, x)
+        x_norm = _constraint_norm(kap, x)
         z = x * lam
-        dist = float(kap.domain_distance(z))
+
+        def terms() -> tuple[float, float, float, float, float]:
+            return (float(kap.conjugate_on_domain(z)), float(kap.value(-g)),
+                    float(np.dot(g.ravel(), x.ravel())), float(kap.value(m)),
+                    float(np.dot(m.ravel(), x.ravel())))
+        return self.combine(out, f, lr, x_norm, float(kap.domain_distance(z)), terms)
+
+    def combine(self, out: dict[str, float], f: float, lr: float, x_norm: float, dist: float,
+                terms: Callable[[], tuple[float, float, float, float, float]]) -> dict[str, float]:
+        """F, the gap, H and the violation from the κ's terms (Python floats):
+        ``dist = dist(λx, dom K*)`` and, called only when ``dist ≤ domain_tol``, ``terms()`` =
+        ``(K*(λx), K(−g), ⟨g, x⟩, K(m), ⟨m, x⟩)``."""
+        lam = self.lam
+        out["x_norm"] = x_norm
         out["violation"] = dist / lam
         if not dist <= self.dom_tol:
             out["F"] = out["gap"] = out["H"] = math.inf
             return out
-        kstar = float(kap.conjugate_on_domain(z))
+        kstar, k_neg_g, gx, km, mx = terms()
         out["F"] = f + kstar / lam
-        out["gap"] = (kstar + float(kap.value(-g)) + lam * float(np.dot(g.ravel(), x.ravel()))) / lam
-        c = _lyapunov.coefficient(lr=lr, betas=self.betas, weight_decay=lam)
-        out["H"] = out["F"] + c * (kstar + float(kap.value(m)) + lam * float(np.dot(m.ravel(), x.ravel())))
+        out["gap"] = (kstar + k_neg_g + lam * gx) / lam
+        # lr, betas and λ were validated once per run (make_hyper, _schedule_table)
+        c = _lyapunov._coefficient_unchecked(lr, self.betas[0], self.betas[1], lam)
+        out["H"] = out["F"] + c * (kstar + km + lam * mx)
         return out
+
+    def from_terms(self, f: float, t: np.ndarray, lr: float) -> dict[str, float]:
+        """The diagnostics from the terms a JAX chunk computed on the device (float64):
+        ``t = (dist, K*(λx), K(−g), ⟨g, x⟩, K(m), ⟨m, x⟩, step_norm, ‖x‖)``."""
+        out = {"f": f, "F": math.nan, "H": math.nan, "gap": math.nan, "violation": math.nan,
+               "x_norm": math.nan}
+        return self.combine(out, f, lr, float(t[7]), float(t[0]),
+                            lambda: (float(t[1]), float(t[2]), float(t[3]), float(t[4]),
+                                     float(t[5])))
 
 
 def _scale(d: dict[str, float], f0: float) -> float:
@@ -661,8 +719,13 @@ class _BoxMap:
         y = np.where(self._s64 > 0, (xn - self._c64) / np.where(self._s64 > 0, self._s64, 1.0), 0.0)
         return self.xp.asarray(y, dtype=x.dtype, device=device(x))
 
+    @staticmethod
+    def affine(c: Any, s: Any, y: Any) -> Any:
+        """``x = c + s·y``: the one place the map is written (also traced by the JAX chunks)."""
+        return c + s * y
+
     def to_x(self, y: Any) -> Any:
-        return self.c + self.s * y
+        return self.affine(self.c, self.s, y)
 
     def to_x_result(self, y: Any, tol: float) -> Any:
         """``c + s·y`` with the coordinates of y within ``[−1 − tol, 1 + tol]`` (feasible up to
@@ -688,6 +751,8 @@ class _BoxMap:
 
 
 def _to_numpy64(x: Any) -> np.ndarray:
+    if type(x) is np.ndarray and x.dtype == np.float64:  # the common case, no copy
+        return x
     detach = getattr(x, "detach", None)
     if callable(detach):
         x = detach().cpu()
@@ -697,6 +762,228 @@ def _to_numpy64(x: Any) -> np.ndarray:
     if type(x).__module__.split(".")[0] == "cupy":  # pragma: no cover - needs a GPU
         return x.get().astype(np.float64)
     return np.asarray(x, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# The iteration: the step validated once per run, and the jitted chunks of JAX.
+
+
+class _Stepper:
+    """``lionk.step`` on minimize's own iterate and momentum, without its per-call validation.
+
+    Everything ``lionk.step`` checks is checked once per run, before the first step: the
+    hyper-parameters by ``make_hyper`` (betas, λ, lr_0) and ``_schedule_table`` (every
+    ``lr_k > 0``, ``lr_k·λ < 1``); x, the first gradient and the momentum by
+    ``core.step.check_trees`` (one library, real floating dtype, shapes, devices). What can
+    change between steps is checked at every step: the gradient by ``_check_g`` (converted to
+    x's library and dtype, shape checked) and κ's output by ``update_leaves`` itself. The
+    momentum comes from ``init`` and every later x and m from ``update_leaves``, which never
+    writes in place, so nothing minimize owns can be aliased or replaced. The coefficients come
+    from ``core.step.coefficients`` and the update from ``core.step.update_leaves``: the calls
+    ``lionk.step`` makes, in the same order, so the iterates have the same bits.
+    """
+
+    def __init__(self, x: Any, g: Any, m: Any, kap: _kappa.Kappa, betas: tuple[float, float],
+                 lam: float, lrs: list[float]) -> None:
+        _check_trees(x, g, m)
+        _, _, paths = _flatten(x)
+        self.kap = _kappa_matrix.bind(kap, paths, [x])
+        self.paths = [f"params{p}" for p in paths]
+        self.b1, self.b2 = betas
+        self.lam = lam
+        self.lrs = lrs
+
+    def hyper(self, k: int) -> _Hyper:
+        """The coefficients of step k (Python floats, double precision)."""
+        return _coefficients(self.lrs[k], self.b1, self.b2, self.lam)
+
+    def __call__(self, x: Any, g: Any, m: Any, k: int) -> tuple[Any, Any]:
+        (x_new,), (m_new,) = _update_leaves([x], [g], [m], self.hyper(k), self.kap,
+                                            paths=self.paths)
+        return x_new, m_new
+
+
+class _RowX:
+    """Iterate j of a JAX chunk, sliced from the device buffer only when it is asked for (the
+    callback, the tail of the settling rule, the result)."""
+
+    __slots__ = ("buf", "j")
+
+    def __init__(self, buf: Any, j: int) -> None:
+        self.buf, self.j = buf, j
+
+    def get(self) -> Any:
+        return self.buf[self.j]
+
+
+def _materialize(x: Any) -> Any:
+    return x.get() if isinstance(x, _RowX) else x
+
+
+#: The number of iterations one jitted JAX call runs (at most; fewer at the end of the run);
+#: smaller for large x so that the stacked iterates stay below _CHUNK_ELEMENTS elements.
+_CHUNK = 64
+_CHUNK_ELEMENTS = 1 << 20
+
+#: fun -> {(κ, b1, b2, bounded, K): the jitted chunk}; compiled once per fun and setting.
+_JAX_CHUNKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _chunk_size(x: Any) -> int:
+    size = math.prod(int(s) for s in x.shape)
+    return max(1, min(_CHUNK, _CHUNK_ELEMENTS // max(1, 3 * size)))
+
+
+def _terms_on_device(diag: _Diagnostics) -> bool:
+    """Whether a JAX chunk computes the diagnostics' terms itself (see :func:`_jax_chunk`):
+    with x64 (float64 on the device) and a norm the chunk can evaluate (a stated order)."""
+    con = diag.kap.constraint
+    norm_ok = con is None or (con.measure is None and con.order is not None)
+    return norm_ok and not _lyapunov._jax_without_x64(sys.modules["jax.numpy"])
+
+
+def _jax_chunk(fun: Callable, vg: Callable, stepper: _Stepper, diag: _Diagnostics | None,
+               bounded: bool, K: int) -> Callable:
+    """``chunk(x, g, m, lr, decay, n, c, s)``: n ≤ K iterations in one jitted call.
+
+    Iteration i: ``x, m = update_leaves(x, g, m, Hyper(lr[i], …, decay[i]))`` then
+    ``f, g = vg(x)`` (with bounds ``vg(c + s·y)`` and ``s·g``); returns the carry (x, g, m),
+    the stacked f and x of the n iterates (rows n … K−1 unused) and either the stacked g and m
+    (``diag`` None: the host computes the diagnostics from them) or, per iteration, the terms of
+    :meth:`_Diagnostics.from_terms` in float64: ``dist(λx, dom K*)``, ``K*(λx)``, ``K(−g)``,
+    ``⟨g, x⟩``, ``K(m)``, ``⟨m, x⟩``, ``‖x − x_prev‖₂`` and ``‖x‖`` in the constraint's norm
+    (the κ's own methods, traced). ``lr``, ``decay``: the coefficients of
+    ``core.step.coefficients`` computed on the host in double precision and rounded once to
+    x's dtype; b1, 1 − b1, b2, 1 − b2 are Python floats (constants of the trace). The carry is
+    donated. ``vg`` is the run's ``jax.jit(jax.value_and_grad(fun))``: calling it inside reuses
+    its trace, so fun is traced once per fun, not once per chunk or run.
+    """
+    h = stepper.hyper(0)
+    lam = stepper.lam
+    key = (stepper.kap, h.b1, h.b2, bounded, K, None if diag is None else (diag.kap, lam))
+    try:
+        table = _JAX_CHUNKS.setdefault(fun, {})
+    except TypeError:  # fun cannot be weakly referenced
+        table = {}
+    try:
+        return table[key]
+    except (KeyError, TypeError):
+        pass
+    import jax
+    import jax.numpy as jnp
+
+    kap, paths = stepper.kap, stepper.paths  # what the trace uses (the cache key): no more
+    dk = None if diag is None else diag.kap
+    b1, omb1, b2, omb2 = h.b1, h.one_minus_b1, h.b2, h.one_minus_b2
+
+    def evaluate(y: Any, c: Any, s: Any) -> tuple[Any, Any]:
+        if not bounded:
+            return vg(y)
+        f, gx = vg(_BoxMap.affine(c, s, y))
+        return f, s * gx
+
+    def terms(x: Any, g: Any, m: Any, x_old: Any) -> Any:
+        assert dk is not None
+        xw, gw, mw, ow = (jnp.ravel(a).astype(jnp.float64) for a in (x, g, m, x_old))
+        z = xw * lam
+        con = dk.constraint
+        x_norm = (jnp.asarray(jnp.nan) if con is None
+                  else jnp.linalg.vector_norm(xw, ord=con.order))  # type: ignore[arg-type]
+        t = (dk.domain_distance(z), dk.conjugate_on_domain(z), dk.value(-gw), jnp.dot(gw, xw),
+             dk.value(mw), jnp.dot(mw, xw), jnp.linalg.vector_norm(xw - ow), x_norm)
+        return jnp.stack([jnp.asarray(v, dtype=jnp.float64) for v in t])
+
+    def chunk(x: Any, g: Any, m: Any, lr: Any, decay: Any, n: Any, c: Any, s: Any) -> Any:
+        f_shape = jax.eval_shape(evaluate, x, c, s)[0]
+        extra: tuple[Any, ...]
+        if dk is None:
+            extra = (jnp.zeros((K, *g.shape), g.dtype), jnp.zeros((K, *m.shape), m.dtype))
+        else:
+            extra = (jnp.zeros((K, 8), jnp.float64),)
+        bufs = (jnp.zeros((K,), f_shape.dtype), jnp.zeros((K, *x.shape), x.dtype), *extra)
+
+        def body(i: Any, carry: Any) -> Any:
+            x_old, g, m, (F, X, *rest) = carry
+            hyper = _Hyper(lr=lr[i], b1=b1, one_minus_b1=omb1, b2=b2, one_minus_b2=omb2,
+                           decay=decay[i])
+            (x,), (m,) = _update_leaves([x_old], [g], [m], hyper, kap, paths=paths)
+            f, g = evaluate(x, c, s)
+            if dk is None:
+                rest = [rest[0].at[i].set(g), rest[1].at[i].set(m)]
+            else:
+                rest = [rest[0].at[i].set(terms(x, g, m, x_old))]
+            return x, g, m, (F.at[i].set(f), X.at[i].set(x), *rest)
+
+        return jax.lax.fori_loop(0, n, body, (x, g, m, bufs))
+
+    jitted = jax.jit(chunk, donate_argnums=(0, 1, 2))
+    try:
+        table[key] = jitted
+    except TypeError:  # an unhashable κ: compiled for this run only
+        pass
+    return jitted
+
+
+def _jax_rows(chunk: Callable, stepper: _Stepper, x: Any, g: Any, m: Any, maxiter: int, K: int,
+              box: _BoxMap | None, counts: dict, on_device: bool) -> Any:
+    """Yield ``(f, x, None, None, host)`` for iterations 1 … maxiter from jitted chunks of at
+    most K iterations: one call and one host transfer per chunk. ``host`` is ``("terms", t)``
+    (``on_device``) or ``("rows", x, g, m)`` (float64 NumPy copies).
+
+    The consumer checks the stopping rules on every row, in order, and stops at the exact
+    iteration where one holds; the chunk's later rows are discarded (computed, not counted in
+    nfev / njev). x is a :class:`_RowX` (sliced on demand)."""
+    xp = array_namespace(x)
+    dev = device(x)
+    c = box.c if box is not None else xp.zeros((), dtype=x.dtype, device=dev)
+    s = box.s if box is not None else c
+    # the carry is donated: the run's own copies, never the user's x0
+    carry = (xp.asarray(x, copy=True), xp.asarray(g, copy=True), xp.asarray(m, copy=True))
+    np_dtype = np.dtype(x.dtype) if np.dtype(x.dtype).kind == "f" else np.float64
+    done = 0
+    while done < maxiter:
+        n = min(K, maxiter - done)
+        hs = [stepper.hyper(done + i) for i in range(n)]
+        pad = [hs[-1]] * (K - n)  # unused rows: any valid coefficients
+        lr = np.asarray([h.lr for h in hs + pad], dtype=np.float64).astype(np_dtype)
+        decay = np.asarray([h.decay for h in hs + pad], dtype=np.float64).astype(np_dtype)
+        lr_d = xp.asarray(lr, dtype=x.dtype, device=dev)
+        decay_d = xp.asarray(decay, dtype=x.dtype, device=dev)
+        with warnings.catch_warnings():  # not around a yield: the consumer has its own
+            warnings.filterwarnings("ignore", message=".*[Dd]onat")  # a backend that cannot
+            xk, gk, mk, (F, X, *rest) = chunk(*carry, lr_d, decay_d, n, c, s)
+        carry = (xk, gk, mk)
+        Fh = np.asarray(F, dtype=np.float64)
+        if on_device:
+            T = np.asarray(rest[0])
+            for j in range(n):
+                counts["nfev"] += 1
+                counts["njev"] += 1
+                yield float(Fh[j]), _RowX(X, j), None, None, ("terms", T[j])
+        else:
+            Xh, Gh, Mh = (np.asarray(a, dtype=np.float64) for a in (X, *rest))
+            for j in range(n):
+                counts["nfev"] += 1
+                counts["njev"] += 1
+                yield float(Fh[j]), _RowX(X, j), None, None, ("rows", Xh[j], Gh[j], Mh[j])
+        done += n
+
+
+def _chain_first(first: Any, rest: Any) -> Any:
+    yield first
+    yield from rest
+
+
+def _jax_chunked(fun: Callable, jac: Any, evaluate_x: Callable, x: Any,
+                 diag: _Diagnostics) -> bool:
+    """Whether the run can use jitted chunks: a JAX x, autodiff (jac=None) by the jitted
+    value_and_grad (fun traceable), a built-in κ (its diagnostics on host copies)."""
+    if jac is not None or not diag.host or not is_jax_array(x):
+        return False
+    chosen = getattr(evaluate_x, "chosen", None)
+    if not chosen:
+        return False
+    return chosen[0] is getattr(evaluate_x, "jitted", None)
 
 
 def minimize(
@@ -732,7 +1019,12 @@ def minimize(
     ======================  =====================================================================
 
     Every iterate is ``lionk.step(x_k, ∇f(x_k), state, lr=lr_k, betas=betas,
-    weight_decay=λ, kappa=kappa)`` (with ``bounds``: on y, where x = c + s·y, below).
+    weight_decay=λ, kappa=kappa)`` (with ``bounds``: on y, where x = c + s·y, below), bit for
+    bit on NumPy and torch; its validation runs once per run (docs/minimize.md, "What runs per
+    iteration"). With a JAX x0 and ``jac=None`` chunks of up to 64 iterations (evaluation, step
+    and diagnostics) run as one jitted call and the stopping rules are checked on the host for
+    every iterate of the chunk, stopping at the exact iteration (ulp tier: XLA contracts
+    multiply-adds; pass ``jac`` for the eager step).
 
     Args:
         fun: ``f(x)``, returning a Python number or a 0-d array (``(f, g)`` when ``jac=True``).
@@ -919,7 +1211,7 @@ def minimize(
     hyper = _make_hyper(lrs[0], betas, lam, stacklevel=2)  # validates betas (warns on b1 > b2)
     betas_f = (float(hyper.b1), float(hyper.b2))
 
-    state = _init(x)
+    m = _init(x).momentum
     eps = finfo_eps(xp, x.dtype)
     if domain_tol is None:
         dom_tol = max(16.0 * eps, 2.0 * eps / (lrs[0] * lam), tol_f)
@@ -937,7 +1229,7 @@ def minimize(
             hist[n].append(float(d[n]))
 
     f = f0
-    d = diag(f, x, g, state, lrs[0])
+    d = diag(f, x, g, m, lrs[0])
     record(d, math.nan, 0)
     bar = _Progress(maxiter) if progress else None
     k_tail = maxiter - max(1, math.ceil(_TAIL * maxiter))
@@ -946,6 +1238,36 @@ def minimize(
     def user_x(y: Any) -> Any:
         return y if box is None else box.to_x_result(y, dom_tol)
 
+    # validated once here; the loop steps with update_leaves (see _Stepper)
+    stepper = _Stepper(x, g, m, kap, betas_f, lam, lrs)
+    rows: Any = None
+    if _jax_chunked(fun, jac, evaluate_x, x, diag):
+        K = _chunk_size(x)
+        try:
+            on_device = _terms_on_device(diag)
+            chunk = _jax_chunk(fun, evaluate_x.jitted,  # type: ignore[attr-defined]
+                               stepper, diag if on_device else None, box is not None, K)
+            rows = _jax_rows(chunk, stepper, x, g, m, maxiter, K, box, counts, on_device)
+            first = next(rows)  # traces and compiles; an error leaves x, g, m untouched
+        except StopIteration:  # pragma: no cover - maxiter >= 1
+            rows = None
+        except Exception:  # the chunk cannot be traced: the step by step loop below
+            rows = None
+        else:
+            rows = _chain_first(first, rows)
+
+    def rows_stepwise(xk: Any = x, gk: Any = g, mk: Any = m) -> Any:
+        """``(f, x, g, m, None)`` of iterations 1 … maxiter, one step and evaluation each."""
+        for k in range(maxiter):
+            xk, mk = stepper(xk, gk, mk, k)
+            f_raw, g_raw = evaluate(xk)
+            fk = _check_f(f_raw, k + 1)
+            gk = _check_g(g_raw, xk, xp, gname)
+            yield fk, xk, gk, mk, None
+
+    if rows is None:
+        rows = rows_stepwise()
+
     status, nit = 1, 0
     certified = False
     message = ""
@@ -953,18 +1275,21 @@ def minimize(
         # make_hyper above warned once at the caller's line (b1 > b2); not again at every step
         warnings.filterwarnings("ignore", category=LionKWarning)
         try:
-            for k in range(maxiter):
-                x_new, state = _step(x, g, state, lr=lrs[k], betas=betas_f, weight_decay=lam,
-                                     kappa=kap)
+            for f, x_new, g, m, host in rows:
+                k = nit
                 x_before = x
                 x, nit = x_new, k + 1
                 if nit == k_tail:
                     x_tail = x
-                f_raw, g_raw = evaluate(x)
-                f = _check_f(f_raw, nit)
-                g = _check_g(g_raw, x, xp, gname)
-                d = diag(f, x, g, state, lrs[nit])
-                record(d, diag.step_norm(x_before, x), nit)
+                if host is None:
+                    d = diag(f, x, g, m, lrs[nit])
+                    record(d, diag.step_norm(x_before, x), nit)
+                elif host[0] == "terms":  # a JAX chunk computed the terms on the device
+                    d = diag.from_terms(f, host[1], lrs[nit])
+                    record(d, float(host[1][6]), nit)
+                else:  # a JAX chunk's iterates, copied to the host
+                    d = diag.host_row(f, host[1], host[2], host[3], lrs[nit])
+                    record(d, diag.step_norm(x_before, x), nit)
                 if bar is not None:
                     bar.update(nit, d)
                 if not math.isfinite(f) or math.isnan(d["gap"]) and diag.available:
@@ -973,7 +1298,7 @@ def minimize(
                     message = f"{what} is not finite at iteration {nit}; stopped"
                     break
                 if callback is not None:
-                    info = OptimizeResult(x=user_x(x), fun=f, F=d["F"], H=d["H"],
+                    info = OptimizeResult(x=user_x(_materialize(x)), fun=f, F=d["F"], H=d["H"],
                                           kkt_residual=d["kkt"],
                                           constraint_violation=d["violation"], nit=nit,
                                           lr=lrs[k])
@@ -991,8 +1316,13 @@ def minimize(
                                f"{tol_f:.3g}; F(x) - min F <= gap = {d['gap']:.3g} for convex f")
                     break
         finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
             if bar is not None:
                 bar.close(nit, d)
+    x = _materialize(x)
+    x_tail = _materialize(x_tail)
 
     if status == 1 and not diag.available:
         message = (f"maxiter ({maxiter}) reached; kappa {kap.name!r} has no value or "

@@ -49,6 +49,9 @@ __all__ = [
     "PerLeaf",
     "MUON_COEFFICIENTS",
     "muon_settings",
+    "OptaxMuon",
+    "optax_muon_settings",
+    "optax_muon_b1",
     "newton_schulz",
     "newton_schulz_band",
     "polar_svd",
@@ -58,6 +61,7 @@ __all__ = [
 MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 MUON_STEPS = 5
 MUON_EPS = 1e-7
+OPTAX_MUON_EPS = 1e-8  # optax.contrib.muon's eps, added to the Frobenius norm
 POLARS = ("svd", "newton-schulz")
 SCALES = ("original", "match_rms_adamw", "rms")
 
@@ -145,13 +149,15 @@ def newton_schulz(
     steps: int = MUON_STEPS,
     eps: float = MUON_EPS,
     dtype: Any = None,
+    eps_mode: str = "max",
 ) -> Array:
     """Muon's quintic Newton–Schulz iteration on the 2-D ``y``; returns ``y``'s dtype.
 
     ``dtype`` (e.g. ``"bfloat16"``): the dtype the iterates are stored in. Narrower than float32,
     each product and combination is computed in float32 from the stored operands and rounded once
     (torch's bfloat16 ``addmm`` on CPU and GPU: float32 accumulation, one rounding); ``None``
-    iterates in ``y``'s dtype.
+    iterates in ``y``'s dtype. ``eps_mode``: ``"max"`` divides by ``max(‖Y‖_F, eps)`` (torch),
+    ``"add"`` by ``‖Y‖_F + eps`` (optax).
     """
     xp = array_namespace(y)
     a, b, c = (float(v) for v in coefficients)
@@ -172,7 +178,10 @@ def newton_schulz(
     xw = wide(x)
     # ‖X‖_F accumulated in the wide dtype, stored (rounded) like torch's norm of a bfloat16 tensor
     norm = store(xp.sqrt(xp.sum(xw * xw)))
-    norm = xp.maximum(norm, xp.asarray(eps, dtype=it, device=device(x)))
+    if eps_mode == "add":  # optax: x / (‖x‖_F + eps)
+        norm = store(norm + float(eps))
+    else:  # torch: x / max(‖x‖_F, eps)
+        norm = xp.maximum(norm, xp.asarray(eps, dtype=it, device=device(x)))
     x = store(xw / wide(norm))  # Muon divides by the norm (not the exact path: semantic tier)
     exact = _f64(xp, x) if narrow else None
     if exact is None:  # iterate in the dtype itself: plain array operations
@@ -240,6 +249,7 @@ class Nuclear(_kappa.Kappa):
 
     auto_eager = True  # lionk.execution.paths "auto": never chunked, fused or torch.compiled
     params_complete = True  # params hold everything that changes the output (κ identity)
+    _ns_eps_mode = "max"  # Newton–Schulz's eps: max(‖Y‖_F, eps) (torch); "add": ‖Y‖_F + eps
 
     def __init__(
         self,
@@ -308,7 +318,7 @@ class Nuclear(_kappa.Kappa):
             p = polar_svd(mat)
         else:
             p = newton_schulz(mat, coefficients=self.ns_coefficients, steps=self.ns_steps,
-                              eps=self.ns_eps, dtype=self.ns_dtype)
+                              eps=self.ns_eps, dtype=self.ns_dtype, eps_mode=self._ns_eps_mode)
         return p if tuple(p.shape) == tuple(y.shape) else xp.reshape(p, tuple(y.shape))
 
     def grad(self, y: Array) -> Array:
@@ -409,6 +419,123 @@ def muon_settings(
         "betas": (b1, mu),
         "weight_decay": weight_decay,
         "kappa": Muon(adjust_lr_fn, ns_coefficients, ns_steps, eps),
+    }
+
+
+class OptaxMuon(Nuclear):
+    r"""The κ of ``optax.contrib.muon``'s matrix leaves (registered as ``"optax-muon"``).
+
+    :class:`Nuclear` with ``polar="newton-schulz"`` as optax runs it: Muon's coefficients and 5
+    steps, the iterates in the leaf's own dtype (``ns_dtype=None``), ``X ← Y/(‖Y‖_F + eps)``
+    with ``eps = 1e-8`` (torch clamps, ``max(‖Y‖_F, eps)``), and optax's shape factor for a
+    weight stored ``(fan_in, fan_out)`` (A rows, B cols; flax's and optax's layout, torch's is
+    ``(out, in)``): ``consistent_rms=None`` gives optax's width scaling √max(1, B/A),
+    a number r gives r·√max(A, B) (Moonshot's consistent RMS; 0.2 recommended).
+    ``polar="svd"``: the exact polar factor instead of Newton–Schulz (same scale). Use with
+    :func:`optax_muon_settings` (or ``lionk.optax.muon``).
+    """
+
+    params_complete = True
+    _ns_eps_mode = "add"
+
+    def __init__(
+        self,
+        consistent_rms: float | None = None,
+        ns_coefficients: Sequence[float] = MUON_COEFFICIENTS,
+        ns_steps: int = MUON_STEPS,
+        eps: float = OPTAX_MUON_EPS,
+        polar: str = "newton-schulz",
+    ) -> None:
+        if consistent_rms is not None:
+            consistent_rms = _kappa._positive("consistent_rms", consistent_rms, "optax-muon")
+        # a shape rule (not one number): no single ball is certified, as for "muon"
+        super().__init__(polar=polar, scale="original", ns_coefficients=ns_coefficients,
+                         ns_steps=ns_steps, ns_eps=eps, ns_dtype=None)
+        self.name = "optax-muon"
+        self.scale = "optax-width" if consistent_rms is None else "optax-consistent-rms"
+        self.consistent_rms = consistent_rms
+        self.params = {"consistent_rms": consistent_rms, "ns_coefficients": self.ns_coefficients,
+                       "ns_steps": self.ns_steps, "eps": self.ns_eps, "polar": self.polar}
+
+    def _s(self, y: Array) -> float:
+        a, b = _matrix_shape(tuple(y.shape))  # (fan_in, fan_out) for a 2-D leaf
+        if self.consistent_rms is None:
+            return math.sqrt(max(1.0, b / a))
+        return math.sqrt(max(a, b)) * self.consistent_rms
+
+
+def optax_muon_b1(count: Any, beta: float = 0.95, nesterov: bool = True) -> Any:
+    r"""lionk's b1 for the update at ``count`` (0 for the first) that reproduces the direction of
+    ``optax.contrib.muon``'s bias-corrected momentum.
+
+    optax (``scale_by_muon``), at step t = count + 1 with μ ← βμ + (1 − β)g (lionk's m with
+    b2 = β), Nesterov: ``μ̂ = β·μ/(1 − β^{t+1}) + (1 − β)·g/(1 − β^t)``. Substituting the new μ,
+    μ̂ = α_t·(b1_t·m + (1 − b1_t)·g) with
+
+        b1_t = β²(1 − β^t) / (1 − 2β^{t+1} + β^{t+2})   → β² as t grows
+
+    and α_t > 0, which Newton–Schulz's normalisation removes (up to ``eps``). Without Nesterov,
+    μ̂ = μ/(1 − β^t) and b1 = β. ``count`` may be an int or an integer array (a schedule's
+    argument): only arithmetic operators are used.
+    """
+    beta = float(beta)
+    if not nesterov:
+        return beta
+    t = count + 1
+    return beta * beta * (1.0 - beta ** t) / (1.0 - 2.0 * beta ** (t + 1) + beta ** (t + 2))
+
+
+def optax_muon_settings(
+    learning_rate: float = 1e-3,
+    ns_coeffs: Any = MUON_COEFFICIENTS,
+    ns_steps: int = MUON_STEPS,
+    beta: float = 0.95,
+    eps: float = OPTAX_MUON_EPS,
+    weight_decay: float = 0.0,
+    *,
+    nesterov: bool = True,
+    adaptive: bool = False,
+    preconditioning: str = "frobenius",
+    consistent_rms: float | None = None,
+) -> dict[str, Any]:
+    r"""``optax.contrib.muon``'s arguments for its matrix leaves (same names and defaults) as
+    lionk's ``lr``, ``betas``, ``weight_decay`` and ``kappa``:
+    ``lionk.LionK(matrix_params, **optax_muon_settings(...))``.
+
+    optax's chain is ``μ̂`` (bias-corrected Nesterov momentum, see :func:`optax_muon_b1`), then
+    ``u = s·NS(μ̂)``, ``u += λ·θ``, ``update = −lr·u``: lionk's step with the same lr, λ and
+    K = s·‖·‖_* (:class:`OptaxMuon`), b2 = β and b1 = β² (Nesterov; β without). The bias
+    correction makes optax's b1 depend on the step (:func:`optax_muon_b1`); these fixed
+    ``betas`` are its limit (for β = 0.95 the gradient's weight 1 − b1 is 42% above it at the
+    first step, 3% at step 10, 0.1% at step 60).
+    ``lionk.optax.muon`` follows optax's b1 exactly. Not representable (ValueError):
+    ``adaptive=True`` (the update scaled by ⟨μ̂, NS(μ̂)⟩, which depends on μ̂'s magnitude),
+    another ``preconditioning`` than ``"frobenius"``, per-step coefficient tuples (``"dion"``).
+    optax applies AdamW to the leaves that are not 2-D; lionk's settings are for the matrices.
+    """
+    if adaptive:
+        raise ValueError("optax_muon_settings: adaptive=True scales the update by <mu_hat, "
+                         "NS(mu_hat)>, the bias-corrected momentum's magnitude, which Lion-kappa "
+                         "does not carry; expected adaptive=False")
+    if preconditioning != "frobenius":
+        raise ValueError("optax_muon_settings: preconditioning must be 'frobenius' (the "
+                         f"Frobenius normalisation of lionk's Newton-Schulz); received "
+                         f"{preconditioning!r}")
+    if isinstance(ns_coeffs, str):
+        if ns_coeffs != "standard":
+            raise ValueError("optax_muon_settings: ns_coeffs must be 'standard' or three "
+                             f"numbers (a, b, c); received {ns_coeffs!r} (per-step coefficients "
+                             "are not supported)")
+        ns_coeffs = MUON_COEFFICIENTS
+    beta_f = float(beta)
+    if not 0.0 <= beta_f < 1.0:
+        raise ValueError(f"optax_muon_settings: beta must be in [0, 1); received {beta!r}")
+    b1 = beta_f * beta_f if nesterov else beta_f
+    return {
+        "lr": learning_rate,
+        "betas": (b1, beta_f),
+        "weight_decay": weight_decay,
+        "kappa": OptaxMuon(consistent_rms, ns_coeffs, ns_steps, eps),
     }
 
 
@@ -613,8 +740,10 @@ def per_leaf(matrices: Any = None, other: Any = None, rule: Any = None) -> PerLe
 
 
 def _register() -> None:
-    _kappa._BUILTINS.update({"nuclear": Nuclear, "muon": Muon, "per-leaf": per_leaf})
-    _kappa._REGISTRY.update({"nuclear": Nuclear, "muon": Muon, "per-leaf": per_leaf})
+    builtins: dict[str, Callable[..., _kappa.Kappa]] = {
+        "nuclear": Nuclear, "muon": Muon, "optax-muon": OptaxMuon, "per-leaf": per_leaf}
+    _kappa._BUILTINS.update(builtins)
+    _kappa._REGISTRY.update(builtins)
 
 
 _register()
