@@ -211,6 +211,7 @@ def _options_key(group: Mapping[str, Any]) -> tuple[Any, ...] | None:
 
 
 _PLAIN_NUMBERS = (float, int)
+_STRIDED = torch.strided
 _OK_DTYPES: set[torch.dtype] = set()  # dtypes _check_real_floating accepted
 
 
@@ -768,44 +769,51 @@ class LionK(Optimizer):
         ms: list[torch.Tensor] = []
         fresh: list[bool] = []
         idx: list[int] = []
+        state = self.state
         for i, p in enumerate(group["params"]):
             g = p.grad
             if g is None:
                 continue
-            nm = f"{where}['params'][{i}]"
-            _check_real_floating(p, nm)
-            _check.no_internal_overlap(nm, p)
-            _check_dense(g, f"{nm}.grad")
+            # the checks cost attribute reads only when they pass; names are built for errors
+            if p.dtype not in _OK_DTYPES:
+                _check_real_floating(p, f"{where}['params'][{i}]")
+            if not p.is_contiguous():  # a contiguous tensor has no internal overlap
+                _check.no_internal_overlap(f"{where}['params'][{i}]", p)
+            if g.layout is not _STRIDED:
+                _check_dense(g, f"{where}['params'][{i}].grad")
             if g.shape != p.shape:
                 raise ValueError(
-                    f"{nm}.grad: expected shape {tuple(p.shape)} (the param's); received "
-                    f"{tuple(g.shape)}"
+                    f"{where}['params'][{i}].grad: expected shape {tuple(p.shape)} (the param's); "
+                    f"received {tuple(g.shape)}"
                 )
             if g.dtype != p.dtype:
-                raise TypeError(f"{nm}.grad: expected dtype {p.dtype} (the param's); received {g.dtype}")
-            if g.device != p.device:
+                raise TypeError(f"{where}['params'][{i}].grad: expected dtype {p.dtype} (the "
+                                f"param's); received {g.dtype}")
+            if not (g.is_cpu and p.is_cpu) and g.device != p.device:
                 raise ValueError(
-                    f"{nm}.grad: expected device {p.device} (the param's); received {g.device}"
+                    f"{where}['params'][{i}].grad: expected device {p.device} (the param's); "
+                    f"received {g.device}"
                 )
-            st = self.state.get(p)
+            st = state.get(p)
             if st:
                 m = st.get("exp_avg")
                 if not isinstance(m, torch.Tensor) or "step" not in st:
                     raise ValueError(
-                        f"state of {nm}: expected a dict with 'step' and an 'exp_avg' tensor; "
-                        f"received keys {sorted(map(str, st))}"
+                        f"state of {where}['params'][{i}]: expected a dict with 'step' and an "
+                        f"'exp_avg' tensor; received keys {sorted(map(str, st))}"
                     )
                 if m.shape != p.shape:
                     raise ValueError(
-                        f"state of {nm}['exp_avg']: expected shape {tuple(p.shape)} (the param's); "
-                        f"received {tuple(m.shape)}"
+                        f"state of {where}['params'][{i}]['exp_avg']: expected shape "
+                        f"{tuple(p.shape)} (the param's); received {tuple(m.shape)}"
                     )
-                if m.device != p.device:
+                if not (m.is_cpu and p.is_cpu) and m.device != p.device:
                     raise ValueError(
-                        f"state of {nm}['exp_avg']: expected device {p.device} (the param's); "
-                        f"received {m.device}"
+                        f"state of {where}['params'][{i}]['exp_avg']: expected device {p.device} "
+                        f"(the param's); received {m.device}"
                     )
-                _check_real_floating(m, f"state of {nm}['exp_avg']")
+                if m.dtype not in _OK_DTYPES:
+                    _check_real_floating(m, f"state of {where}['params'][{i}]['exp_avg']")
                 fresh.append(False)
             else:
                 m = torch.zeros_like(p, dtype=cfg.state_dtype or p.dtype,

@@ -816,8 +816,8 @@ def _address(a: Any) -> tuple[int, np.dtype] | None:
     floats = _torch_floats()
     if type(a) in floats[0]:
         dt = floats[1].get(a.dtype)
-        if (dt is not None and a.is_cpu and a.layout is floats[2] and a.is_contiguous()
-                and not a.is_neg() and not a.is_conj()):
+        if dt is not None and a.is_cpu and a.layout is floats[2] and a.is_contiguous() \
+                and not a.is_neg():  # (real tensors have no lazy conjugation)
             return int(a.data_ptr()), dt
     return None
 
@@ -872,7 +872,23 @@ def _numba_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array],
     # per (param dtype, momentum dtype): the addresses of params, grads, momenta and the sizes
     groups: dict[tuple[np.dtype, np.dtype], tuple[list[int], list[int], list[int], list[int]]] = {}
     held = []  # arrays made here whose addresses the kernel reads: kept alive until the write
+    torch_types, torch_floats, strided = _torch_floats()
     for x, g, m in zip(xs, gs, ms):
+        if type(x) in torch_types and type(g) in torch_types and type(m) in torch_types:
+            # _address, unrolled for the three tensors of a leaf (a model has hundreds)
+            dx, dm = torch_floats.get(x.dtype), torch_floats.get(m.dtype)
+            if (dx is not None and dm is not None and g.dtype is x.dtype and x.is_cpu
+                    and g.is_cpu and m.is_cpu and x.layout is strided and g.layout is strided
+                    and m.layout is strided and x.is_contiguous() and g.is_contiguous()
+                    and m.is_contiguous() and not (x.is_neg() or g.is_neg() or m.is_neg())):
+                group = groups.get((dx, dm))
+                if group is None:
+                    group = groups[(dx, dm)] = ([], [], [], [0])
+                group[0].append(x.data_ptr())
+                group[1].append(g.data_ptr())
+                group[2].append(m.data_ptr())
+                group[3].append(group[3][-1] + x.numel())
+                continue
         if isinstance(g, np.generic):  # numpy's result of arithmetic on 0-d arrays
             g = np.asarray(g)
             held.append(g)
