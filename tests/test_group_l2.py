@@ -244,13 +244,13 @@ def row_projection(r: float):
     return project
 
 
-def lion_k(A, B, lam, steps, lr, kappa, schedule=None):
+def lion_k(A, B, lam, steps, lr, kappa, schedule=None, betas=(0.9, 0.99)):
     x = np.zeros((A.shape[1], B.shape[1]))
     state = lionk.init(x)
     for t in range(steps):
         lr_t = lr if schedule is None else schedule(t)
-        x, state = lionk.step(x, A.T @ (A @ x - B), state, lr=lr_t, weight_decay=lam,
-                              kappa=kappa)
+        x, state = lionk.step(x, A.T @ (A @ x - B), state, lr=lr_t, betas=betas,
+                              weight_decay=lam, kappa=kappa)
     return x
 
 
@@ -276,27 +276,29 @@ def test_converges_to_the_row_constrained_least_squares_solution_all_rows_active
 
 def test_converges_to_the_row_constrained_least_squares_solution_mixed() -> None:
     """r = 1: four rows active, two inside their ball. For an inactive group ∇f_g(X*) = 0, so
-    c_g → 0 where ∇K jumps (as sign at 0 for Lion): the iterate oscillates in a band O(lr) wide
-    and only a decaying lr brings it to X*. With a cosine schedule from lr 0.05 to 0 the
-    measured error max |X − X*| / max |X*| is 3.1e-5 (2000 steps), 1.8e-5 (5000), 7.4e-6 (20000):
-    it falls about as T^(-1/2); 1e-6 is out of reach in a unit test. Asserted: 1e-4 at 2000 steps
-    (3x the measured value) and F within 1e-6 relative (measured 6.7e-7 absolute on F* ≈ 52)."""
+    c_g → 0 where ∇K jumps (as sign at 0 for Lion): the iterate dithers in a band O(lr) wide,
+    so the lr must decay to 0 and the momentum must average the dither. Measured
+    max |X − X*| / max |X*| with a cosine lr from 0.05 to 0: betas (0.9, 0.99): 3.1e-5 (2000
+    steps), 1.8e-5 (5000), 7.4e-6 (20000); betas (0.99, 0.999): 3.7e-6 (6000), 2.1e-6 (8000),
+    8.0e-7 (12000; 5.8e-7 to 1.0e-6 for lr_0 in [0.04, 0.06], 5.8e-7 and 1.6e-6 on two other
+    seeds). Asserted: 2e-6 after 12000 steps; F within 1e-11 relative (measured 2.6e-12: first
+    order in the error, ∇f(X*) ≠ 0 on the active rows)."""
     A, B = _problem()
     r = 1.0
     ref = projected_gradient(A, B, row_projection(r))
     norms = np.linalg.norm(ref, axis=1)
     assert np.sum(np.isclose(norms, r, rtol=1e-12)) == 4 and np.all(norms <= r * (1 + 1e-12))
     k = lionk.kappa.get("group-l2")
-    T = 2000
-    x = lion_k(A, B, 1.0 / r, T, 0.05, k,
+    T = 12_000
+    x = lion_k(A, B, 1.0 / r, T, None, k, betas=(0.99, 0.999),
                schedule=lambda t: 0.05 * 0.5 * (1.0 + math.cos(math.pi * t / T)))
     err = np.max(np.abs(x - ref)) / np.max(np.abs(ref))
-    assert err <= 1e-4, err
+    assert err <= 2e-6, err
 
     def f(X):
         return 0.5 * float(np.sum((A @ X - B) ** 2))
 
-    assert f(x) - f(ref) <= 1e-6 * f(ref)
+    assert f(x) - f(ref) <= 1e-11 * f(ref)
     assert k.constraint.evaluate(x) <= r * (1 + 1e-12)
     assert lionk.lyapunov.constraint_violation(x, weight_decay=1.0 / r, kappa=k) <= 4e-16 * r
 
