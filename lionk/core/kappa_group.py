@@ -120,6 +120,16 @@ class GroupL2(_kappa.Kappa):
     """
 
     params_complete = True  # params hold everything that changes the output (κ identity)
+    # lionk.execution.paths "auto": run eagerly, never torch.compile'd. torch 2.13's inductor
+    # fails to compile the in-place step with a partial (per-row) reduction of a 2-D leaf
+    # (InductorError KeyError 'bufN' in the cpp outer-loop fusion, when the reduced buffer is
+    # also written by the step's copy_); the same step without the in-place writes compiles.
+    auto_eager = True
+    #: Why ``execution="compiled"`` cannot run this κ on torch (read by the conformance suite,
+    #: which runs its torch-cpu-compiled row eagerly for it and says so in the report).
+    torch_compile_fails = ("torch.compile (inductor, torch 2.13) raises KeyError in the cpp "
+                           "outer-loop fusion for a per-row reduction whose input the in-place "
+                           "step overwrites")
 
     def __init__(self, axis: Any = -1) -> None:
         axis = _normalize_axis(axis)
