@@ -387,7 +387,7 @@ def test_torch_lionk_matches_step_state_dict_and_monitor() -> None:
     x = {"w": w0.copy(), "b": b0.copy()}
     state = lionk.init(x)
     hs = []
-    for t in range(40):
+    for _ in range(40):
         opt.zero_grad()
         loss = (w * torch.tensor(G["w"])).sum() + (b * torch.tensor(G["b"])).sum()
         loss.backward()
@@ -451,3 +451,26 @@ def test_checkpoint_round_trip_keeps_the_axis(tmp_path) -> None:
     opt.step(g)
     into.step(g)
     np.testing.assert_array_equal(y["w"], x["w"])
+
+
+def test_scaled_states_the_scaled_ball_and_minimize_uses_it() -> None:
+    """``scaled`` with a number s states K's constraint with the radius rule s/λ (a shape rule
+    states none); lionk.minimize(radius=r) then sets λ = s/r and solves the same problem."""
+    k = lionk.kappa.get("scaled", kappa="group-l2", scale=2.0)
+    lionk.kappa.validate(k)
+    c = k.constraint
+    assert (c.norm, c.scale, c.bounded) == ("group-l2", 2.0, True)
+    assert lionk.kappa.get("scaled").constraint is None  # scale="rms": a radius per leaf
+    assert lionk.kappa.get("scaled", kappa="l2", scale=3.0).constraint.radius(1.5) == 2.0
+    A, B = _problem()
+    r = 0.5
+    ref = projected_gradient(A, B, row_projection(r))
+
+    def f(X):
+        return 0.5 * float(np.sum((A @ X - B) ** 2))
+
+    res = lionk.minimize(f, np.zeros((6, 4)), jac=lambda X: A.T @ (A @ X - B), kappa=k,
+                         radius=r, maxiter=3000, tol=1e-10)
+    assert res.radius == r and res.weight_decay == 2.0 / r
+    assert (res.fun - f(ref)) <= 1e-9 * f(ref)
+    assert np.max(np.abs(res.x - ref)) <= 1e-4 * np.max(np.abs(ref))

@@ -21,6 +21,7 @@ forms stay what ``get(name)`` returns.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -83,9 +84,16 @@ class Scaled(_kappa.Kappa):
         if not callable(scale) and scale not in SCALE_RULES:
             scale = _kappa._positive("scale", scale, "scaled")
         fixed = isinstance(scale, float)
+        # the constraint fact: K's ball scaled by s (a number; a rule of the shape gives each
+        # leaf its own radius, not one ball: none stated, as for nuclear's shape rules)
+        c = inner.constraint
+        constraint = None if not fixed or c is None else dataclasses.replace(
+            c, scale=c.scale * scale,
+            problem=f"{c.problem}, with the radius multiplied by s = {scale:g}" if c.bounded
+            else f"{c.problem}, for K multiplied by s = {scale:g}")
         super().__init__("scaled", exact=inner.exact and fixed,
                          separable=inner.separable and fixed,
-                         params={"kappa": kappa, "scale": scale})
+                         params={"kappa": kappa, "scale": scale}, constraint=constraint)
         self.inner = inner
         self.scale = scale
         self.auto_eager = getattr(inner, "auto_eager", False)
