@@ -474,3 +474,27 @@ def test_scaled_states_the_scaled_ball_and_minimize_uses_it() -> None:
     assert res.radius == r and res.weight_decay == 2.0 / r
     assert (res.fun - f(ref)) <= 1e-9 * f(ref)
     assert np.max(np.abs(res.x - ref)) <= 1e-4 * np.max(np.abs(ref))
+
+
+def test_per_leaf_choice_and_auto_runs_eagerly() -> None:
+    """Rows for the matrices, one ball for the vectors; "auto" never chunks, fuses or
+    torch.compiles the group-l2 step (a per-row reduction)."""
+    from lionk.execution import paths
+
+    rng = np.random.default_rng(6)
+    x = {"w": rng.standard_normal((6, 4)), "b": rng.standard_normal(4)}
+    g = {"w": rng.standard_normal((6, 4)), "b": rng.standard_normal(4)}
+    choice = {"matrices": lionk.kappa.get("group-l2", axis=0), "other": "l2"}
+    new, _ = lionk.step(x, g, lionk.init(x), lr=0.1, weight_decay=0.5, kappa=choice)
+    for key, kap in (("w", choice["matrices"]), ("b", "l2")):
+        want, _ = lionk.step(x[key], g[key], lionk.init(x[key]), lr=0.1, weight_decay=0.5,
+                             kappa=kap)
+        np.testing.assert_array_equal(new[key], want)
+    big = [np.zeros((1024, 512), dtype=np.float32)]
+    rec = paths.ExecutionRecord("auto")
+    assert paths._auto_path(big, big, big, lionk.kappa.get("group-l2"), rec) == "eager"
+    if HAVE_TORCH:
+        import torch
+
+        tb = [torch.zeros(1 << 21)]
+        assert paths._auto_path(tb, tb, tb, lionk.kappa.get("group-l2"), rec) == "eager"
