@@ -318,6 +318,22 @@ def test_minimize_with_radius_uses_the_radius_rule() -> None:
     assert res.constraint_violation == 0.0
     assert (res.fun - f(ref)) <= 1e-9 * f(ref)
     assert np.max(np.abs(res.x - ref)) <= 1e-4 * np.max(np.abs(ref))
+    # x_norm is the constraint's norm: the largest row norm, at the radius at the end
+    assert res.history["x_norm"][-1] == pytest.approx(r, rel=1e-9)
+    if importlib.util.find_spec("matplotlib") is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = lionk.plot.history(res)  # the norm's label and the radius line from the facts
+    try:
+        lines = {ln.get_label(): ln for ln in fig.get_axes()[2].get_lines()}
+        assert set(lines) == {"max_g ‖x_g‖₂", "radius 0.5"}
+        assert list(lines["radius 0.5"].get_ydata()) == [0.5, 0.5]
+    finally:
+        plt.close(fig)
 
 
 def test_phase_one_bound_and_lyapunov_for_a_linear_objective() -> None:
