@@ -129,12 +129,17 @@ def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: fl
     xs = [lionk.core.array_api.array_namespace(x).asarray(x, copy=True) for x in xs]
     ms = [lionk.core.array_api.array_namespace(m).asarray(m, copy=True) for m in ms]
     path = execution
+    eager_why = f"kappa {kap.name} is not elementwise"
     if path == "chunked" and not chunkable(xs, gs, ms, kap):
         path = "eager"  # a norm κ needs the whole array: not chunkable by design
     if path == "packed" and not kap.separable:
         path = "eager"  # the packed path concatenates leaves: elementwise κ only
     if path == "compiled" and not kap.separable and not type(xs[0]).__module__.startswith("torch"):
         path = "eager"  # the fused NumPy/CuPy kernel is elementwise: a norm κ runs eagerly
+    compile_fails = getattr(kap, "torch_compile_fails", None)
+    if path == "compiled" and compile_fails:
+        path = "eager"  # a κ that states torch.compile cannot run it (auto runs it eagerly)
+        eager_why = f"kappa {kap.name}: {compile_fails}"
     # tiny pieces and two threads, so that piece and thread boundaries fall inside the leaves
     record = ExecutionRecord(path)
     run_inplace(xs, gs, ms, make_hyper(lr, betas, weight_decay), kap, execution=path,
@@ -142,7 +147,7 @@ def _inplace_step(execution: str, params: Any, grads: Any, state: Any, *, lr: fl
     if summary is not None:
         key = f"{record.path}: {record.detail}" if record.detail else str(record.path)
         if path != execution:
-            key += f" (kappa {kap.name} is not elementwise)"
+            key += f" ({eager_why})"
         paths = summary.setdefault("paths", {})
         paths[key] = paths.get(key, 0) + 1
         for why in record.fallbacks:

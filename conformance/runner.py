@@ -21,7 +21,7 @@ from .problems import LINEAR, QUADRATIC
 # The κ the matrix covers by default: every built-in, norm κ in both scopes.
 DEFAULT_KAPPAS = [
     "sign", "huber", "quadratic", "deadzone", "relativistic", "l2", "l2:global", "lp",
-    "relativistic-l2", "nuclear",
+    "relativistic-l2", "nuclear", "group-l2", "scaled",
 ]
 
 
@@ -38,6 +38,8 @@ def make_kappa(spec: str) -> kappa_mod.Kappa:
     if name == "lp":
         params["p"] = 3.0
     # nuclear: the exact (SVD) polar, per leaf as a matrix (the certificate's κ)
+    # group-l2: axis=-1, the rows of the matrix leaf, the whole vector leaf as one group
+    # scaled: its defaults, "rms"·l2 (s = √n per leaf: radius √n/λ)
     if scope:
         params["scope"] = scope
     return kappa_mod.get(name, **params)

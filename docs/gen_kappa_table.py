@@ -125,6 +125,17 @@ CATALOGUE: dict[str, Entry] = {
         tier_why="sum, `sqrt`",
         param_ranges={"delta": "> 0"},
     ),
+    "group-l2": Entry(
+        K=r"$\sum_g \Vert y_g\Vert _2$ over the groups (rows along `axis`; a 1-D leaf is one group, "
+        r"a 0-d leaf $\lvert y\rvert$)",
+        grad=r"$y_g / \Vert y_g\Vert _2$ per group ($0$ for a zero group)",
+        conjugate=r"$0$ if $\max_g \Vert z_g\Vert _2 \le 1$, else $+\infty$",
+        problem=r"$\Vert x_g\Vert _2 \le 1/\lambda$ for every group (row) $g$",
+        distance=r"$(\max_g \Vert z_g\Vert _2 - 1)_+$",
+        tier="ulp",
+        tier_why="sum, `sqrt`",
+        param_ranges={"axis": "an int or a tuple of ints: the axes a group spans"},
+    ),
     "nuclear": Entry(
         K=r"$s\,\Vert Y\Vert _*$ (sum of singular values; leaves reshaped to matrices as Muon does)",
         grad=r"$s\,U V^\top$ for $Y = U\Sigma V^\top$ (polar factor; SVD or Newton–Schulz)",

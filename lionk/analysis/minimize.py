@@ -1015,6 +1015,8 @@ def minimize(
     huber (delta)           min f(x) + (δλ/2)‖x‖₂²  s.t. ‖x‖_∞ ≤ radius
     deadzone (e)            min f(x) + e‖x‖₁  s.t. ‖x‖_∞ ≤ radius
     relativistic (delta)    min f(x) + (δ/λ)Σ(1 − √(1 − λ²x_i²))  (a barrier at ‖x‖_∞ = radius)
+    group-l2 (axis)         min f(x)  s.t. ‖x_g‖₂ ≤ radius for every group (row) g
+    nuclear                 min f(X)  s.t. ‖X‖_op ≤ radius
     quadratic               min f(x) + (λ/2)‖x‖₂²  (no constraint; lr must be given)
     ======================  =====================================================================
 

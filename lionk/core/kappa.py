@@ -37,6 +37,9 @@ relativistic        Σ √(y_i² + δ²) − δ           box plus a barrier    
 relativistic-l2     √(‖y‖² + δ²) − δ             ℓ2 ball plus a barrier               ulp
 quadratic           ½‖y‖²                        (λ/2)‖x‖² (momentum SGD + decay)     exact
 deadzone (e)        Σ max(|y_i| − e, 0)          box plus e‖x‖₁                       exact
+group-l2 (axis)     Σ_g ‖y_g‖₂ (rows, columns)   ‖x_g‖₂ ≤ 1/λ for every group g       ulp
+nuclear             s·‖Y‖_* (per matrix)         ‖X‖_op ≤ s/λ                         ulp
+scaled (κ, s)       s·K(y)                       K's problem with radius s/λ          as K
 ==================  ===========================  ===================================  ======
 
 Norm-type κ (``l2``, ``lp``, ``relativistic-l2``) take ``scope="tensor"`` (each array its own
@@ -1201,7 +1204,8 @@ def validate(kappa: Kappa, *, trials: int = 64, seed: int = 0) -> None:
                 )
 
 
-# Matrix κ (nuclear / Muon), per-leaf selection and `scaled` register themselves
-# (lionk/core/kappa_matrix.py, lionk/core/kappa_scaling.py).
+# Matrix κ (nuclear / Muon), per-leaf selection, group-l2 and `scaled` register themselves
+# (lionk/core/kappa_matrix.py, lionk/core/kappa_group.py, lionk/core/kappa_scaling.py).
+from . import kappa_group as _kappa_group  # noqa: E402,F401
 from . import kappa_matrix as _kappa_matrix  # noqa: E402,F401
 from . import kappa_scaling as _kappa_scaling  # noqa: E402,F401

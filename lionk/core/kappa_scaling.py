@@ -8,7 +8,8 @@ with δ = 1 and gradients of order 1e-2 their step is 100× smaller than Lion's.
 (docs/kappa.md, "Choosing κ and its hyper-parameters"):
 
 * norm κ are multiplied by the factor that gives ∇K per-element RMS 1 on a flat input
-  (``l2``, ``relativistic-l2``: √n; ``lp``: n^{1/q}; ``nuclear``: √max(A, B)); the implied
+  (``l2``, ``relativistic-l2``: √n; ``lp``: n^{1/q}; ``group-l2``: √(group size);
+  ``nuclear``: √max(A, B)); the implied
   radius becomes s/λ, i.e. a per-element RMS bound 1/λ, the scale of Lion's box;
 * a length parameter is set relative to the gradients' per-element RMS: δ = e = 0.1·g_rms
   (``huber``, ``relativistic``, ``relativistic-l2``, ``deadzone``), and ``quadratic`` is scaled
@@ -20,12 +21,14 @@ forms stay what ``get(name)`` returns.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from . import kappa as _kappa
 from .array_api import Array
+from .kappa_group import GroupL2
 from .kappa_matrix import Nuclear
 
 __all__ = ["Scaled", "normalized", "rms_scale"]
@@ -42,6 +45,8 @@ def rms_scale(kappa: _kappa.Kappa, shape: Sequence[int]) -> float:
     if kappa.name == "lp":
         p = float(kappa.params["p"])
         return float(n ** ((p - 1.0) / p))  # n^{1/q}
+    if isinstance(kappa, GroupL2):  # unit ℓ2 norm per group of n_g elements: RMS 1/√n_g
+        return math.sqrt(max(1, kappa.group_size(shape)))
     return 1.0
 
 
@@ -79,9 +84,16 @@ class Scaled(_kappa.Kappa):
         if not callable(scale) and scale not in SCALE_RULES:
             scale = _kappa._positive("scale", scale, "scaled")
         fixed = isinstance(scale, float)
+        # the constraint fact: K's ball scaled by s (a number; a rule of the shape gives each
+        # leaf its own radius, not one ball: none stated, as for nuclear's shape rules)
+        c = inner.constraint
+        constraint = None if not fixed or c is None else dataclasses.replace(
+            c, scale=c.scale * scale,
+            problem=f"{c.problem}, with the radius multiplied by s = {scale:g}" if c.bounded
+            else f"{c.problem}, for K multiplied by s = {scale:g}")
         super().__init__("scaled", exact=inner.exact and fixed,
                          separable=inner.separable and fixed,
-                         params={"kappa": kappa, "scale": scale})
+                         params={"kappa": kappa, "scale": scale}, constraint=constraint)
         self.inner = inner
         self.scale = scale
         self.auto_eager = getattr(inner, "auto_eager", False)
@@ -138,7 +150,7 @@ def normalized(name: str, *, grad_rms: float | None = None, **params: Any) -> _k
     k = _kappa.get(base, **params)
     if base == "quadratic":
         return Scaled(k, 1.0 / g)
-    if base in ("l2", "lp", "relativistic-l2"):
+    if base in ("l2", "lp", "relativistic-l2", "group-l2"):
         return Scaled(k, "rms")
     return k
 
