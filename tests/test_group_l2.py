@@ -514,3 +514,15 @@ def test_per_leaf_choice_and_auto_runs_eagerly() -> None:
 
         tb = [torch.zeros(1 << 21)]
         assert paths._auto_path(tb, tb, tb, lionk.kappa.get("group-l2"), rec) == "eager"
+
+
+def test_torch_compiled_refuses_group_l2_clearly_and_writes_nothing() -> None:
+    torch = pytest.importorskip("torch")
+    w = torch.nn.Parameter(torch.ones(3, 4))
+    w.grad = torch.ones(3, 4)
+    opt = lionk.torch.LionK([w], lr=0.1, kappa="group-l2", execution="compiled")
+    with pytest.raises(ValueError, match="execution='compiled' cannot run kappa 'group-l2'"):
+        opt.step()
+    assert torch.all(w == 1) and not opt.state
+    lionk.torch.LionK([w], lr=0.1, kappa="group-l2").step()  # "auto": eagerly
+    assert torch.allclose(w, torch.full((3, 4), 1 - 0.1 / 2))

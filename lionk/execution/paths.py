@@ -543,6 +543,12 @@ def _prepare(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: H
         fallbacks.append(f"compiled -> {path}: the numba kernel {ready}")
     if path == "compiled":
         _check_torch_compilable(xs, gs, ms)
+        fails = getattr(kappa, "torch_compile_fails", None)
+        if fails:  # a κ that states torch.compile cannot run its step ("auto" runs it eagerly)
+            raise ValueError(
+                f"execution='compiled' cannot run kappa {kappa.name!r} on torch tensors: "
+                f"{fails}; use 'eager' or 'auto'"
+            )
         return Pending(path, compiled=(xs, gs, ms, h, kappa, execution, names),
                        detail="torch.compile")
     if path == "packed":
