@@ -44,22 +44,26 @@ def _best(fn: Any, number: int) -> float:
     return (time.thread_time() - t0) / number * 1e6
 
 
+def contenders(shapes: list[tuple[int, ...]], rng: Any) -> dict[str, Any]:
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    ms = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    params = xs[0] if len(xs) == 1 else list(xs)
+    grads = gs[0] if len(gs) == 1 else list(gs)
+    state = lionk.State(0, ms[0] if len(ms) == 1 else list(ms), 0)
+    opt = lionk.LionK([x.copy() for x in xs] if len(xs) > 1 else xs[0].copy())
+    return {
+        "hand": lambda: hand_lion(xs, gs, ms),
+        "step": lambda: lionk.step(params, grads, state),
+        "LionK": lambda: opt.step(grads),
+    }
+
+
 def run(repeats: int, number: int) -> list[tuple[str, float, float, float]]:
     rng = np.random.default_rng(0)
     rows = []
     for name, shapes in cases().items():
-        xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-        gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-        ms = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-        params = xs[0] if len(xs) == 1 else list(xs)
-        grads = gs[0] if len(gs) == 1 else list(gs)
-        state = lionk.State(0, ms[0] if len(ms) == 1 else list(ms), 0)
-        opt = lionk.LionK([x.copy() for x in xs] if len(xs) > 1 else xs[0].copy())
-        fns = {
-            "hand": lambda: hand_lion(xs, gs, ms),
-            "step": lambda: lionk.step(params, grads, state),
-            "LionK": lambda: opt.step(grads),
-        }
+        fns = contenders(shapes, rng)
         for f in fns.values():  # warm up (kernels, caches)
             for _ in range(20):
                 f()
