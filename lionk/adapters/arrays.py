@@ -148,10 +148,12 @@ class LionK:
         pending = None
         if prep.xs:
             self._record.requested = self.execution
+            paths = prep.paths
             pending = prepare_inplace(
                 prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa, execution=self.execution,
                 chunk_size=self.chunk_size, threads=self.threads,
-                names=[f"params{p}" for p in prep.paths], record=self._record,
+                names=lambda i: f"params{paths[i]}",  # built only for an error message
+                record=self._record,
             )
         with interrupts_deferred():
             if pending is not None:
