@@ -257,6 +257,15 @@ def test_b1_above_b2_warns_at_every_call():
     assert len(ws) == 3
     assert all(w.filename == __file__ for w in ws)  # pointing at the user's call, cached or not
     assert "b1=0.99 > b2=0.9" in str(ws[-1].message)
+    opt = lionk.LionK(x.copy(), betas=(0.9, 0.99))
+    opt.step(g)
+    opt.betas = (0.99, 0.9)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            opt.step(g)
+    ws = [w for w in rec if issubclass(w.category, lionk.LionKWarning)]
+    assert len(ws) == 3 and all(w.filename == __file__ for w in ws)
 
 
 def test_signed_zero_coefficients_are_not_confused():
@@ -359,6 +368,11 @@ def test_owning_numpy_arrays():
     assert not array_api.owning_numpy_arrays([a], [a])
     assert not array_api.owning_numpy_arrays([a], [a[1:]])
     assert not array_api.owning_numpy_arrays([a], [np.frombuffer(bytearray(24))])
+    c = np.zeros(3)
+    assert array_api.owning_numpy_arrays([a], [b], [c])  # the one-array case
+    assert not array_api.owning_numpy_arrays([a], [b], [a])
+    assert not array_api.owning_numpy_arrays([a], [b[1:]], [c])
+    assert not array_api.owning_numpy_arrays([a], [b], [c.view(_Plain)])
 
 
 # --- 0-d NumPy coefficient operands: the same bits as Python floats ----------------------------
@@ -409,6 +423,11 @@ def test_numpy_operands_only_where_they_round_cleanly():
     assert array_api.numpy_float_dtype([np.zeros(2, np.float32).view(_Plain)]) is None
     assert array_api.numpy_float_dtype([np.zeros(2, ">f4")]) is None
     assert array_api.numpy_float_dtype([np.zeros(2, np.float32)]) == np.float32
+    one = [np.zeros(2, np.float32)]
+    assert array_api.numpy_float_dtype(one, one, one) == np.float32
+    assert array_api.numpy_float_dtype(one, [np.zeros(2)], one) is None
+    assert array_api.numpy_float_dtype(one, one, [np.zeros(2, np.float32).view(_Plain)]) is None
+    assert array_api.numpy_float_dtype(*[[np.zeros(2, np.int32)]] * 3) is None
 
 
 def test_zero_dim_leaves_stay_arrays():

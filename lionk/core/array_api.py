@@ -447,6 +447,11 @@ def owning_numpy_arrays(*groups: Any) -> bool:
     """True when the arrays of ``groups`` (sequences of arrays) are distinct plain NumPy arrays
     that each own their memory: no two of them can share memory. (False means "look closer":
     :func:`find_overlap`.)"""
+    if len(groups) == 3 and len(groups[0]) == len(groups[1]) == len(groups[2]) == 1:
+        (x,), (g,), (m,) = groups  # a one-array step: three arrays, no set needed
+        return (type(x) is np.ndarray and type(g) is np.ndarray and type(m) is np.ndarray
+                and x is not g and x is not m and g is not m
+                and x.flags.owndata and g.flags.owndata and m.flags.owndata)
     ids = set()
     n = 0
     for arrays in groups:
@@ -485,6 +490,12 @@ _OPERAND_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.flo
 def numpy_float_dtype(*groups: Any) -> Any:
     """The dtype of every array of ``groups`` (sequences of arrays) when all are plain
     ``np.ndarray`` of one dtype among float16, float32 and float64; else None."""
+    if len(groups) == 3 and len(groups[0]) == len(groups[1]) == len(groups[2]) == 1:
+        (x,), (g,), (m,) = groups  # a one-array step
+        if type(x) is not np.ndarray or type(g) is not np.ndarray or type(m) is not np.ndarray:
+            return None
+        dt = x.dtype
+        return dt if g.dtype is dt and m.dtype is dt and dt in _OPERAND_DTYPES else None
     dt = None
     for arrays in groups:
         for a in arrays:

@@ -616,6 +616,14 @@ def prepare(
     :func:`check_trees`); what the values of this call decide (the state's counters, which
     arrays share memory) is checked at every call.
     """
+    return _prepare(params, grads, state, lr, betas, weight_decay, kappa, nan_policy,
+                    stacklevel + 1)
+
+
+def _prepare(params: Any, grads: Any, state: Any, lr: Any, betas: Any, weight_decay: Any,
+             kappa: Any, nan_policy: str, stacklevel: int) -> Prepared:
+    """:func:`prepare` with positional arguments (what :func:`step` calls: a few keyword
+    arguments less to bind per step); ``stacklevel`` counts the frames from here."""
     check_nan_policy(nan_policy)
     h = make_hyper(lr, betas, weight_decay, stacklevel=stacklevel + 1)
     kap = _resolve_kappa(kappa)
@@ -760,8 +768,7 @@ def step(
     Returns:
         ``(new_params, new_state)``.
     """
-    prep = prepare(params, grads, state, lr=lr, betas=betas, weight_decay=weight_decay,
-                   kappa=kappa, nan_policy=nan_policy)
+    prep = _prepare(params, grads, state, lr, betas, weight_decay, kappa, nan_policy, 2)
     if not prep.xs:
         return params, State(state.count + 1, state.momentum, state.skipped)
     xp = prep.xp
@@ -783,6 +790,9 @@ def step(
             )
     new_xs, new_ms = _update_named(prep)
     treedef = prep.treedef
+    if treedef.num_nodes == 1 and len(new_xs) == 1:  # one array: the tree is the leaf itself
+        new_params, new_momentum = new_xs[0], new_ms[0]
+    else:
+        new_params, new_momentum = treedef.unflatten(new_xs), treedef.unflatten(new_ms)
     # (State(...) without its Python-level __new__: the same tuple, a little cheaper per step)
-    return treedef.unflatten(new_xs), _new_tuple(
-        State, (state.count + 1, treedef.unflatten(new_ms), state.skipped))
+    return new_params, _new_tuple(State, (state.count + 1, new_momentum, state.skipped))
