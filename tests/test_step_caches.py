@@ -392,16 +392,23 @@ def _special(dtype, n, rng):
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 def test_numpy_operands_give_the_bits_of_python_floats(dtype):
+    lionk.clear_caches()
     rng = np.random.default_rng(7)
     kap = _kappa.get("sign")
+    used = 0
     for trial in range(40):
         lr = float(10.0 ** rng.uniform(-6, 0))
         b1, b2 = float(rng.uniform(0.0, 0.999)), float(rng.uniform(0.0, 0.999))
         wd = float(rng.uniform(0.0, 0.5 / lr)) if trial % 3 else 0.0
         h = _step.coefficients(lr, b1, b2, wd)
         xs, gs, ms = ([_special(dtype, 64, rng), _special(dtype, 9, rng)] for _ in range(3))
-        k = _step._operands(h, xs, gs, ms)
-        assert isinstance(k, _step._Operands) or any(c == 0 for c in h) or k is h
+        first = _step._operands(h, xs, gs, ms)
+        assert type(first) is _step._Operands and all(type(c) is float for c in first)
+        k = _step._operands(h, xs, gs, ms)  # seen twice: 0-d arrays where they round cleanly
+        assert type(k) is _step._Operands
+        if all(h) and array_api.numpy_scalar_operands(h, np.dtype(dtype)) is not None:
+            assert all(type(c) is np.ndarray and c.dtype == dtype for c in k)
+            used += 1
         with np.errstate(all="ignore"):
             fast = _step.update_leaves(xs, gs, ms, h, kap)
             slow = _step.update_leaves(*([a.view(_Plain) for a in group] for group in (xs, gs, ms)),
@@ -409,6 +416,7 @@ def test_numpy_operands_give_the_bits_of_python_floats(dtype):
         for f, s in zip([*fast[0], *fast[1]], [*slow[0], *slow[1]]):
             assert type(f) is np.ndarray and f.dtype == dtype
             assert f.tobytes() == np.asarray(s).tobytes()
+    assert used >= 10  # the 0-d operands were compared, not only Python floats
 
 
 def test_numpy_operands_only_where_they_round_cleanly():

@@ -181,6 +181,9 @@ def _coef(c: Any, like: Array) -> Any:
     return xp.astype(c, like.dtype)
 
 
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ (one per step)
+
+
 def _all_floats(*cs: Any) -> bool:
     """True when every coefficient is a Python float (the exact path)."""
     for c in cs:
@@ -190,25 +193,28 @@ def _all_floats(*cs: Any) -> bool:
 
 
 class _Operands(Hyper):
-    """A :class:`Hyper` whose coefficients multiply every array of one step as they are: 0-d
-    NumPy arrays of the arrays' dtype, each the Python float rounded once to it (see
-    :func:`lionk.core.array_api.numpy_scalar_operands`: the same bits, faster at small sizes)."""
+    """A :class:`Hyper` whose coefficients multiply every array of one step as they are: the
+    Python floats, or 0-d NumPy arrays of the arrays' dtype, each the Python float rounded once
+    to it (see :func:`lionk.core.array_api.numpy_scalar_operands`: the same bits, faster at
+    small sizes)."""
 
     __slots__ = ()
 
 
-# (Hyper with nonzero Python-float coefficients, NumPy dtype) -> its _Operands
+# (Hyper with nonzero Python-float coefficients, NumPy dtype) -> its _Operands (of Python floats
+# when a coefficient is out of the dtype's normal range); _SEEN_ONCE after one step
 _OPERANDS: BoundedCache[Hyper] = BoundedCache("core.step: NumPy coefficient operands", 64)
 
 
-def _operands(h: Hyper, *groups: Sequence[Array]) -> Hyper | None:
+def _operands(h: Hyper, *groups: Sequence[Array]) -> _Operands | None:
     """``h``'s coefficients ready to multiply every array of ``groups`` as they are, or None
     (traced coefficients: each is cast to its array's dtype by :func:`_coef`, leaf by leaf).
 
     Python floats are used as they are, except with plain NumPy arrays of one float16, float32
     or float64 dtype, where they are replaced by 0-d arrays of that dtype (remembered per
-    coefficients and dtype). A zero coefficient keeps the Python floats (``0.0`` and ``-0.0``
-    are equal keys but not the same operand)."""
+    coefficients and dtype; from the second step with the same coefficients on: a schedule's
+    new lr at every step never pays for operands it would use once). A zero coefficient keeps
+    the Python floats (``0.0`` and ``-0.0`` are equal keys but not the same operand)."""
     if type(h) is _Operands:
         return h
     last = _last_operands
@@ -221,14 +227,17 @@ def _operands(h: Hyper, *groups: Sequence[Array]) -> Hyper | None:
     else:
         dt = numpy_float_dtype(*groups)
     if dt is None or not all(h):
-        return h
+        return _new_tuple(_Operands, h)
     key = (h, dt)
     k = _OPERANDS.lookup(key)
-    if k is None:
+    if k is None:  # first seen: the Python floats
+        _OPERANDS.put(key, _SEEN_ONCE)
+        return _new_tuple(_Operands, h)
+    if k is _SEEN_ONCE:
         values = numpy_scalar_operands(h, dt)
-        k = _OPERANDS.put(key, h if values is None else _Operands(*values))
+        k = _OPERANDS.put(key, _new_tuple(_Operands, h if values is None else values))
     _remember_operands((h, dt, k))
-    return k
+    return k  # type: ignore[return-value]
 
 
 def _remember_operands(entry: tuple[Any, Any, Any]) -> None:
@@ -240,6 +249,8 @@ def _remember_operands(entry: tuple[Any, Any, Any]) -> None:
 # (the Hyper that make_hyper remembers is the same object) skips the key and its hash
 _last_operands: tuple[Any, Any, Any] = (None, None, None)
 register_clear_hook(lambda: _remember_operands((None, None, None)))
+
+_SEEN_ONCE = Hyper(*(6 * (math.nan,)))  # a marker of _OPERANDS (compared by identity)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,9 +408,6 @@ class Prepared(NamedTuple):
     ms: list[Array]
     hyper: Hyper
     kappa: _kappa.Kappa
-
-
-_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ (one per step)
 
 
 def _check_leaves(label: str, leaves: list[Any], paths: list[str]) -> None:
