@@ -296,13 +296,15 @@ def apply_direction(
     for x, u in zip(xs, us):
         if k is None:
             decay, lr = _coef(h.decay, x), _coef(h.lr, x)
-        new_xs.append(decay * x - lr * u)
+        xn = decay * x - lr * u
+        new_xs.append(xn if xn.dtype is x.dtype and xn.shape else _like(xn, x))
     new_ms = []
     for m, g in zip(ms, gs):
         if k is None:
             b2, ob2 = _coef(h.b2, m), _coef(h.one_minus_b2, g)
-        new_ms.append(_like(b2 * m + ob2 * g, m))  # cast back to the momentum's dtype
-    new_xs = [_like(xn, x) for xn, x in zip(new_xs, xs)]
+        mn = b2 * m + ob2 * g
+        # cast back to the momentum's dtype
+        new_ms.append(mn if mn.dtype is m.dtype and mn.shape else _like(mn, m))
     return new_xs, new_ms
 
 
@@ -332,9 +334,14 @@ def check_directions(kappa: _kappa.Kappa, cs: Sequence[Array], us: Sequence[Any]
             f"kappa {kappa.name!r}: tree_grad must return one array per leaf ({len(cs)}); "
             f"received {n}"
         )
+    for c, u in zip(cs, us):  # the common case, cheap: a model has hundreds of leaves
+        if not (u is c or (type(u) is type(c) and u.shape == c.shape and u.dtype == c.dtype)):
+            break
+    else:
+        return
     for i, (c, u) in enumerate(zip(cs, us)):
         if u is c or (type(u) is type(c) and u.shape == c.shape and u.dtype == c.dtype):
-            continue  # the common case, cheap: a model has hundreds of leaves
+            continue
         where = (str(paths(i)) if callable(paths) else paths[i]) if paths is not None else f"leaf {i}"
         if not is_array(u):
             raise TypeError(
