@@ -639,15 +639,20 @@ def _prepare(params: Any, grads: Any, state: Any, lr: Any, betas: Any, weight_de
              kappa: Any, nan_policy: str, stacklevel: int) -> Prepared:
     """:func:`prepare` with positional arguments (what :func:`step` calls: a few keyword
     arguments less to bind per step); ``stacklevel`` counts the frames from here."""
-    check_nan_policy(nan_policy)
+    # (the checks' common cases inline, each equivalent to the call it skips)
+    if type(nan_policy) is not str or nan_policy not in NAN_POLICIES:
+        check_nan_policy(nan_policy)
     h = make_hyper(lr, betas, weight_decay, stacklevel=stacklevel + 1)
     kap = _resolve_kappa(kappa)
     if not (isinstance(state, tuple) and hasattr(state, "momentum") and hasattr(state, "count")):
         raise TypeError(
             f"state: expected a lionk.State (from lionk.init); received {type(state).__name__}"
         )
-    _check.counter("state.count", state.count)
-    _check.counter("state.skipped", getattr(state, "skipped", 0))
+    count, skipped = state.count, getattr(state, "skipped", 0)
+    if type(count) is not int or count < 0:
+        _check.counter("state.count", count)
+    if type(skipped) is not int or skipped < 0:
+        _check.counter("state.skipped", skipped)
     xp, treedef, paths, xs, gs, ms = check_trees(params, grads, state.momentum)
     if xs and not owning_numpy_arrays(xs, gs, ms) and not is_jax_array(xs[0]):
         # (JAX arrays are immutable: they cannot alias; distinct NumPy arrays that each own
