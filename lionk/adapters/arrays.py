@@ -33,6 +33,8 @@ from ..execution.paths import ExecutionRecord, commit_all, interrupts_deferred, 
 
 __all__ = ["LionK"]
 
+_new_tuple = tuple.__new__
+
 
 class LionK:
     """Lion-κ that updates writeable arrays (numpy, torch, cupy, array-api-strict) in place.
@@ -135,7 +137,7 @@ class LionK:
         """Apply one step in place. Validates everything before writing anything."""
         prep = prepare(
             self._params, grads, self._state, lr=self.lr, betas=self.betas,
-            weight_decay=self.weight_decay, kappa=self.kappa, nan_policy=self.nan_policy,
+            weight_decay=self.weight_decay, kappa=self._kappa, nan_policy=self.nan_policy,
             stacklevel=2,
         )
         st = self._state
@@ -158,7 +160,8 @@ class LionK:
         with interrupts_deferred():
             if pending is not None:
                 self.last_execution = commit_all([pending])[0]
-            self._state = State(st.count + 1, st.momentum, st.skipped)
+            # (State(...) without its Python-level __new__: the same tuple, cheaper per step)
+            self._state = _new_tuple(State, (st.count + 1, st.momentum, st.skipped))
 
     def execution_report(self) -> dict[str, Any]:
         """How this optimizer's steps run: ``requested`` (the ``execution`` option), ``path``
