@@ -1,11 +1,11 @@
 """Per-call overhead of lionk.step / lionk.LionK.step on small NumPy problems (issue 12).
 
-Interleaves, in one process, a hand-written NumPy Lion (the same formulas, new arrays), the
+Interleaves, in one process (CPU time of the thread), a hand-written NumPy Lion (the same formulas, new arrays), the
 functional ``lionk.step`` and the in-place ``lionk.LionK(...).step`` on: one array of 40 and of
 1,000 float32 elements, and the six arrays of the digits MLP. Prints the best of several repeats
 (µs per call) and the ratios to the hand-written Lion.
 
-    PYTHONPATH=. python -m benchmarks.small_overhead [--repeats 7] [--number 2000]
+    PYTHONPATH=. python -m benchmarks.small_overhead [--repeats 15] [--number 1000] [--dtype float32]
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ def _best(fn: Any, number: int) -> float:
     return (time.thread_time() - t0) / number * 1e6
 
 
-def contenders(shapes: list[tuple[int, ...]], rng: Any) -> dict[str, Any]:
-    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-    gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-    ms = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+def contenders(shapes: list[tuple[int, ...]], rng: Any, dtype: Any) -> dict[str, Any]:
+    xs = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    gs = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    ms = [rng.standard_normal(s).astype(dtype) for s in shapes]
     params = xs[0] if len(xs) == 1 else list(xs)
     grads = gs[0] if len(gs) == 1 else list(gs)
     state = lionk.State(0, ms[0] if len(ms) == 1 else list(ms), 0)
@@ -59,11 +59,11 @@ def contenders(shapes: list[tuple[int, ...]], rng: Any) -> dict[str, Any]:
     }
 
 
-def run(repeats: int, number: int) -> list[tuple[str, float, float, float]]:
+def run(repeats: int, number: int, dtype: Any = np.float32) -> list[tuple[str, float, float, float]]:
     rng = np.random.default_rng(0)
     rows = []
     for name, shapes in cases().items():
-        fns = contenders(shapes, rng)
+        fns = contenders(shapes, rng, dtype)
         for f in fns.values():  # warm up (kernels, caches)
             for _ in range(20):
                 f()
@@ -79,10 +79,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--number", type=int, default=1000)
+    ap.add_argument("--dtype", default="float32", choices=["float16", "float32", "float64"])
     a = ap.parse_args()
     print(f"{'case':24s} {'hand µs':>9s} {'step µs':>9s} {'LionK µs':>9s} "
           f"{'step/hand':>10s} {'LionK/hand':>10s}")
-    for name, h, s, k in run(a.repeats, a.number):
+    for name, h, s, k in run(a.repeats, a.number, np.dtype(a.dtype)):
         print(f"{name:24s} {h:9.1f} {s:9.1f} {k:9.1f} {s / h:10.2f} {k / h:10.2f}")
 
 
