@@ -34,6 +34,8 @@ from ..execution.stall import after_step
 
 __all__ = ["LionK"]
 
+_new_tuple = tuple.__new__
+
 
 class LionK:
     """Lion-κ that updates writeable arrays (numpy, torch, cupy, array-api-strict) in place.
@@ -136,7 +138,7 @@ class LionK:
         """Apply one step in place. Validates everything before writing anything."""
         prep = prepare(
             self._params, grads, self._state, lr=self.lr, betas=self.betas,
-            weight_decay=self.weight_decay, kappa=self.kappa, nan_policy=self.nan_policy,
+            weight_decay=self.weight_decay, kappa=self._kappa, nan_policy=self.nan_policy,
             stacklevel=2,
         )
         st = self._state
@@ -149,15 +151,18 @@ class LionK:
         pending = None
         if prep.xs:
             self._record.requested = self.execution
+            paths = prep.paths
             pending = prepare_inplace(
                 prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa, execution=self.execution,
                 chunk_size=self.chunk_size, threads=self.threads,
-                names=[f"params{p}" for p in prep.paths], record=self._record,
+                names=lambda i: f"params{paths[i]}",  # built only for an error message
+                record=self._record,
             )
         with interrupts_deferred():
             if pending is not None:
                 self.last_execution = commit_all([pending])[0]
-            self._state = State(st.count + 1, st.momentum, st.skipped)
+            # (State(...) without its Python-level __new__: the same tuple, cheaper per step)
+            self._state = _new_tuple(State, (st.count + 1, st.momentum, st.skipped))
         after_step(self, lambda: [(prep.kappa, prep.ms, prep.gs)])  # lionk.StallWarning (rare checks)
 
     def execution_report(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ No backend library is imported at module import time: torch, jax and cupy are lo
 from __future__ import annotations
 
 import math
+import operator
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,11 @@ __all__ = [
     "sign_probe_results",
     "is_numpy_namespace",
     "memory_span",
+    "numpy_signature",
+    "numpy_leaf_signature",
+    "numpy_float_dtype",
+    "numpy_scalar_operands",
+    "owning_numpy_arrays",
     "find_overlap",
     "check_no_aliasing",
 ]
@@ -445,6 +451,92 @@ def _torch_disjoint(tensors: Any) -> bool:
     return bool(np.all(lo[1:] >= np.maximum.accumulate(hi)[:-1]))
 
 
+def owning_numpy_arrays(*groups: Any) -> bool:
+    """True when the arrays of ``groups`` (sequences of arrays) are distinct plain NumPy arrays
+    that each own their memory: no two of them can share memory. (False means "look closer":
+    :func:`find_overlap`.)"""
+    if len(groups) == 3 and len(groups[0]) == len(groups[1]) == len(groups[2]) == 1:
+        (x,), (g,), (m,) = groups  # a one-array step: three arrays, no set needed
+        return (type(x) is np.ndarray and type(g) is np.ndarray and type(m) is np.ndarray
+                and x is not g and x is not m and g is not m
+                and x.flags.owndata and g.flags.owndata and m.flags.owndata)
+    ids = set()
+    n = 0
+    for arrays in groups:
+        for a in arrays:
+            if type(a) is not np.ndarray or not a.flags.owndata:
+                return False
+            ids.add(id(a))
+        n += len(arrays)
+    return len(ids) == n
+
+
+_SHAPE_DTYPE = operator.attrgetter("shape", "dtype")
+_ONLY_NDARRAY = {np.ndarray}
+
+
+def numpy_signature(arrays: Any) -> tuple[tuple[Any, Any], ...] | None:
+    """``((shape, dtype), ...)`` of ``arrays`` when all are plain ``np.ndarray`` (not a subclass),
+    else None: for a NumPy array these (read now: NumPy can change them in place) are all that
+    lionk's structure checks look at."""
+    if set(map(type, arrays)) != _ONLY_NDARRAY:
+        return None
+    return tuple(map(_SHAPE_DTYPE, arrays))
+
+
+def numpy_leaf_signature(x: Any, g: Any, m: Any) -> tuple[Any, ...] | None:
+    """``(shape, dtype)`` of each of three plain ``np.ndarray`` (a one-array step's params,
+    grads and momentum), else None: :func:`numpy_signature` for the commonest small step."""
+    if type(x) is np.ndarray and type(g) is np.ndarray and type(m) is np.ndarray:
+        return (x.shape, x.dtype, g.shape, g.dtype, m.shape, m.dtype)
+    return None
+
+
+_OPERAND_DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+
+
+def numpy_float_dtype(*groups: Any) -> Any:
+    """The dtype of every array of ``groups`` (sequences of arrays) when all are plain
+    ``np.ndarray`` of one dtype among float16, float32 and float64; else None."""
+    if len(groups) == 3 and len(groups[0]) == len(groups[1]) == len(groups[2]) == 1:
+        (x,), (g,), (m,) = groups  # a one-array step
+        if type(x) is not np.ndarray or type(g) is not np.ndarray or type(m) is not np.ndarray:
+            return None
+        dt = x.dtype
+        return dt if g.dtype is dt and m.dtype is dt and dt in _OPERAND_DTYPES else None
+    dt = None
+    for arrays in groups:
+        for a in arrays:
+            if type(a) is not np.ndarray:
+                return None
+            d = a.dtype
+            if d is not dt:
+                if dt is not None:
+                    return None  # (or an equal dtype that is another object: rare, not worth it)
+                dt = d
+    return dt if dt is not None and dt in _OPERAND_DTYPES else None
+
+
+def numpy_scalar_operands(values: Any, dtype: Any) -> tuple[Any, ...] | None:
+    """``values`` (Python floats) as read-only 0-d NumPy arrays of ``dtype`` (from
+    :func:`numpy_float_dtype`): each the float rounded once to ``dtype``, which is what NumPy
+    does itself with a Python float operand (NEP 50), so every product is bit for bit the same;
+    but NumPy multiplies a small array by a 0-d array of its dtype about 0.2 µs faster than by a
+    Python float. None when a nonzero value is outside ``dtype``'s normal range (its rounding
+    would underflow or overflow: then the Python floats are used, as NumPy's floating-point
+    error handling expects)."""
+    fi = np.finfo(dtype)
+    lo, hi = float(fi.smallest_normal), float(fi.max)
+    out = []
+    for v in values:
+        if type(v) is not float or (v != 0.0 and not lo <= abs(v) <= hi):
+            return None
+        a = np.asarray(v, dtype=dtype)
+        a.flags.writeable = False
+        out.append(a)
+    return tuple(out)
+
+
 def find_overlap(arrays: Any, writable: Any, *, donated: bool = False) -> tuple[int, int] | None:
     """The first pair ``(i, j)``, ``i < j``, of ``arrays`` that share memory and of which at
     least one is ``writable[k]``; None when there is none. Read-only arrays may share memory
@@ -455,8 +547,7 @@ def find_overlap(arrays: Any, writable: Any, *, donated: bool = False) -> tuple[
     array-api-strict), by byte range elsewhere (GPU). JAX arrays never alias: they are
     immutable (a donated buffer is a new array to JAX).
     """
-    if len({id(a) for a in arrays}) == len(arrays) and all(
-            type(a) is np.ndarray and a.flags.owndata for a in arrays):
+    if owning_numpy_arrays(arrays):
         return None  # distinct NumPy arrays that each own their memory cannot overlap
     torch_types = _plain_torch_types()
     if torch_types and all(type(a) in torch_types for a in arrays) and _torch_disjoint(arrays):

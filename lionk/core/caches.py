@@ -52,6 +52,13 @@ class BoundedCache(Generic[V]):
             self._data.move_to_end(key)
             return value  # type: ignore[return-value]
 
+    def lookup(self, key: Hashable) -> V | None:
+        """The value or None, without the lock and without marking the entry recently used:
+        for caches read on every step (a few hundred ns cheaper than :meth:`get`). A dict read
+        is atomic under the GIL. Entries read only through ``lookup`` are dropped in the order
+        they were stored when the cache is full (then stored again at their next miss)."""
+        return self._data.get(key)
+
     def put(self, key: Hashable, value: V) -> V:
         with self._lock:
             self._data[key] = value

@@ -8,6 +8,7 @@ update formulas are written.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -27,11 +28,16 @@ from .array_api import (
     is_floating,
     is_jax_array,
     is_numpy_namespace,
+    numpy_float_dtype,
+    numpy_leaf_signature,
+    numpy_scalar_operands,
+    numpy_signature,
+    owning_numpy_arrays,
     same_placement,
     scalar_device,
 )
-from .caches import BoundedCache
-from .trees import TreeDef, flatten
+from .caches import BoundedCache, register_clear_hook
+from .trees import TreeDef, flatten, flatten_leaves, paths_of
 
 __all__ = [
     "State",
@@ -98,18 +104,64 @@ def make_hyper(lr: Any, betas: Any, weight_decay: Any, *, stacklevel: int = 1,
     warm-up or a cosine); the update then leaves x as it is (``1.0*x - 0.0*u``) and only the
     momentum moves. The functional API keeps ``lr > 0``.
     """
+    key = _hyper_key(lr, betas, weight_decay, allow_zero_lr)
+    if key is not None:
+        hit = _HYPERS.lookup(key)
+        if hit is not None:
+            h, warning = hit
+            if warning is not None:  # warned at every call, as when checked (filters decide)
+                warnings.warn(warning, LionKWarning, stacklevel=stacklevel + 1)
+            return h
     lr = _check.learning_rate(lr, allow_zero=allow_zero_lr)
     b1, b2 = _check.betas(betas)
     wd = _check.weight_decay(weight_decay)
     _check.decay_product(lr, wd)
+    warning = None
     if isinstance(b1, float) and isinstance(b2, float) and b1 > b2:
-        warnings.warn(
-            f"betas: b1={b1!r} > b2={b2!r}; lionk runs it, but the Lyapunov guarantee of "
-            "Lion-kappa requires b1 <= b2",
-            LionKWarning,
-            stacklevel=stacklevel + 1,
-        )
-    return coefficients(lr, b1, b2, wd)
+        warning = (f"betas: b1={b1!r} > b2={b2!r}; lionk runs it, but the Lyapunov guarantee of "
+                   "Lion-kappa requires b1 <= b2")
+        warnings.warn(warning, LionKWarning, stacklevel=stacklevel + 1)
+    h = coefficients(lr, b1, b2, wd)
+    if key is not None:
+        _HYPERS.put(key, (h, warning))
+    return h
+
+
+# (lr, b1, b2, weight_decay, allow_zero_lr) of Python numbers -> (Hyper, warning or None): the
+# checks and coefficients of hyper-parameters that passed (a failing one is never stored, so
+# it raises at every call)
+_HYPERS: BoundedCache[tuple[Hyper, str | None]] = BoundedCache("core.step: hyper-parameters", 256)
+
+
+def _number_key(v: Any) -> Any:
+    """``v`` as a key part when it is a Python ``float`` or ``int`` (not ``bool``, not a
+    subclass, not an array); a zero keeps its sign (``-0.0`` and ``0.0`` are equal keys but may
+    give different bits), so it is keyed as ``(sign,)``. ``_NOT_CACHED`` otherwise."""
+    if type(v) is float or type(v) is int:
+        return v if v else (math.copysign(1.0, v),)
+    return _NOT_CACHED
+
+
+_NOT_CACHED = object()
+
+
+_NUMBER_TYPES = (float, int)
+
+
+def _hyper_key(lr: Any, betas: Any, wd: Any, allow_zero_lr: bool) -> tuple[Any, ...] | None:
+    """The key of :data:`_HYPERS`, or None for values that are checked at every call (arrays,
+    tracers, NumPy scalars, anything but a 2-tuple or 2-list of betas)."""
+    if (type(betas) is not tuple and type(betas) is not list) or len(betas) != 2:
+        return None
+    b1, b2 = betas
+    if (type(lr) in _NUMBER_TYPES and type(b1) in _NUMBER_TYPES and type(b2) in _NUMBER_TYPES
+            and type(wd) in _NUMBER_TYPES and lr and b1 and b2):
+        # the common case, no zero coefficient whose sign to keep (the sign of a zero weight
+        # decay changes nothing: the decay factor is then exactly 1.0)
+        return (lr, b1, b2, wd, bool(allow_zero_lr))
+    key = (_number_key(lr), _number_key(b1), _number_key(b2), _number_key(wd),
+           bool(allow_zero_lr))
+    return None if _NOT_CACHED in key else key
 
 
 def coefficients(lr: Any, b1: Any, b2: Any, weight_decay: Any) -> Hyper:
@@ -129,6 +181,78 @@ def _coef(c: Any, like: Array) -> Any:
     return xp.astype(c, like.dtype)
 
 
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ (one per step)
+
+
+def _all_floats(*cs: Any) -> bool:
+    """True when every coefficient is a Python float (the exact path)."""
+    for c in cs:
+        if type(c) is not float:
+            return False
+    return True
+
+
+class _Operands(Hyper):
+    """A :class:`Hyper` whose coefficients multiply every array of one step as they are: the
+    Python floats, or 0-d NumPy arrays of the arrays' dtype, each the Python float rounded once
+    to it (see :func:`lionk.core.array_api.numpy_scalar_operands`: the same bits, faster at
+    small sizes)."""
+
+    __slots__ = ()
+
+
+# (Hyper with nonzero Python-float coefficients, NumPy dtype) -> its _Operands (of Python floats
+# when a coefficient is out of the dtype's normal range); _SEEN_ONCE after one step
+_OPERANDS: BoundedCache[Hyper] = BoundedCache("core.step: NumPy coefficient operands", 64)
+
+
+def _operands(h: Hyper, *groups: Sequence[Array]) -> _Operands | None:
+    """``h``'s coefficients ready to multiply every array of ``groups`` as they are, or None
+    (traced coefficients: each is cast to its array's dtype by :func:`_coef`, leaf by leaf).
+
+    Python floats are used as they are, except with plain NumPy arrays of one float16, float32
+    or float64 dtype, where they are replaced by 0-d arrays of that dtype (remembered per
+    coefficients and dtype; from the second step with the same coefficients on: a schedule's
+    new lr at every step never pays for operands it would use once). A zero coefficient keeps
+    the Python floats (``0.0`` and ``-0.0`` are equal keys but not the same operand)."""
+    if type(h) is _Operands:
+        return h
+    last = _last_operands
+    if h is last[0]:  # the same (remembered) Hyper as the last step: its floats were checked
+        dt = numpy_float_dtype(*groups)
+        if dt is last[1]:
+            return last[2]
+    elif not _all_floats(*h):
+        return None
+    else:
+        dt = numpy_float_dtype(*groups)
+    if dt is None or not all(h):
+        return _new_tuple(_Operands, h)
+    key = (h, dt)
+    k = _OPERANDS.lookup(key)
+    if k is None:  # first seen: the Python floats
+        _OPERANDS.put(key, _SEEN_ONCE)
+        return _new_tuple(_Operands, h)
+    if k is _SEEN_ONCE:
+        values = numpy_scalar_operands(h, dt)
+        k = _OPERANDS.put(key, _new_tuple(_Operands, h if values is None else values))
+    _remember_operands((h, dt, k))
+    return k  # type: ignore[return-value]
+
+
+def _remember_operands(entry: tuple[Any, Any, Any]) -> None:
+    global _last_operands
+    _last_operands = entry
+
+
+# the last (Hyper, dtype, operands) of _operands: a step repeated with the same coefficients
+# (the Hyper that make_hyper remembers is the same object) skips the key and its hash
+_last_operands: tuple[Any, Any, Any] = (None, None, None)
+register_clear_hook(lambda: _remember_operands((None, None, None)))
+
+_SEEN_ONCE = Hyper(*(6 * (math.nan,)))  # a marker of _OPERANDS (compared by identity)
+
+
 # ---------------------------------------------------------------------------------------------
 # The math, once.
 
@@ -138,7 +262,15 @@ def interpolate(gs: Sequence[Array], ms: Sequence[Array], h: Hyper) -> list[Arra
 
     The first piece of :func:`update_leaves` (which calls it); uses the OLD momentum.
     """
-    return [_coef(h.b1, m) * m + _coef(h.one_minus_b1, g) * g for m, g in zip(ms, gs)]
+    k = _operands(h, gs, ms)
+    if k is not None:
+        b1, ob1 = k.b1, k.one_minus_b1
+    cs = []
+    for m, g in zip(ms, gs):
+        if k is None:
+            b1, ob1 = _coef(h.b1, m), _coef(h.one_minus_b1, g)
+        cs.append(b1 * m + ob1 * g)
+    return cs
 
 
 def apply_direction(
@@ -157,18 +289,31 @@ def apply_direction(
     passes the aggregated direction instead (the majority vote or the mean of the workers'
     ∇K(c)), through the ``aggregate_direction`` hook of :func:`update_leaves`.
     """
-    new_xs = [_coef(h.decay, x) * x - _coef(h.lr, x) * u for x, u in zip(xs, us)]
+    k = _operands(h, xs, gs, ms)
+    if k is not None:
+        decay, lr, b2, ob2 = k.decay, k.lr, k.b2, k.one_minus_b2
+    new_xs = []
+    for x, u in zip(xs, us):
+        if k is None:
+            decay, lr = _coef(h.decay, x), _coef(h.lr, x)
+        xn = decay * x - lr * u
+        new_xs.append(xn if xn.dtype is x.dtype and xn.shape else _like(xn, x))
     new_ms = []
     for m, g in zip(ms, gs):
-        m_new = _coef(h.b2, m) * m + _coef(h.one_minus_b2, g) * g
-        if m_new.dtype != m.dtype:
-            m_new = array_namespace(m).astype(m_new, m.dtype)
-        new_ms.append(m_new)
-    new_xs = [
-        xn if xn.dtype == x.dtype else array_namespace(x).astype(xn, x.dtype)
-        for xn, x in zip(new_xs, xs)
-    ]
-    return [ensure_array(a) for a in new_xs], [ensure_array(a) for a in new_ms]
+        if k is None:
+            b2, ob2 = _coef(h.b2, m), _coef(h.one_minus_b2, g)
+        mn = b2 * m + ob2 * g
+        # cast back to the momentum's dtype
+        new_ms.append(mn if mn.dtype is m.dtype and mn.shape else _like(mn, m))
+    return new_xs, new_ms
+
+
+def _like(a: Array, ref: Array) -> Array:
+    """``a`` in ``ref``'s dtype, and an array (NumPy arithmetic on 0-d arrays gives scalars)."""
+    dt = a.dtype
+    if dt is not ref.dtype and dt != ref.dtype:
+        a = array_namespace(ref).astype(a, ref.dtype)
+    return a if a.shape else ensure_array(a)
 
 
 def check_directions(kappa: _kappa.Kappa, cs: Sequence[Array], us: Sequence[Any],
@@ -189,9 +334,14 @@ def check_directions(kappa: _kappa.Kappa, cs: Sequence[Array], us: Sequence[Any]
             f"kappa {kappa.name!r}: tree_grad must return one array per leaf ({len(cs)}); "
             f"received {n}"
         )
+    for c, u in zip(cs, us):  # the common case, cheap: a model has hundreds of leaves
+        if not (u is c or (type(u) is type(c) and u.shape == c.shape and u.dtype == c.dtype)):
+            break
+    else:
+        return
     for i, (c, u) in enumerate(zip(cs, us)):
         if u is c or (type(u) is type(c) and u.shape == c.shape and u.dtype == c.dtype):
-            continue  # the common case, cheap: a model has hundreds of leaves
+            continue
         where = (str(paths(i)) if callable(paths) else paths[i]) if paths is not None else f"leaf {i}"
         if not is_array(u):
             raise TypeError(
@@ -242,6 +392,7 @@ def update_leaves(
     anything is computed from it: nothing is returned, so nothing can be written, for a
     malformed κ output.
     """
+    h = _operands(h, xs, gs, ms) or h  # the coefficients as operands, once for both pieces
     cs = interpolate(gs, ms, h)
     us = kappa.tree_grad(cs)
     check_directions(kappa, cs, us, paths)
@@ -346,13 +497,54 @@ def check_trees(
     grads of another real floating dtype than the params. Errors name the leaf path (``names`` label the three trees, e.g. the
     optax adapter's ``updates`` and ``state.mu``). Returns ``(xp, treedef, paths, xs, gs, ms)``,
     ``xp`` None for an empty tree.
+
+    Trees of plain NumPy arrays: the outcome of these checks is a function of the three
+    structures and of each leaf's type, shape and dtype only (NumPy arrays all live on the CPU),
+    which are read again at every call; a combination that passed once is remembered
+    (:data:`_CHECKED`) and not checked again. Anything else is checked at every call.
     """
+    any_dtype = bool(grads_any_dtype)
+    key: Any = numpy_leaf_signature(params, grads, momentum)
+    if key is not None:  # one NumPy array each (always a leaf): no tree to flatten
+        key = (key, any_dtype)
+        hit = _CHECKED.lookup(key)
+        if hit is not None:
+            return hit[0], hit[1], list(hit[2]), [params], [grads], [momentum]
+    xs, treedef = flatten_leaves(params)
+    gs, gdef = flatten_leaves(grads)
+    ms, mdef = flatten_leaves(momentum)
+    if key is None and xs:
+        sig = numpy_signature(xs + gs + ms)
+        if sig is not None:
+            key = (treedef, gdef, mdef, any_dtype, sig)
+            try:
+                hit = _CHECKED.lookup(key)
+            except TypeError:  # a node whose metadata is not hashable: checked every time
+                key = hit = None
+            if hit is not None:
+                return hit[0], treedef, list(hit[2]), xs, gs, ms
+    out = _check_flat(xs, treedef, gs, gdef, ms, mdef, names, momentum_hint, grads_any_dtype)
+    if key is not None:
+        _CHECKED.put(key, (out[0], out[1], tuple(out[2])))
+    return out
+
+
+# Trees of plain NumPy arrays that passed check_trees -> (namespace, treedef, leaf paths); keyed
+# by (treedefs of params, grads and momentum, grads_any_dtype, (shape, dtype) of every leaf),
+# or for one array each by ((shape, dtype) of the three, grads_any_dtype)
+_CHECKED: BoundedCache[tuple[Any, TreeDef, tuple[str, ...]]] = BoundedCache(
+    "core.step: checked tree structures", 256)
+
+
+def _check_flat(
+    xs: list[Any], treedef: TreeDef, gs: list[Any], gdef: TreeDef, ms: list[Any], mdef: TreeDef,
+    names: tuple[str, str, str], momentum_hint: str, grads_any_dtype: bool,
+) -> tuple[Any, TreeDef, list[str], list[Array], list[Array], list[Array]]:
+    """The checks of :func:`check_trees` on flattened trees, in full."""
     pn, gn, mn = names
-    xs, treedef, paths = flatten(params)
-    gs, gdef, gpaths = flatten(grads)
-    ms, mdef, _ = flatten(momentum)
+    paths = paths_of(treedef)
     _check_leaves(pn, xs, paths)
-    _check_leaves(gn, gs, gpaths)
+    _check_leaves(gn, gs, paths_of(gdef))
     if gdef != treedef:
         raise ValueError(f"{gn}: expected the tree structure of {pn} ({treedef}); received {gdef}")
     if mdef != treedef:
@@ -395,6 +587,28 @@ def check_trees(
     return xp, treedef, paths, xs, gs, ms
 
 
+# registered name -> (its registry entry, the κ it gave): a built-in κ named by a string is
+# built once, not at every step
+_KAPPAS: BoundedCache[tuple[Any, _kappa.Kappa]] = BoundedCache("core.step: kappas by name", 64)
+
+
+def _resolve_kappa(kappa: Any) -> _kappa.Kappa:
+    """:func:`lionk.core.kappa.resolve`, remembered for the names of built-in κ (whose
+    registry entries cannot be replaced; the entry is compared at every call all the same).
+    A κ object, a user-registered name or a per-leaf choice is resolved at every call."""
+    if type(kappa) is not str:
+        return _kappa.resolve(kappa)
+    name = _kappa._ALIASES.get(kappa, kappa)
+    entry = _kappa._REGISTRY.get(name)
+    hit = _KAPPAS.lookup(kappa)
+    if hit is not None and hit[0] is entry:
+        return hit[1]
+    kap = _kappa.resolve(kappa)
+    if entry is not None and _kappa._BUILTINS.get(name) is entry:
+        _KAPPAS.put(kappa, (entry, kap))
+    return kap
+
+
 def prepare(
     params: Any,
     grads: Any,
@@ -411,23 +625,43 @@ def prepare(
 
     ``stacklevel``: frames from ``prepare`` up to the user's code (2 when called by a public
     function), so that warnings point at the user's call.
+
+    What depends only on the hyper-parameters, the κ's name or the trees' structure (with each
+    leaf's type, shape and dtype) is remembered once it passed (:func:`make_hyper`,
+    :func:`check_trees`); what the values of this call decide (the state's counters, which
+    arrays share memory) is checked at every call.
     """
-    check_nan_policy(nan_policy)
+    return _prepare(params, grads, state, lr, betas, weight_decay, kappa, nan_policy,
+                    stacklevel + 1)
+
+
+def _prepare(params: Any, grads: Any, state: Any, lr: Any, betas: Any, weight_decay: Any,
+             kappa: Any, nan_policy: str, stacklevel: int) -> Prepared:
+    """:func:`prepare` with positional arguments (what :func:`step` calls: a few keyword
+    arguments less to bind per step); ``stacklevel`` counts the frames from here."""
+    # (the checks' common cases inline, each equivalent to the call it skips)
+    if type(nan_policy) is not str or nan_policy not in NAN_POLICIES:
+        check_nan_policy(nan_policy)
     h = make_hyper(lr, betas, weight_decay, stacklevel=stacklevel + 1)
-    kap = _kappa.resolve(kappa)
+    kap = _resolve_kappa(kappa)
     if not (isinstance(state, tuple) and hasattr(state, "momentum") and hasattr(state, "count")):
         raise TypeError(
             f"state: expected a lionk.State (from lionk.init); received {type(state).__name__}"
         )
-    _check.counter("state.count", state.count)
-    _check.counter("state.skipped", getattr(state, "skipped", 0))
+    count, skipped = state.count, getattr(state, "skipped", 0)
+    if type(count) is not int or count < 0:
+        _check.counter("state.count", count)
+    if type(skipped) is not int or skipped < 0:
+        _check.counter("state.skipped", skipped)
     xp, treedef, paths, xs, gs, ms = check_trees(params, grads, state.momentum)
-    if xs and not is_jax_array(xs[0]):  # JAX arrays are immutable: they cannot alias
-        check_no_aliasing([([f"params{p}" for p in paths], xs, True),
-                           ([f"grads{p}" for p in paths], gs, False),
-                           ([f"state.momentum{p}" for p in paths], ms, True)])
+    if xs and not owning_numpy_arrays(xs, gs, ms) and not is_jax_array(xs[0]):
+        # (JAX arrays are immutable: they cannot alias; distinct NumPy arrays that each own
+        # their memory cannot either.) The labels are built only for an error.
+        check_no_aliasing([(lambda i: f"params{paths[i]}", xs, True),
+                           (lambda i: f"grads{paths[i]}", gs, False),
+                           (lambda i: f"state.momentum{paths[i]}", ms, True)])
     kap = _kappa_matrix.bind(kap, paths, xs)  # a per-leaf κ: one κ per leaf, from path and shape
-    return Prepared(xp, treedef, paths, xs, gs, ms, h, kap)
+    return _new_tuple(Prepared, (xp, treedef, paths, xs, gs, ms, h, kap))
 
 
 def check_nan_policy(nan_policy: Any) -> None:
@@ -479,8 +713,9 @@ def first_nonfinite(xp: Any, arrays: Sequence[Array], paths: Sequence[str]) -> s
 
 def _update_named(prep: Prepared) -> tuple[list[Array], list[Array]]:
     """:func:`update_leaves` on a prepared step; a κ output error names the leaf's path."""
+    paths = prep.paths
     return update_leaves(prep.xs, prep.gs, prep.ms, prep.hyper, prep.kappa,
-                         paths=[f"params{p}" for p in prep.paths])
+                         paths=lambda i: f"params{paths[i]}")
 
 
 def init(params: Any, *, state_dtype: Any = None) -> State:
@@ -553,8 +788,7 @@ def step(
     Returns:
         ``(new_params, new_state)``.
     """
-    prep = prepare(params, grads, state, lr=lr, betas=betas, weight_decay=weight_decay,
-                   kappa=kappa, nan_policy=nan_policy)
+    prep = _prepare(params, grads, state, lr, betas, weight_decay, kappa, nan_policy, 2)
     if not prep.xs:
         return params, State(state.count + 1, state.momentum, state.skipped)
     xp = prep.xp
@@ -575,6 +809,10 @@ def step(
                 state.count + inc, prep.treedef.unflatten(new_ms), state.skipped + (1 - inc)
             )
     new_xs, new_ms = _update_named(prep)
-    return prep.treedef.unflatten(new_xs), State(
-        state.count + 1, prep.treedef.unflatten(new_ms), state.skipped
-    )
+    treedef = prep.treedef
+    if treedef.num_nodes == 1 and len(new_xs) == 1:  # one array: the tree is the leaf itself
+        new_params, new_momentum = new_xs[0], new_ms[0]
+    else:
+        new_params, new_momentum = treedef.unflatten(new_xs), treedef.unflatten(new_ms)
+    # (State(...) without its Python-level __new__: the same tuple, a little cheaper per step)
+    return new_params, _new_tuple(State, (state.count + 1, new_momentum, state.skipped))

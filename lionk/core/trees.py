@@ -30,7 +30,7 @@ from typing import Any
 
 import optree
 
-__all__ = ["TreeDef", "flatten", "unflatten", "tree_map", "leaf_paths", "NAMESPACE"]
+__all__ = ["TreeDef", "flatten", "flatten_leaves", "unflatten", "tree_map", "leaf_paths", "NAMESPACE"]
 
 TreeDef = optree.PyTreeSpec
 """The structure of a tree without its leaves (``num_leaves``, ``unflatten(leaves)``); two trees
@@ -90,10 +90,17 @@ def _register_jax_nodes(leaves: Sequence[Any]) -> bool:
 
 def flatten(tree: Any) -> tuple[list[Any], TreeDef, list[str]]:
     """``(leaves, treedef, paths)`` of a tree; ``paths[i]`` names leaf ``i`` like ``['a'][0].x``."""
+    leaves, treedef = flatten_leaves(tree)
+    return leaves, treedef, paths_of(treedef)
+
+
+def flatten_leaves(tree: Any) -> tuple[list[Any], TreeDef]:
+    """``(leaves, treedef)`` of a tree: :func:`flatten` without the paths (a step needs them
+    only for an error message, or once per structure)."""
     leaves, treedef = optree.tree_flatten(tree, namespace=NAMESPACE)
     if _register_jax_nodes(leaves):
         leaves, treedef = optree.tree_flatten(tree, namespace=NAMESPACE)
-    return leaves, treedef, paths_of(treedef)
+    return leaves, treedef
 
 
 def paths_of(treedef: TreeDef) -> list[str]:
