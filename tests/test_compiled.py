@@ -96,6 +96,27 @@ def test_torch_adapter_compiled_matches_eager_within_ulp(torch) -> None:
                 np.zeros(3000, np.float32))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_compiled_moves_zero_dimensional_params(torch, dtype) -> None:
+    """Regression: inductor takes 0-d CPU tensors for scalars, and the compiled step's copy_
+    into a 0-d float64 param was lost: the param never moved (found by the conformance suite's
+    toy1d problem once each κ had its own compiled code). 0-d tensors now go in as 1-element
+    views; the compiled trajectory follows the eager one (ulp tier) on every leaf."""
+    dt = getattr(torch, dtype)
+    shapes = [(), (1,), (3,), ()]
+    xs = [torch.full(s, 2.0, dtype=dt) for s in shapes]
+    ys = [x.clone() for x in xs]
+    oc = lionk.LionK(xs, lr=0.01, weight_decay=1.0, execution="compiled")
+    oe = lionk.LionK(ys, lr=0.01, weight_decay=1.0, execution="eager")
+    for _ in range(20):
+        oc.step([2 * x - 4 for x in xs])
+        oe.step([2 * y - 4 for y in ys])
+    assert oc.last_execution == "compiled"
+    for x, y in zip(xs, ys):
+        assert float(y.reshape(-1)[0]) < 1.9  # the eager step moves every leaf
+        np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=4 * float(np.finfo(dtype).eps))
+
+
 @pytest.mark.parametrize("kappa", ["sign", "huber"])
 def test_torch_chunked_is_bitwise_equal_to_eager(torch, kappa) -> None:
     x0, g, _ = _data(10_000, seed=2)

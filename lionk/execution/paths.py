@@ -1043,6 +1043,12 @@ def _check_torch_compilable(xs: Sequence[Array], gs: Sequence[Array],
         )
 
 
+def _plain(t: Any) -> Any:
+    """``t`` detached, and a 0-d tensor as a 1-element view of its storage."""
+    t = t.detach()
+    return t.view(1) if t.dim() == 0 else t
+
+
 def _run_torch_compiled_groups(groups: Sequence[Any]) -> None:
     """``torch.compile`` of the step over every group ``(xs, gs, ms, h, kappa, ...)`` at once."""
     import sys
@@ -1055,9 +1061,11 @@ def _run_torch_compiled_groups(groups: Sequence[Any]) -> None:
         coefs = [c if isinstance(c, torch.Tensor)
                  else torch.tensor(c, dtype=torch.float64, device=dev) for c in h]
         # detach(): plain tensors sharing the parameters' storage, so the compiled code's guards
-        # see the same types whether LionK or lionk.torch.LionK (nn.Parameter) calls it
-        packed.append(([x.detach() for x in xs], [g.detach() for g in gs],
-                       [m.detach() for m in ms], coefs))
+        # see the same types whether LionK or lionk.torch.LionK (nn.Parameter) calls it. A 0-d
+        # tensor goes in as a 1-element view: inductor takes 0-d CPU tensors for scalars, and
+        # its copy_ into a 0-d float64 param was lost (the param silently never moved)
+        packed.append(([_plain(x) for x in xs], [_plain(g) for g in gs],
+                       [_plain(m) for m in ms], coefs))
     kappas = tuple(g[4] for g in groups)
     with _warnings.catch_warnings():
         # dynamo notes that it traces through array-api-compat's lru_cache'd helpers: benign
