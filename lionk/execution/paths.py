@@ -24,8 +24,11 @@ leaves or on pieces of them, and copies the results into the parameter and momen
   dtype and device (:mod:`lionk.execution.packed`); bitwise equal to ``"eager"``.
 * ``"auto"`` — NumPy: the numba kernel (``"compiled"``) from ``NUMPY_KERNEL_MIN_ELEMENTS``
   elements when numba is installed and the kernel applies (elementwise κ, contiguous float32 or
-  float64 leaves), else ``"chunked"`` where it applies, else ``"eager"``; torch: compiled from
-  2^20 elements, chunked from 2^18, packed below; CuPy: compiled for an elementwise κ.
+  float64 leaves), else ``"chunked"`` where it applies, else ``"eager"``; torch on CPU with a
+  built-in elementwise κ: the same numba kernel on the tensors' memory at every size (it
+  receives their addresses), reported as ``"compiled"`` / ``"numba kernel"``; other torch
+  steps (GPU, a norm or user κ, no numba): ``torch.compile`` from 2^20 elements, chunked from
+  2^18, packed below; CuPy: compiled for an elementwise κ.
 
 Which path ran, and any fallback with its reason, is recorded per optimizer in an
 :class:`ExecutionRecord` (``opt.execution_report()``) when the step is written; nothing in this
