@@ -71,8 +71,9 @@ def test_jax_fast_sign_is_bitwise_the_reference(name, fresh_probes) -> None:
     y = jnp.asarray(values)
     assert y.dtype == values.dtype
     eager = exact_sign(y)
-    assert fresh_probes[("jax", name, "cpu")] is True
+    assert fresh_probes == {("jax-eager", name, "cpu"): True}  # eager: the eager probe only
     jitted = jax.jit(exact_sign)(y)
+    assert fresh_probes[("jax", name, "cpu")] is True  # traced: the jitted probe
     assert np.array_equal(_bits(eager), _bits(_where_sign(y)))
     assert np.array_equal(_bits(jitted), _bits(jax.jit(_where_sign)(y)))
     _assert_exact_sign_semantics(values, np.asarray(eager))
@@ -117,8 +118,9 @@ def test_failed_probe_falls_back_to_the_reference(monkeypatch, fresh_probes) -> 
     monkeypatch.setattr(jnp, "sign", lambda t: jnp.where(jnp.isnan(t), 0.0, real_sign(t)))
     y = jnp.asarray([-0.0, 1.0, -2.0, math.nan], jnp.float32)
     eager = exact_sign(y)
-    assert array_api.sign_probe_results()[("jax", "float32", "cpu")] is False
+    assert array_api.sign_probe_results()[("jax-eager", "float32", "cpu")] is False
     jitted = jax.jit(exact_sign)(y)
+    assert array_api.sign_probe_results()[("jax", "float32", "cpu")] is False
     for got in (eager, jitted):
         assert np.array_equal(_bits(got), _bits(_where_sign(y)))
         assert math.isnan(float(got[3])) and not np.signbit(np.asarray(got)[0])
