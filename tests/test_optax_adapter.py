@@ -457,9 +457,12 @@ def test_jit_with_sse42_flag_is_bitwise() -> None:
     assert SSE42_FLAG in rep["xla_flags"]
     for dt in ("float32", "float64"):
         assert_bitwise_tier(rep[dt], f"jit+SSE4_2 {dt}")
-    # control: without the flag the same jitted step contracts and differs in its last bits
+    # control: without the flag the same jitted step contracts and differs in its last bits.
+    # Since the exact sign is one select on JAX (array_api.native_exact_sign), LLVM no longer
+    # contracts the params' update of this program (upd_bits was 0 when measured); the
+    # momentum's b2*m + (1-b2)*g still is, which is what makes the flag necessary.
     s = teacher_forced(lion_k(LR, weight_decay=WD), reference_trajectory("float32", 3), jit=True)
-    assert s["upd_bits"] > 0 and s["m_bits"] > 0, (
+    assert s["m_bits"] > 0, (
         "jax.jit no longer contracts a*b + c on this CPU: the SSE4_2 subprocess check then "
         f"proves nothing new; update docs/optax.md and docs/reproducibility.md ({s})")
 

@@ -101,8 +101,8 @@ def exact_sign(y: Array) -> Array:
 
     Bitwise identical on every backend (raw ``sign`` differs: JAX keeps −0, raw torch maps
     NaN to 0). Uses only comparisons and ``where``, except where a backend's own ``sign`` is
-    verified to give the same bytes (NumPy; eager torch after a probe; see
-    ``lionk.core.array_api.native_exact_sign``).
+    verified to give the same bytes (NumPy; eager torch and JAX, also under ``jax.jit``, after
+    a probe; see ``lionk.core.array_api.native_exact_sign``).
     """
     native = native_exact_sign(y, _where_sign)
     if native is not None:
