@@ -13,8 +13,8 @@ import pytest
 
 import lionk
 from lionk.core import caches as _caches
-from lionk.execution import paths as _paths
 from lionk.execution import kernels as _kernels
+from lionk.execution import paths as _paths
 
 from ._util import bits
 
