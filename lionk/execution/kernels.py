@@ -584,7 +584,7 @@ class NumbaKernel:
     def __init__(self, source: KernelSource) -> None:
         self.source = source
         self.module = _load_module(numba_module_source(source))
-        self.leaves = getattr(self.module, "kernel_leaves", None)
+        self.leaves: Any = getattr(self.module, "kernel_leaves", None)
 
     def check(self, update: Callable[..., Any], hyper: Any, kappa: Any) -> str:
         """"" when the build gives eager NumPy's bytes on the probes (with ``hyper`` and a
