@@ -113,7 +113,7 @@ def test_a_kernel_that_differs_on_the_probes_is_refused(monkeypatch, request) ->
         return real(self, np.add if fn is np.subtract else fn, args, out_dtype)
 
     monkeypatch.setattr(_kernel._PythonDialect, "expression", wrong)
-    for cache in (_kernel._CACHE, _kernel._NUMBA_BUILT, _kernel._CHECKED):
+    for cache in (_kernel._CACHE, _kernel._NUMBA_BUILT, _kernel._CHECKED, _paths._NUMBA_READY):
         cache.clear()
         request.addfinalizer(cache.clear)
     kernel, why = _kernel.numba_kernel(update_leaves, H, K.resolve("sign"), "float32", "float32")
