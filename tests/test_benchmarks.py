@@ -338,3 +338,15 @@ def test_jax_user_targets_against_optax_lion() -> None:
     assert v["jax-user-step-digits"]["measured"] == pytest.approx(1.1)
     assert v["jax-user-lion_k-digits"]["status"] == "not met"
     assert v["jax-user-lion_k-2^24"]["status"] == "not measured"
+
+
+def test_every_recorded_reason_names_a_target() -> None:
+    """The reasons a target is not met are data keyed by target id (prefix): each key must
+    still match a target, so that renaming a target cannot leave its reason behind."""
+    from benchmarks import report
+
+    ids = [t["id"] for t in report.TARGETS]
+    for key in report.REASONS:
+        assert any(i == key or i.startswith(key) for i in ids), key
+    assert report.reason_for("torch-default-vs-lion_pytorch-2^6").startswith("small steps")
+    assert report.reason_for("no-such-target") == ""
