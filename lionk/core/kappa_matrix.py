@@ -410,16 +410,19 @@ def muon_settings(
     i.e. ``B̃ = μ²·B_old + (1 − μ²)·g``: lionk's ``c`` with b1 = μ² (without Nesterov B̃ = B, b1 = μ).
     Then ``θ ← (1 − lr·λ)θ − lr·s·NS(B̃)``: lionk's update with K = s·‖·‖_*, the same lr and λ.
     """
+    return _nesterov_settings("muon_settings", "momentum", momentum, nesterov, lr, weight_decay,
+                              lambda: Muon(adjust_lr_fn, ns_coefficients, ns_steps, eps))
+
+
+def _nesterov_settings(where: str, arg: str, momentum: Any, nesterov: bool, lr: Any,
+                       weight_decay: Any, make_kappa: Any) -> dict[str, Any]:
+    """lionk's settings for a Muon whose momentum μ averages as lionk's m (b2 = μ) and whose
+    Nesterov input μ²·m + (1 − μ²)·g is lionk's c (b1 = μ²; b1 = μ without Nesterov)."""
     mu = float(momentum)
     if not 0.0 <= mu < 1.0:
-        raise ValueError(f"muon_settings: momentum must be in [0, 1); received {momentum!r}")
+        raise ValueError(f"{where}: {arg} must be in [0, 1); received {momentum!r}")
     b1 = mu * mu if nesterov else mu
-    return {
-        "lr": lr,
-        "betas": (b1, mu),
-        "weight_decay": weight_decay,
-        "kappa": Muon(adjust_lr_fn, ns_coefficients, ns_steps, eps),
-    }
+    return {"lr": lr, "betas": (b1, mu), "weight_decay": weight_decay, "kappa": make_kappa()}
 
 
 class OptaxMuon(Nuclear):
@@ -527,16 +530,9 @@ def optax_muon_settings(
                              f"numbers (a, b, c); received {ns_coeffs!r} (per-step coefficients "
                              "are not supported)")
         ns_coeffs = MUON_COEFFICIENTS
-    beta_f = float(beta)
-    if not 0.0 <= beta_f < 1.0:
-        raise ValueError(f"optax_muon_settings: beta must be in [0, 1); received {beta!r}")
-    b1 = beta_f * beta_f if nesterov else beta_f
-    return {
-        "lr": learning_rate,
-        "betas": (b1, beta_f),
-        "weight_decay": weight_decay,
-        "kappa": OptaxMuon(consistent_rms, ns_coeffs, ns_steps, eps),
-    }
+    return _nesterov_settings("optax_muon_settings", "beta", beta, nesterov, learning_rate,
+                              weight_decay,
+                              lambda: OptaxMuon(consistent_rms, ns_coeffs, ns_steps, eps))
 
 
 # ---------------------------------------------------------------------------------------------
