@@ -521,9 +521,11 @@ class LionK(Optimizer):
         super().add_param_group(group)
 
     def _check_communication_kappa(self, kap: _kappa.Kappa, where: str) -> None:
+        if getattr(self, "communication", None) is None:
+            return
         from ..distributed import TERNARY_KAPPAS, is_ternary
 
-        if getattr(self, "communication", None) is not None and not is_ternary(kap):
+        if not is_ternary(kap):
             raise ValueError(
                 f"{where}: kappa: communication={self.communication!r} exchanges each rank's "
                 f"direction as a vote (-1, 0, +1 per coordinate); expected a ternary kappa (its "
