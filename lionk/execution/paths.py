@@ -920,7 +920,7 @@ def _numba_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array],
     runs: list[tuple[Any, tuple[Any, ...], int]] = []
     for (dt, mdt), (px, pg, pm, starts) in groups.items():  # every kernel ready before a write
         key = (kappa, dt, mdt, type(h.lr) is float)
-        kernel = _NUMBA_READY.get(key)
+        kernel = _NUMBA_READY.lookup(key)
         if kernel is None:
             kernel, why = _kernels.numba_kernel(update_leaves, h, kappa, dt, mdt)
             if kernel is None:
