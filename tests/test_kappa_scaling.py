@@ -71,23 +71,10 @@ def test_normalized_needs_the_gradient_scale_where_it_has_a_length() -> None:
 # Real data.
 
 # The training code is examples/every_kappa.py's (the example users run): its data split, its
-# MLP and its first-batch gradient RMS.
-_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "every_kappa.py"
-
-
-def _example() -> dict:
-    return runpy.run_path(str(_EXAMPLE), run_name="example_every_kappa")
-
-
-def _data(name: str):
-    return _example()["make_data"](name)
-
-
-def _train(data, kappa_for) -> tuple[float, list, float]:
-    return _example()["train"](data, kappa_for)
-
-
-WD = _example()["WD"]  # Lion's usual weight decay, as the example trains with
+# MLP, its first-batch gradient RMS and Lion's weight decay it trains with.
+_EXAMPLE = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "every_kappa.py"),
+                          run_name="example_every_kappa")
+_data, _train, WD = _EXAMPLE["make_data"], _EXAMPLE["train"], _EXAMPLE["WD"]
 
 
 @pytest.fixture(scope="module")

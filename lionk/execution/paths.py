@@ -55,6 +55,7 @@ import concurrent.futures
 import functools
 import os
 import signal
+import sys
 import threading
 import types
 import warnings
@@ -66,7 +67,7 @@ import numpy as np
 
 from ..core import kappa as _kappa_module
 from ..core import validation as _check
-from ..core.array_api import Array, array_namespace, write_inplace
+from ..core.array_api import Array, _plain_torch_types, array_namespace, write_inplace
 from ..core.caches import BoundedCache, register_clear_hook
 from ..core.step import Hyper, update_leaves
 from . import kernels as _kernels
@@ -226,14 +227,10 @@ def _auto_path(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], ka
         return _numpy_fallback(xs, gs, ms, kappa)
     if xs and all(_is_torch(a) for a in xs):
         if (kappa.separable and _builtin_kappa(kappa) and xs[0].device.type == "cpu"
-                and _numba_available()):
+                and _kernels.numba_available()):
             return "numba"  # the numba kernel on the tensors' memory; _torch_auto if it cannot
         return _torch_auto(xs, gs, ms, kappa, record)
     return "eager"
-
-
-def _numba_available() -> bool:
-    return _kernels.numba_available()
 
 
 def _torch_auto(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], kappa: Any,
@@ -813,21 +810,13 @@ _NUMPY_FLOATS = (np.dtype("float32"), np.dtype("float64"))
 
 
 def _address(a: Any) -> tuple[int, np.dtype] | None:
-    """``(address of the first element, NumPy dtype)`` of ``a`` when the numba kernel can read
-    and write it through that address: a C-contiguous, aligned, native float32/float64 NumPy
-    array, or a CPU torch tensor of those dtypes (plain Tensor or Parameter, dense, no lazy
-    negation or conjugation). None otherwise."""
+    """``(address of the first element, dtype)`` of a NumPy array the numba kernel can read and
+    write through that address (C-contiguous, aligned, native float32/float64), else None.
+    (CPU torch tensors are tested in :func:`_numba_kernel`, three at a time.)"""
     if isinstance(a, np.ndarray):
         flags = a.flags
         if flags.c_contiguous and flags.aligned and a.dtype in _NUMPY_FLOATS:
             return int(a.__array_interface__["data"][0]), a.dtype
-        return None
-    floats = _torch_floats()
-    if type(a) in floats[0]:
-        dt = floats[1].get(a.dtype)
-        if dt is not None and a.is_cpu and a.layout is floats[2] and a.is_contiguous() \
-                and not a.is_neg():  # (real tensors have no lazy conjugation)
-            return int(a.data_ptr()), dt
     return None
 
 
@@ -836,13 +825,11 @@ def _torch_floats() -> tuple[tuple[type, ...], dict[Any, np.dtype], Any]:
     before torch is imported (never imports it)."""
     global _TORCH_FLOATS
     if not _TORCH_FLOATS[0]:
-        import sys
-
-        torch = sys.modules.get("torch")
-        if torch is not None and hasattr(torch, "nn"):
-            _TORCH_FLOATS = ((torch.Tensor, torch.nn.Parameter),
-                             {torch.float32: np.dtype("float32"),
-                              torch.float64: np.dtype("float64")}, torch.strided)
+        types = _plain_torch_types()
+        if types:
+            torch = sys.modules["torch"]
+            _TORCH_FLOATS = (types, {torch.float32: np.dtype("float32"),
+                                     torch.float64: np.dtype("float64")}, torch.strided)
     return _TORCH_FLOATS
 
 
@@ -851,6 +838,17 @@ _TORCH_FLOATS: tuple[tuple[type, ...], dict[Any, np.dtype], Any] = ((), {}, None
 
 def _dtype_name(a: Any) -> str:
     return str(a.dtype).rpartition(".")[2]
+
+
+def _why_no_kernel(x: Any, g: Any, m: Any) -> str:
+    """Why the numba kernel cannot step the leaf ``(x, g, m)``: its dtypes, or its memory."""
+    dts = sorted({_dtype_name(a) for a in (x, g, m)} - {"float32", "float64"})
+    if dts:
+        return f"has no kernel for dtypes {'/'.join(dts)} (float32 and float64 only)"
+    if _dtype_name(g) != _dtype_name(x):
+        return (f"needs gradients of the params' dtype; received {_dtype_name(g)} for "
+                f"{_dtype_name(x)}")
+    return "needs C-contiguous arrays"
 
 
 def _numba_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array], h: Hyper,
@@ -884,7 +882,8 @@ def _numba_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array],
     torch_types, torch_floats, strided = _torch_floats()
     for x, g, m in zip(xs, gs, ms):
         if type(x) in torch_types and type(g) in torch_types and type(m) in torch_types:
-            # _address, unrolled for the three tensors of a leaf (a model has hundreds)
+            # CPU, float32/float64, dense, contiguous, no lazy negation (real tensors have no
+            # lazy conjugation): the three tensors of a leaf at once (a model has hundreds)
             dx, dm = torch_floats.get(x.dtype), torch_floats.get(m.dtype)
             if (dx is not None and dm is not None and g.dtype is x.dtype and x.is_cpu
                     and g.is_cpu and m.is_cpu and x.layout is strided and g.layout is strided
@@ -898,17 +897,13 @@ def _numba_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array],
                 group[2].append(m.data_ptr())
                 group[3].append(group[3][-1] + x.numel())
                 continue
+            return _why_no_kernel(x, g, m)
         if isinstance(g, np.generic):  # numpy's result of arithmetic on 0-d arrays
             g = np.asarray(g)
             held.append(g)
         ax, ag, am = _address(x), _address(g), _address(m)
-        if ax is None or ag is None or am is None:
-            dts = sorted({str(_dtype_name(a)) for a in (x, g, m)} - {"float32", "float64"})
-            if dts:
-                return (f"has no kernel for dtypes {'/'.join(dts)} (float32 and float64 only)")
-            return "needs C-contiguous arrays"
-        if ag[1] != ax[1]:
-            return f"needs gradients of the params' dtype; received {ag[1]} for {ax[1]}"
+        if ax is None or ag is None or am is None or ag[1] != ax[1]:
+            return _why_no_kernel(x, g, m)
         group = groups.get((ax[1], am[1]))
         if group is None:
             group = groups[(ax[1], am[1])] = ([], [], [], [0])
@@ -963,8 +958,6 @@ def _numba_kernel(xs: Sequence[Array], gs: Sequence[Array], ms: Sequence[Array],
 
 
 def _increment_version(tensors: list[Any]) -> None:
-    import sys
-
     sys.modules["torch"].autograd.graph.increment_version(tensors)
 
 
