@@ -63,7 +63,7 @@ def _cases() -> dict[str, Callable[[], dict]]:
         "sign_tol0": lambda: minimize(f_np, z, jac=g_np, radius=0.3, lr=0.01, maxiter=300, tol=0),
         "certified": lambda: minimize(f_np, z, jac=g_np, radius=0.3, maxiter=2000, tol=1e-4),
         "l2": lambda: minimize(f_np, z, jac=g_np, kappa="l2", radius=1.0, maxiter=300),
-        "lp": lambda: minimize(f_np, z, jac=g_np, kappa=lionk.kappa.get("lp", p=3.0),
+        "lp": lambda: minimize(f_np, z, jac=g_np, kappa=lionk.kappa.textbook("lp", p=3.0),
                                radius=1.0, maxiter=300),
         "huber": lambda: minimize(f_np, z, jac=g_np, kappa=lionk.kappa.get("huber", delta=0.5),
                                   radius=0.5, maxiter=300),
@@ -74,7 +74,7 @@ def _cases() -> dict[str, Callable[[], dict]]:
                                          kappa=lionk.kappa.get("relativistic", delta=0.5),
                                          radius=1.0, maxiter=300),
         "relativistic_l2": lambda: minimize(f_np, z, jac=g_np,
-                                            kappa=lionk.kappa.get("relativistic-l2", delta=0.5),
+                                            kappa=lionk.kappa.textbook("relativistic-l2", delta=0.5),
                                             radius=1.0, maxiter=300),
         "quadratic": lambda: minimize(f_np, z, jac=g_np, kappa="quadratic", weight_decay=0.5,
                                       lr=0.005, maxiter=300),
@@ -152,6 +152,7 @@ def _write() -> None:
         with np.errstate(all="ignore"):
             for k, v in _flatten(run()).items():
                 arrays[f"{name}/{k}"] = v
+    arrays["platform/probe"] = _probe()
     np.savez(DATA, **arrays)
     print(f"wrote {len(arrays)} arrays to {DATA}")
 
@@ -164,17 +165,58 @@ def reference() -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+# The reference was recorded on one machine; the objective's matrix products (OpenBLAS, or
+# torch's BLAS) and lionk's diagnostics (np.dot, sums) round differently on a CPU whose BLAS
+# kernels differ (reproducibility.md: BLAS reductions are not bitwise across machines). The
+# probe below (g_np at a fixed point, BLAS only) was recorded with the reference's OpenBLAS
+# kernel (``OPENBLAS_CORETYPE=SkylakeX``, which reproduces every NumPy field of the reference on
+# an AMD EPYC): where this machine computes it with the same bytes the NumPy cases must match
+# bit for bit; elsewhere, and for the torch cases (whose recording platform has no probe), every
+# non-float field must still match exactly and every float field to the rounding a different
+# summation order explains (measured on AMD EPYC: ≤ 1.4e-10 relative to the field's largest
+# value in float64, ≤ 1.1e-4 in float32, where kkt and gap are differences of nearly equal
+# numbers).
+PROBE_X = np.linspace(-1.0, 1.0, 10)
+REL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-3}
+
+
+def _probe() -> np.ndarray:
+    return np.asarray(g_np(PROBE_X))
+
+
+def _close(a: np.ndarray, b: np.ndarray, rel: float) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind not in "fc":
+        return _same_bits(a, b)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    if not np.array_equal(np.isfinite(a64), np.isfinite(b64)) or not np.array_equal(
+            a64[~np.isfinite(a64)], b64[~np.isfinite(b64)], equal_nan=True):
+        return False
+    fin = np.isfinite(b64)
+    if not fin.any():
+        return True
+    scale = float(np.max(np.abs(b64[fin])))
+    return bool(np.all(np.abs(a64[fin] - b64[fin]) <= rel * max(scale, 1e-300)))
+
+
 @pytest.mark.parametrize("name", list(_cases()))
 def test_bitwise_equal_to_the_saved_reference(name: str, reference: dict) -> None:
     """Every field (x, the scalars, the message and each history array) has the bytes of the
-    implementation that validated and stepped with ``lionk.step`` at every iteration."""
+    implementation that validated and stepped with ``lionk.step`` at every iteration, on a
+    machine whose BLAS rounds as the recording one did (the probe); elsewhere the same fields,
+    non-floats exactly and floats to a reordered summation's rounding."""
     if f"{name}/x" not in reference:
         pytest.skip(f"no reference for {name}")
     with np.errstate(all="ignore"):
         got = _flatten(_cases()[name]())
+    same_platform = (not name.startswith("torch") and "platform/probe" in reference
+                     and _same_bits(_probe(), reference["platform/probe"]))
+    rel = REL[got["x"].dtype]  # the run's precision (its scalars are reported as float64)
     for k, v in got.items():
         ref = reference[f"{name}/{k}"]
-        assert _same_bits(v, ref), (name, k, v, ref)
+        ok = _same_bits(v, ref) if same_platform else _close(v, ref, rel)
+        assert ok, (name, k, "bitwise" if same_platform else "rounding", v, ref)
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
