@@ -21,9 +21,10 @@ from .core.kappa_matrix import (
     optax_muon_settings,
     polar_svd,
 )
-from .core.kappa_scaling import Scaled, normalized, rms_scale
+from .core.kappa_scaling import TEXTBOOK_PARAMS, Scaled, normalized, rms_scale, textbook
 
 __all__ = [*_core_all, "MUON_COEFFICIENTS", "Muon", "Nuclear", "PerLeaf", "muon_settings",
            "OptaxMuon", "optax_muon_settings", "optax_muon_b1",
            "newton_schulz", "newton_schulz_band", "polar_svd",
-           "Scaled", "normalized", "rms_scale", "GroupL2"]
+           "Scaled", "normalized", "rms_scale", "textbook", "TEXTBOOK_PARAMS",
+           "GroupL2"]

@@ -6,6 +6,16 @@ import numpy as np
 
 _UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
+def textbook(name: str, **params):
+    """The built-in κ in its textbook form (theory.md §6), which the defaults are not (every
+    built-in is normalised to train at Lion's settings: docs/kappa.md). Tests of a κ's textbook
+    mathematics, or of an execution path that needs an elementwise κ, use it. ``"l2:global"``
+    sets the scope."""
+    import lionk
+
+    base, _, scope = name.partition(":")
+    return lionk.kappa.textbook(base, **({"scope": scope} if scope else {}), **params)
+
 
 def bits(a: np.ndarray) -> np.ndarray:
     """The bit patterns of a floating numpy array as unsigned integers of the same width."""
@@ -84,6 +94,6 @@ def np_quadratic_grad(y: np.ndarray) -> np.ndarray:
 EXACT_KAPPAS = [
     ("sign", {}, np_sign),
     ("huber", {"delta": 0.3}, np_huber_grad(0.3)),
-    ("quadratic", {}, np_quadratic_grad),
+    ("quadratic", {"scale": 1.0}, np_quadratic_grad),
     ("deadzone", {"e": 0.1}, np_deadzone_grad(0.1)),
 ]

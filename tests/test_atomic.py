@@ -22,6 +22,8 @@ import lionk
 from lionk.execution import kernels as _kernel
 from lionk.execution import paths as _paths
 
+from ._util import textbook
+
 NUMPY_PATHS = [("eager", 1), ("chunked", 1), ("chunked", 2), ("compiled", 1), ("compiled", 2),
                ("auto", 2)]
 
@@ -121,7 +123,7 @@ def test_numpy_floating_point_trap_in_the_last_element_writes_nothing(path, thre
     """np.seterr(all="raise"): FloatingPointError, nothing written (main: written, threads=1;
     ignored, threads=2 and compiled)."""
     params, grads = overflow_in_last_element()
-    opt = make_opt(params, path, threads, "quadratic")
+    opt = make_opt(params, path, threads, textbook("quadratic"))
     opt.lr = 0.9
     opt.weight_decay = 0.0
     before = snapshot_numpy(opt)
@@ -138,7 +140,7 @@ def test_numpy_runtime_warning_as_error_writes_nothing(path, threads):
     """Default np.seterr ("warn") with warnings turned into errors: the RuntimeWarning raises
     before anything is written (the compiled kernel reports no floating-point events)."""
     params, grads = overflow_in_last_element()
-    opt = make_opt(params, path, threads, "quadratic")
+    opt = make_opt(params, path, threads, textbook("quadratic"))
     opt.lr = 0.9
     opt.weight_decay = 0.0
     before = snapshot_numpy(opt)
@@ -152,7 +154,7 @@ def test_numpy_runtime_warning_as_error_writes_nothing(path, threads):
 @pytest.mark.parametrize(("path", "threads"), NUMPY_PATHS)
 def test_numpy_seterr_call_callback_raising_writes_nothing(path, threads):
     params, grads = overflow_in_last_element()
-    opt = make_opt(params, path, threads, "quadratic")
+    opt = make_opt(params, path, threads, textbook("quadratic"))
     opt.lr = 0.9
     opt.weight_decay = 0.0
     before = snapshot_numpy(opt)

@@ -12,7 +12,7 @@ import pytest
 
 import lionk
 
-from ._util import bits
+from ._util import bits, textbook
 
 K = 4  # one rounding saved per FMA; a handful of eps covers the two or three of a step
 LR, WD, B1, B2 = 1e-2, 0.5, 0.9, 0.99
@@ -117,7 +117,7 @@ def test_torch_compiled_moves_zero_dimensional_params(torch, dtype) -> None:
         np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=4 * float(np.finfo(dtype).eps))
 
 
-@pytest.mark.parametrize("kappa", ["sign", "huber"])
+@pytest.mark.parametrize("kappa", ["sign", pytest.param(textbook("huber"), id="huber")])
 def test_torch_chunked_is_bitwise_equal_to_eager(torch, kappa) -> None:
     x0, g, _ = _data(10_000, seed=2)
     a = torch.from_numpy(x0.copy())
@@ -193,7 +193,9 @@ def _needs_cxx():
         pytest.skip("no C++ compiler")
 
 
-@pytest.mark.parametrize("kappa,dtype", [("sign", "float32"), ("huber", "float64")])
+@pytest.mark.parametrize("kappa,dtype", [("sign", "float32"),
+                                         pytest.param(textbook("huber"), "float64",
+                                                      id="huber-float64")])
 def test_fused_jit_step_is_bitwise_equal_to_the_numpy_step_and_donates(jnp, kappa, dtype) -> None:
     _needs_cxx()
     if dtype == "float64":
@@ -233,6 +235,8 @@ def test_fused_jit_step_refuses_what_it_cannot_run(jnp) -> None:
     p = {"w": jnp.ones(8, jnp.float32)}
     with pytest.raises(ValueError, match="elementwise"):
         lionk.jit_step(lr=LR, kappa="l2", fused=True, donate=False)(p, p, lionk.init(p))
+    with pytest.raises(ValueError, match="elementwise"):  # huber's default length is per array
+        lionk.jit_step(lr=LR, kappa="huber", fused=True, donate=False)(p, p, lionk.init(p))
     h = {"w": jnp.ones(8, jnp.float16)}
     with pytest.raises(ValueError, match=r"params\['w'\].*float32 and float64 only"):
         lionk.jit_step(lr=LR, fused=True, donate=False)(h, h, lionk.init(h))

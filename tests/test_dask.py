@@ -23,7 +23,7 @@ da = pytest.importorskip("dask.array")
 
 import lionk  # noqa: E402
 
-from ._util import assert_bitwise_equal  # noqa: E402
+from ._util import assert_bitwise_equal, textbook  # noqa: E402
 
 EXACT = ["sign", "huber", "deadzone", "quadratic"]
 STEPS = 20
@@ -43,8 +43,8 @@ def grad(x, a):
 
 
 def kappa_of(spec):
-    name, _, scope = spec.partition(":")
-    return lionk.kappa.get(name, **({"scope": scope} if scope else {}))
+    """The textbook κ (huber, deadzone, quadratic elementwise and exact; l2 at scale=1)."""
+    return textbook(spec)
 
 
 class Recorder:
@@ -63,20 +63,24 @@ class Recorder:
 
 def test_step_is_lazy_and_chunkwise():
     x0, g0, m0 = (draw(s, SHAPE, np.float32) for s in (1, 2, 3))
-    for spec, local in (("sign", True), ("huber", True), ("l2:global", False)):
+    # the default huber measures its length on the whole array (0.1·RMS(y)): not chunk-local
+    for spec, kappa, local in (("sign", kappa_of("sign"), True),
+                               ("huber", kappa_of("huber"), True),
+                               ("l2:global", kappa_of("l2:global"), False),
+                               ("huber default", lionk.kappa.get("huber"), False)):
         rec = [Recorder(a) for a in (x0, g0, m0)]
         x, g, m = (da.from_array(r, chunks=CHUNKS, asarray=True) for r in rec)
         computed = []
         with dask.callbacks.Callback(start=lambda dsk, computed=computed: computed.append(len(dsk))):
-            nx, st = lionk.step(x, g, lionk.State(0, m, 0), kappa=kappa_of(spec), **KW)
+            nx, st = lionk.step(x, g, lionk.State(0, m, 0), kappa=kappa, **KW)
         assert computed == [], "lionk.step computed something"
         assert isinstance(nx, da.Array) and isinstance(st.momentum, da.Array)
         assert nx.chunks == x.chunks and st.momentum.chunks == x.chunks
         for r in rec:
             r.reads.clear()
         block = np.asarray(nx.blocks[1, 0].compute(scheduler="sync"))
-        want = lionk.step(x0, g0, lionk.State(0, m0, 0), kappa=kappa_of(spec), **KW)[0]
-        if spec != "l2:global":
+        want = lionk.step(x0, g0, lionk.State(0, m0, 0), kappa=kappa, **KW)[0]
+        if local:
             assert_bitwise_equal(block, want[12:, :5], spec)
         wanted = ((12, 24), (0, 5))
         if local:  # an elementwise κ: the block needs the same block of each input, no more

@@ -46,6 +46,8 @@ from lionk.distributed import (  # noqa: E402
 )
 from lionk.torch import LionK  # noqa: E402
 
+from ._util import textbook  # noqa: E402
+
 WORLD = 2
 EXACT = ["sign", "huber", "deadzone", "quadratic"]
 DDP_STEPS = 50
@@ -72,7 +74,12 @@ def make_data(seed, n, dtype=torch.float32):
 
 
 def kappa_of(spec):
+    """The exact κ (EXACT) in their textbook form, elementwise and bitwise (the defaults of
+    huber, deadzone and quadratic measure RMS(y) per array: ulp tier); the norm κ at their
+    defaults (scale="rms": the √n counts the whole tensor, across FSDP shards too)."""
     name, _, scope = spec.partition(":")
+    if name in EXACT:
+        return textbook(spec)
     return lionk.kappa.get(name, **({"scope": scope} if scope else {}))
 
 

@@ -96,7 +96,7 @@ def test_catalogue_reads_names_parameters_and_flags_from_the_registry() -> None:
     assert rows["sign"].aliases == ("l1", "lion")
     md = gen.markdown()
     assert '`p=3.0` (> 1, finite), `scope="tensor"`' in md
-    assert "| `huber` | `delta=1.0` (> 0) |" in md
+    assert '| `huber` | `delta="auto"` (`"auto"` or > 0) |' in md  # the default: δ = 0.1·RMS
 
 
 def test_catalogue_fails_for_a_registered_kappa_without_an_entry(
@@ -126,8 +126,9 @@ def test_catalogue_fails_for_a_stale_entry(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_catalogue_fails_when_the_tier_contradicts_exact() -> None:
     cat = dict(gen.CATALOGUE)
-    cat["huber"] = dataclasses.replace(cat["huber"], tier="ulp")
-    with pytest.raises(gen.CatalogueError, match="huber: the catalogue says tier 'ulp'"):
+    assert lionk.kappa.get("sign").exact  # sign is exact at every setting
+    cat["sign"] = dataclasses.replace(cat["sign"], tier="ulp")
+    with pytest.raises(gen.CatalogueError, match="sign: the catalogue says tier 'ulp'"):
         gen.markdown(cat)
 
 

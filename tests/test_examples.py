@@ -90,15 +90,17 @@ def test_fast_numpy_runs_every_path_to_the_same_bits_and_the_known_solution() ->
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None
                     or importlib.util.find_spec("sklearn") is None,
                     reason="needs torch and scikit-learn")
-def test_every_kappa_reports_defaults_normalized_and_the_constraint(
+def test_every_kappa_reports_defaults_fixed_and_the_constraint(
         capsys: pytest.CaptureFixture) -> None:
     """The example's table, short (its full 600-step run is asserted by
-    tests/test_kappa_scaling.py): every κ it lists trains with its defaults and normalised, and
-    the normalised run keeps the constraint it induces."""
+    tests/test_kappa_scaling.py): every κ it lists trains at its defaults, the κ with an
+    adaptive length also in their fixed form, and the default run keeps the constraint the κ
+    induces."""
     ex = load("every_kappa")
     out = ex["main"]("digits", steps=30, kappas=("sign", "huber", "l2"))
     assert set(out) == {"sign", "huber", "l2"}
     assert all(r["constraint_holds"] for r in out.values())
-    assert out["sign"]["default"] == out["sign"]["normalized"]  # sign is its own normalisation
+    assert out["sign"]["fixed"] is None and out["l2"]["fixed"] is None  # fixed already
+    assert out["huber"]["fixed"] is not None
     printed = capsys.readouterr().out
-    assert "huber" in printed and "normalized" in printed
+    assert "huber" in printed and "fixed" in printed

@@ -7,7 +7,7 @@ import pytest
 
 import lionk
 
-from ._util import bits
+from ._util import bits, textbook
 
 
 def _problem(shapes, dtype, seed=0):
@@ -29,7 +29,12 @@ def _run(execution, kappa, dtype, shapes, steps=15, **kw):
 SHAPES = [(1000,), (37, 29), (), (0,), (5,)]
 
 
-@pytest.mark.parametrize("kappa", ["sign", "huber", "deadzone", "quadratic", "relativistic"])
+# the textbook forms: elementwise (the defaults of the others measure RMS(y) per array)
+ELEMENTWISE = ["sign"] + [pytest.param(textbook(k), id=k)
+                          for k in ("huber", "deadzone", "quadratic", "relativistic")]
+
+
+@pytest.mark.parametrize("kappa", ELEMENTWISE)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("chunk_size,threads", [(7, 1), (64, 2), (1 << 14, 2)])
 def test_chunked_is_bitwise_equal_to_eager(kappa, dtype, chunk_size, threads) -> None:
@@ -55,6 +60,10 @@ def test_auto_chunks_large_numpy_with_a_separable_kappa_only(monkeypatch) -> Non
     assert "numba is not installed" in opt.execution_report()["fallbacks"][0]
     _, opt = _run("auto", "l2", "float32", big, steps=1)
     assert opt.last_execution == "eager"
+    _, opt = _run("auto", "huber", "float32", big, steps=1)  # δ = 0.1·RMS(y): not separable
+    assert opt.last_execution == "eager"
+    _, opt = _run("auto", textbook("huber"), "float32", big, steps=1)
+    assert opt.last_execution == "chunked"
     # small arrays: one whole-array step beats many Python-level chunk calls
     _, opt = _run("auto", "sign", "float32", [(100,)], steps=1)
     assert opt.last_execution == "eager"

@@ -16,7 +16,7 @@ from lionk.core import caches as _caches
 from lionk.execution import kernels as _kernels
 from lionk.execution import paths as _paths
 
-from ._util import bits
+from ._util import bits, textbook
 
 
 def test_the_report_of_a_fresh_and_of_a_stepped_optimizer() -> None:
@@ -198,7 +198,7 @@ def test_a_step_that_raises_records_nothing_on_the_numba_path() -> None:
     """np.seterr(all="raise") and an overflow in the last element: the numba kernel's dry run
     raises in the compute phase; nothing is written and the report does not count the step."""
     x = np.linspace(-1, 1, _paths.NUMPY_KERNEL_MIN_ELEMENTS, dtype=np.float32)
-    opt = lionk.LionK(x, lr=0.9, kappa="quadratic", execution="compiled")
+    opt = lionk.LionK(x, lr=0.9, kappa=textbook("quadratic"), execution="compiled")
     opt.step(np.ones_like(x))
     assert opt.execution_report()["steps"] == 1
     x[-1] = np.finfo(np.float32).max  # x - lr * (m = g) overflows in the last element

@@ -17,6 +17,8 @@ import pytest
 import lionk
 from lionk.core.kappa_group import GroupL2
 
+from ._util import textbook
+
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_OPTAX = importlib.util.find_spec("optax") is not None and importlib.util.find_spec("jax")
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
@@ -80,7 +82,9 @@ CASES = [  # (shape, axis, the non-negative axes a group spans)
 @pytest.mark.parametrize(("shape", "axis", "axes"), CASES)
 def test_known_answers_against_float64_by_hand(shape, axis, axes) -> None:
     rng = np.random.default_rng(sum(shape) + 7)
-    k = lionk.kappa.get("group-l2", axis=axis)
+    k = textbook("group-l2", axis=axis)  # K = Σ_g ‖y_g‖₂ (scale=1)
+    default = lionk.kappa.get("group-l2", axis=axis)  # scale="rms": s = √n_g
+    root_n = math.sqrt(math.prod(shape[d] for d in axes))
     for scale in (0.3, 1.0, 4.0):
         y = rng.standard_normal(shape) * scale
         g, val, conj, dist = ref_all(y, axes)
@@ -96,10 +100,12 @@ def test_known_answers_against_float64_by_hand(shape, axis, axes) -> None:
         assert float(k.domain_distance(got)) <= 4e-16
         assert float(np.sum(y * got)) == pytest.approx(val, rel=1e-14)
         assert float(k.conjugate_on_domain(got)) == 0.0
+        # the default is √n_g times the textbook gradient (per-element RMS 1 in every group)
+        np.testing.assert_allclose(default.grad(y), root_n * g, rtol=0, atol=4e-15 * root_n)
 
 
 def test_rows_zero_group_nan_group_empty_and_float32() -> None:
-    k = lionk.kappa.get("group-l2")
+    k = textbook("group-l2")
     y = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, np.nan], [-0.0, 2.0]])
     got = k.grad(y)
     np.testing.assert_array_equal(got[0], [0.6, 0.8])
@@ -108,7 +114,7 @@ def test_rows_zero_group_nan_group_empty_and_float32() -> None:
     np.testing.assert_array_equal(got[3], [0.0, 1.0])
     assert float(k.value(y[[0, 1, 3]])) == 7.0
     assert float(k.domain_distance(y[[0, 1, 3]])) == 4.0
-    col = lionk.kappa.get("group-l2", axis=0)
+    col = textbook("group-l2", axis=0)
     np.testing.assert_allclose(col.grad(y[[0, 1, 3]]),
                                [[1.0, 4.0 / math.sqrt(20.0)], [0.0, 0.0],
                                 [0.0, 2.0 / math.sqrt(20.0)]], rtol=0, atol=1e-16)
@@ -130,7 +136,7 @@ def test_rows_zero_group_nan_group_empty_and_float32() -> None:
 
 @pytest.mark.parametrize("axis", [-1, 0, (0, 1)])
 def test_passes_the_registry_checks_and_states_its_facts(axis) -> None:
-    k = lionk.kappa.get("group-l2", axis=axis)
+    k = textbook("group-l2", axis=axis)
     if axis != (0, 1):
         lionk.kappa.validate(k)  # odd, monotone, Fenchel-Young, facts; shapes 0-d to 3-d
     f = k.facts()
@@ -143,16 +149,23 @@ def test_passes_the_registry_checks_and_states_its_facts(axis) -> None:
     want = {-1: 5.0, 0: math.sqrt(17.0), (0, 1): math.sqrt(28.0)}[axis]  # max group norm
     assert c.evaluate(x) == pytest.approx(want, rel=1e-15)
     assert c.evaluate([x, 2.0 * x]) == pytest.approx(2.0 * want, rel=1e-15)  # per array: max
+    # the default (scale="rms") states the ball per element: the largest group RMS ≤ 1/λ
+    d = lionk.kappa.get("group-l2", axis=axis).constraint
+    n_g = {-1: 3, 0: 2, (0, 1): 6}[axis]
+    assert (d.norm, d.scale, d.bounded) == ("group-l2", 1.0, True) and d.radius(0.25) == 4.0
+    assert d.evaluate(x) == pytest.approx(want / math.sqrt(n_g), rel=1e-15)
 
 
 def test_spec_round_trip_and_identity() -> None:
-    for axis in (-1, 0, (1, 2)):
-        k = lionk.kappa.get("group-l2", axis=axis)
+    for axis, scale in itertools.product((-1, 0, (1, 2)), ("rms", 1.0, 2.5)):
+        k = lionk.kappa.get("group-l2", axis=axis, scale=scale)
         spec = k.to_spec()
-        assert spec == {"name": "group-l2", "params": {"axis": axis}}
+        assert spec == {"name": "group-l2", "params": {"axis": axis, "scale": scale}}
         assert lionk.kappa.from_spec(spec) == k
         back = lionk.kappa.from_spec(json.loads(json.dumps(spec)))  # a tuple comes back a list
         assert back == k and hash(back) == hash(k) and back.params == k.params
+    assert lionk.kappa.get("group-l2") == lionk.kappa.get("group-l2", axis=-1, scale="rms")
+    assert lionk.kappa.get("group-l2") != textbook("group-l2")
     assert lionk.kappa.get("group-l2") != lionk.kappa.get("group-l2", axis=0)
     assert lionk.kappa.get("group-l2", axis=np.int64(0)) == lionk.kappa.get("group-l2", axis=0)
     assert "group-l2" in lionk.kappa.available()
@@ -208,7 +221,7 @@ def test_step_matches_a_hand_written_float64_lion_k() -> None:
         grads = {k: np.sin(v * (t + 1.0)) for k, v in x.items()}
         gr = {k: np.sin(v * (t + 1.0)) for k, v in xr.items()}
         x, state = lionk.step(x, grads, state, lr=lr, betas=(b1, b2), weight_decay=wd,
-                              kappa="group-l2")
+                              kappa=textbook("group-l2"))
         for k in xr:
             c = b1 * mr[k] + (1 - b1) * gr[k]
             xr[k] = (1 - lr * wd) * xr[k] - lr * ref_all(c, axes[k])[0]
@@ -263,7 +276,7 @@ def test_converges_to_the_row_constrained_least_squares_solution_all_rows_active
     r = 0.5
     ref = projected_gradient(A, B, row_projection(r))
     assert np.allclose(np.linalg.norm(ref, axis=1), r, rtol=1e-12)  # all active
-    k = lionk.kappa.get("group-l2")
+    k = textbook("group-l2")
     x = lion_k(A, B, 1.0 / r, 2000, 0.05, k)
     err = np.max(np.abs(x - ref)) / np.max(np.abs(ref))
     assert err <= 1e-10, err
@@ -288,7 +301,7 @@ def test_converges_to_the_row_constrained_least_squares_solution_mixed() -> None
     ref = projected_gradient(A, B, row_projection(r))
     norms = np.linalg.norm(ref, axis=1)
     assert np.sum(np.isclose(norms, r, rtol=1e-12)) == 4 and np.all(norms <= r * (1 + 1e-12))
-    k = lionk.kappa.get("group-l2")
+    k = textbook("group-l2")
     T = 12_000
     x = lion_k(A, B, 1.0 / r, T, None, k, betas=(0.99, 0.999),
                schedule=lambda t: 0.05 * 0.5 * (1.0 + math.cos(math.pi * t / T)))
@@ -314,7 +327,7 @@ def test_minimize_with_radius_uses_the_radius_rule() -> None:
     res = lionk.minimize(f, np.zeros((6, 4)), jac=lambda X: A.T @ (A @ X - B),
                          kappa="group-l2", radius=r, maxiter=3000, tol=1e-10)
     assert res.radius == r and res.weight_decay == 1.0 / r
-    assert res.constraint == lionk.kappa.get("group-l2").constraint
+    assert res.constraint == textbook("group-l2").constraint  # a name: the textbook form
     assert res.constraint_violation == 0.0
     assert (res.fun - f(ref)) <= 1e-9 * f(ref)
     assert np.max(np.abs(res.x - ref)) <= 1e-4 * np.max(np.abs(ref))
@@ -338,7 +351,7 @@ def test_minimize_with_radius_uses_the_radius_rule() -> None:
 
 def test_phase_one_bound_and_lyapunov_for_a_linear_objective() -> None:
     rng = np.random.default_rng(2)
-    k = lionk.kappa.get("group-l2")
+    k = textbook("group-l2")
     lr, wd, betas = 0.02, 2.0, (0.9, 0.99)
     # phase 1: start with every row at norm 5/λ; the excess shrinks by (1 − lr·λ) per step
     x = rng.standard_normal((5, 3))
@@ -417,7 +430,8 @@ def test_torch_lionk_matches_step_state_dict_and_monitor() -> None:
         hs.append(d["H"])
     assert np.all(np.diff(hs) <= 1e-12 * np.max(np.abs(hs)))
     sd = opt.state_dict()
-    assert sd["param_groups"][0]["kappa"] == {"name": "group-l2", "params": {"axis": 0}}
+    assert sd["param_groups"][0]["kappa"] == {"name": "group-l2",
+                                              "params": {"axis": 0, "scale": "rms"}}
     fresh = LionK([torch.nn.Parameter(w.detach().clone()),
                    torch.nn.Parameter(b.detach().clone())], lr=0.01)
     fresh.load_state_dict(copy.deepcopy(sd))
@@ -472,7 +486,7 @@ def test_checkpoint_round_trip_keeps_the_axis(tmp_path) -> None:
 def test_scaled_states_the_scaled_ball_and_minimize_uses_it() -> None:
     """``scaled`` with a number s states K's constraint with the radius rule s/λ (a shape rule
     states none); lionk.minimize(radius=r) then sets λ = s/r and solves the same problem."""
-    k = lionk.kappa.get("scaled", kappa="group-l2", scale=2.0)
+    k = lionk.kappa.get("scaled", kappa=textbook("group-l2"), scale=2.0)
     lionk.kappa.validate(k)
     c = k.constraint
     assert (c.norm, c.scale, c.bounded) == ("group-l2", 2.0, True)
@@ -525,4 +539,5 @@ def test_torch_compiled_refuses_group_l2_clearly_and_writes_nothing() -> None:
         opt.step()
     assert torch.all(w == 1) and not opt.state
     lionk.torch.LionK([w], lr=0.1, kappa="group-l2").step()  # "auto": eagerly
-    assert torch.allclose(w, torch.full((3, 4), 1 - 0.1 / 2))
+    # a row of four ones: ∇K = √4·y/‖y‖₂ = 1 per element (scale="rms", the default)
+    assert torch.allclose(w, torch.full((3, 4), 1 - 0.1 * 1.0))

@@ -55,6 +55,24 @@ def ref_l2():
     )
 
 
+def ref_l2_rms():
+    """The l2 κ at its default scale='rms' (K = √n‖y‖₂, ball ‖z‖₂ ≤ √n), which is also
+    quadratic at its default scale='auto' (∇K = y/RMS(y))."""
+    def grad(y):
+        r = np.sqrt(np.mean(y * y))
+        return y / r if r > 0 else np.zeros_like(y)
+
+    def dist(z):
+        return max(np.sqrt(np.sum(z * z)) - np.sqrt(z.size), 0.0)
+
+    return dict(
+        value=lambda y: np.sqrt(y.size) * np.sqrt(np.sum(y * y)),
+        grad=grad,
+        conj=lambda z: _indicator(dist(z), 0.0),
+        dist=dist,
+    )
+
+
 def ref_lp(p):
     q = p / (p - 1.0)
 
@@ -128,13 +146,15 @@ def ref_deadzone(e):
 # (name, params, reference, separable, exact)
 CASES = [
     ("sign", {}, ref_sign(), True, True),
-    ("l2", {}, ref_l2(), False, False),
-    ("lp", {"p": 3.0}, ref_lp(3.0), False, False),
-    ("lp", {"p": 1.5}, ref_lp(1.5), False, False),
+    ("l2", {"scale": 1.0}, ref_l2(), False, False),
+    ("l2", {}, ref_l2_rms(), False, False),
+    ("lp", {"p": 3.0, "scale": 1.0}, ref_lp(3.0), False, False),
+    ("lp", {"p": 1.5, "scale": 1.0}, ref_lp(1.5), False, False),
     ("huber", {"delta": 0.3}, ref_huber(0.3), True, True),
     ("relativistic", {"delta": 0.7}, ref_relativistic(0.7), True, False),
-    ("relativistic-l2", {"delta": 0.7}, ref_relativistic_l2(0.7), False, False),
-    ("quadratic", {}, ref_quadratic(), True, True),
+    ("relativistic-l2", {"delta": 0.7, "scale": 1.0}, ref_relativistic_l2(0.7), False, False),
+    ("quadratic", {"scale": 1.0}, ref_quadratic(), True, True),
+    ("quadratic", {}, ref_l2_rms(), False, False),
     ("deadzone", {"e": 0.1}, ref_deadzone(0.1), True, True),
 ]
 IDS = [f"{n}{''.join(f'-{k}{v}' for k, v in p.items())}" for n, p, *_ in CASES]
@@ -204,30 +224,30 @@ def test_domain_distance_values_by_hand() -> None:
     assert float(lionk.kappa.get("sign").domain_distance(z)) == 3.0
     assert float(lionk.kappa.get("huber", delta=1.0).domain_distance(z)) == 3.0
     assert float(lionk.kappa.get("deadzone", e=0.5).domain_distance(z)) == 3.0
-    assert float(lionk.kappa.get("l2").domain_distance(z)) == 4.0
-    assert float(lionk.kappa.get("relativistic-l2").domain_distance(z)) == 4.0
+    assert float(lionk.kappa.get("l2", scale=1.0).domain_distance(z)) == 4.0
+    assert float(lionk.kappa.get("relativistic-l2", delta=1.0, scale=1.0).domain_distance(z)) == 4.0
     # p = 2 gives q = 2: ‖(3, -4)‖_2 = 5 (pow-based, so only to rounding)
-    assert float(lionk.kappa.get("lp", p=2.0).domain_distance(z)) == pytest.approx(4.0, rel=8 * EPS64)
+    assert float(lionk.kappa.get("lp", p=2.0, scale=1.0).domain_distance(z)) == pytest.approx(4.0, rel=8 * EPS64)
     # p = 3 gives q = 3/2: ‖(1, 1)‖_{3/2} = 2^{2/3}
-    assert float(lionk.kappa.get("lp", p=3.0).domain_distance(np.array([1.0, 1.0]))) == pytest.approx(
+    assert float(lionk.kappa.get("lp", p=3.0, scale=1.0).domain_distance(np.array([1.0, 1.0]))) == pytest.approx(
         2.0 ** (2.0 / 3.0) - 1.0, rel=16 * EPS64
     )
     assert float(lionk.kappa.get("sign").domain_distance(np.array([0.5, -1.0]))) == 0.0
-    assert float(lionk.kappa.get("quadratic").domain_distance(z)) == 0.0
+    assert float(lionk.kappa.get("quadratic", scale=1.0).domain_distance(z)) == 0.0
 
 
 def test_values_by_hand() -> None:
     """A few κ values and gradients worked out on paper."""
     y = np.array([3.0, -4.0])
     assert float(lionk.kappa.get("sign").value(y)) == 7.0
-    assert float(lionk.kappa.get("l2").value(y)) == 5.0
-    np.testing.assert_array_equal(lionk.kappa.get("l2").grad(y), [0.6, -0.8])
-    assert float(lionk.kappa.get("quadratic").value(y)) == 12.5
+    assert float(lionk.kappa.get("l2", scale=1.0).value(y)) == 5.0
+    np.testing.assert_array_equal(lionk.kappa.get("l2", scale=1.0).grad(y), [0.6, -0.8])
+    assert float(lionk.kappa.get("quadratic", scale=1.0).value(y)) == 12.5
     # huber δ=2: |3| > 2 → 3 − 1 = 2; |−4| → 3; grads clip(y/2) = (1, −1)
     assert float(lionk.kappa.get("huber", delta=2.0).value(y)) == 5.0
     assert float(lionk.kappa.get("huber", delta=4.0).value(y)) == 9 / 8 + 2.0  # 9/8 + 16/8
     # relativistic-l2 δ = 12: √(25 + 144) − 12 = 1; grad = y/13
-    k = lionk.kappa.get("relativistic-l2", delta=12.0)
+    k = lionk.kappa.get("relativistic-l2", delta=12.0, scale=1.0)
     assert float(k.value(y)) == 1.0
     np.testing.assert_allclose(k.grad(y), [3 / 13, -4 / 13], rtol=2 * EPS64)
     # deadzone e = 3.5: only |−4| > 3.5 counts
@@ -246,7 +266,7 @@ SEPARABLE_SCALAR = [
     ("sign", {}, lambda y: abs(y), [-0.9, -0.3, 0.0, 0.5, 1.0]),
     ("huber", {"delta": 0.3}, lambda y: y * y / 0.6 if abs(y) <= 0.3 else abs(y) - 0.15, [-1.0, -0.6, 0.2, 0.95]),
     ("relativistic", {"delta": 0.7}, lambda y: math.sqrt(y * y + 0.49) - 0.7, [-0.9, -0.4, 0.1, 0.8]),
-    ("quadratic", {}, lambda y: 0.5 * y * y, [-3.0, -0.5, 0.7, 2.0]),
+    ("quadratic", {"scale": 1.0}, lambda y: 0.5 * y * y, [-3.0, -0.5, 0.7, 2.0]),
     ("deadzone", {"e": 0.1}, lambda y: max(abs(y) - 0.1, 0.0), [-1.0, -0.5, 0.0, 0.3, 0.9]),
 ]
 
@@ -287,7 +307,8 @@ def test_conjugate_outside_domain_is_unbounded(name, params, K) -> None:
     assert float(k.conjugate(np.array([0.1, z]))) == math.inf
 
 
-@pytest.mark.parametrize(("name", "params", "p"), [("l2", {}, 2.0), ("lp", {"p": 3.0}, 3.0), ("lp", {"p": 1.5}, 1.5)])
+@pytest.mark.parametrize(("name", "params", "p"), [("l2", {"scale": 1.0}, 2.0), ("lp", {"p": 3.0, "scale": 1.0}, 3.0),
+                                                ("lp", {"p": 1.5, "scale": 1.0}, 1.5)])
 def test_norm_domain_is_dual_ball_numerically(name, params, p) -> None:
     """For a norm K = ‖·‖_p, dom K* is the unit ball of the dual norm ‖z‖_q = sup_y z·y/‖y‖_p.
     The dual norm is computed here by numerical maximisation (scipy.optimize.minimize, from a
@@ -317,7 +338,7 @@ def test_relativistic_l2_conjugate_numerically() -> None:
     """K*(z) for relativistic-l2 (non-separable, smooth): sup_y z·y − (√(‖y‖² + δ²) − δ) by
     BFGS equals δ − δ√(1 − ‖z‖²) as lionk computes it."""
     d = 0.7
-    k = lionk.kappa.get("relativistic-l2", delta=d)
+    k = lionk.kappa.get("relativistic-l2", delta=d, scale=1.0)
     rng = np.random.default_rng(4)
     for _ in range(3):
         z = rng.standard_normal(3)
@@ -360,8 +381,8 @@ def test_scope_global_vs_tensor_l2() -> None:
     per leaf. Values, conjugates and distances follow the same split."""
     a = np.array([3.0, 0.0])
     b = np.array([0.0, 4.0, 0.0])
-    kt = lionk.kappa.get("l2", scope="tensor")
-    kg = lionk.kappa.get("l2", scope="global")
+    kt = lionk.kappa.get("l2", scope="tensor", scale=1.0)
+    kg = lionk.kappa.get("l2", scope="global", scale=1.0)
     gt = kt.tree_grad([a, b])
     gg = kg.tree_grad([a, b])
     np.testing.assert_array_equal(gt[0], [1.0, 0.0])
@@ -380,7 +401,27 @@ def test_scope_global_vs_tensor_l2() -> None:
     assert kt.tree_domain_distance([np.array([3.0]), np.array([0.0, 1.5])]) == 2.0
 
 
-@pytest.mark.parametrize(("name", "params"), [("lp", {"p": 3.0}), ("relativistic-l2", {"delta": 0.5})])
+def test_scope_global_rms_scale_counts_every_element() -> None:
+    """The default scale='rms' of a global l2 is √N over all N elements of the tree: ∇K =
+    leaf·√N/‖all‖ (per-element RMS 1 over the tree), the ball ‖z‖ ≤ √N, RMS(x) ≤ 1/λ."""
+    a, b = np.array([3.0, 0.0]), np.array([0.0, 4.0, 0.0])  # ‖all‖ = 5, N = 5
+    kg = lionk.kappa.get("l2", scope="global")
+    ga, gb = kg.tree_grad([a, b])
+    np.testing.assert_allclose(ga, a * (math.sqrt(5) / 5), rtol=2 * EPS64)
+    np.testing.assert_allclose(gb, b * (math.sqrt(5) / 5), rtol=2 * EPS64)
+    assert kg.tree_value([a, b]) == pytest.approx(5 * math.sqrt(5), rel=2 * EPS64)
+    z = [a * (math.sqrt(5) / 5) * 1.5, b * (math.sqrt(5) / 5) * 1.5]  # ‖z‖ = 1.5·√5
+    assert kg.tree_domain_distance(z) == pytest.approx(0.5 * math.sqrt(5), rel=8 * EPS64)
+    assert kg.tree_conjugate(z) == math.inf
+    assert kg.tree_conjugate([v * (1 / 1.5) for v in z]) == 0.0
+    c = kg.constraint
+    assert c.per_element and c.evaluate([a, b]) == pytest.approx(math.sqrt(5))  # RMS of all
+    kt = lionk.kappa.get("l2")
+    assert kt.constraint.evaluate([a, b]) == pytest.approx(max(3 / math.sqrt(2), 4 / math.sqrt(3)))
+
+
+@pytest.mark.parametrize(("name", "params"), [("lp", {"p": 3.0, "scale": 1.0}),
+                                              ("relativistic-l2", {"delta": 0.5, "scale": 1.0})])
 def test_scope_global_matches_concatenation(name, params) -> None:
     """A global-scope κ over two leaves equals the tensor-scope κ of their concatenation
     (hand formulas on the concatenated vector, split back)."""

@@ -20,6 +20,8 @@ import pytest
 import lionk
 from lionk.kappa import Constraint, Kappa, KappaValidationError, exact_sign
 
+from ._util import textbook
+
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 HAVE_STRICT = importlib.util.find_spec("array_api_strict") is not None
@@ -27,6 +29,7 @@ HAVE_STRICT = importlib.util.find_spec("array_api_strict") is not None
 INF = math.inf
 
 # name, params -> (norm, order, bounded, ternary, discontinuities, lipschitz, tier), theory.md §6
+# (the textbook forms: ``textbook(name, **params)``; the defaults are normalised, see below)
 BUILTIN_FACTS = [
     ("sign", {}, ("linf", INF, True, True, (0.0,), None, "bitwise")),
     ("huber", {"delta": 0.5}, ("linf", INF, True, False, (), 2.0, "bitwise")),
@@ -45,7 +48,7 @@ BUILTIN_FACTS = [
                          ids=[f"{n}{p}" for n, p, _ in BUILTIN_FACTS])
 def test_builtin_facts(name: str, params: dict, facts: tuple) -> None:
     norm, order, bounded, ternary, disc, lip, tier = facts
-    k = lionk.kappa.get(name, **params)
+    k = textbook(name, **params)
     c = k.constraint
     assert (c.norm, c.order, c.bounded, c.scale) == (norm, order, bounded, 1.0)
     assert c.scope == params.get("scope", "tensor")
@@ -57,6 +60,21 @@ def test_builtin_facts(name: str, params: dict, facts: tuple) -> None:
     lionk.kappa.validate(k)  # the stated facts hold on validate's probes
     facts_dict = k.facts()
     assert facts_dict["constraint"]["norm"] == norm and facts_dict["tier"] == tier
+
+
+# name -> the norm of the constraint at the defaults: a length measured from the input at every
+# step ("auto"), or quadratic's division by RMS(y), is not elementwise and not one fixed K
+AUTO_DEFAULTS = [("huber", "linf"), ("relativistic", "linf"), ("deadzone", "linf"),
+                 ("relativistic-l2", "l2"), ("quadratic", "l2")]
+
+
+@pytest.mark.parametrize(("name", "norm"), AUTO_DEFAULTS, ids=[n for n, _ in AUTO_DEFAULTS])
+def test_auto_defaults_state_ulp_and_not_separable(name: str, norm: str) -> None:
+    k = lionk.kappa.get(name)
+    assert k.tier == "ulp" and not k.exact and not k.separable
+    c = k.constraint
+    assert (c.norm, c.bounded, c.scale) == (norm, True, 1.0)
+    assert c.radius(0.5) == 2.0  # radius = 1/λ
 
 
 def test_constraint_evaluate_against_numpy() -> None:
@@ -217,11 +235,11 @@ def test_kappa_fact_arguments_are_checked() -> None:
 
 @pytest.mark.parametrize(("name", "params"), [(n, p) for n, p, _ in BUILTIN_FACTS])
 def test_spec_round_trip_builtins(name: str, params: dict) -> None:
-    k = lionk.kappa.get(name, **params)
-    spec = k.to_spec()
-    assert spec == {"name": name, "params": k.params}
-    assert lionk.kappa.from_spec(spec) == k
-    assert Kappa.from_spec(spec) == k
+    for k in (lionk.kappa.get(name, **params), textbook(name, **params)):
+        spec = k.to_spec()
+        assert spec == {"name": name, "params": k.params}
+        assert lionk.kappa.from_spec(spec) == k
+        assert Kappa.from_spec(spec) == k
 
 
 def test_spec_errors_and_like() -> None:

@@ -23,7 +23,7 @@ import pytest
 import lionk
 from lionk.kappa import Kappa, KappaValidationError, exact_sign
 
-from ._util import assert_bitwise_equal
+from ._util import assert_bitwise_equal, textbook
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_JAX = importlib.util.find_spec("jax") is not None
@@ -170,11 +170,13 @@ def test_nan_gradient_reaches_x_and_m(name: str, params: dict, scope: str) -> No
 @pytest.mark.parametrize("scope", ["tensor", "global"])
 def test_norm_kappa_finite_and_zero_inputs_unchanged(name: str, params: dict, scope: str) -> None:
     """The fix changes nothing else: ∇K(0) = 0, and finite inputs give the hand-written float64
-    formula bit for bit (l2: y·(1/‖y‖) written as y/‖y‖; lp: sign(y)·(|y|/‖y‖_p)^(p−1))."""
-    k = lionk.kappa.get(name, **params, scope=scope)
+    formula bit for bit (l2: y·(1/‖y‖) written as y/‖y‖; lp: sign(y)·(|y|/‖y‖_p)^(p−1)), for
+    the textbook form (scale=1); ∇K(0) = 0 at the default scale="rms" too."""
+    k = textbook(name, **params, scope=scope)
     zero = [np.zeros(3), np.zeros(2)]
-    for u in k.tree_grad(zero):
-        assert_bitwise_equal(np.asarray(u), np.zeros_like(u), "grad at 0")
+    for kap in (k, lionk.kappa.get(name, **params, scope=scope)):
+        for u in kap.tree_grad(zero):
+            assert_bitwise_equal(np.asarray(u), np.zeros_like(u), "grad at 0")
     y = np.array([3.0, -4.0, 0.5])
     (u,) = k.tree_grad([y])
     if name == "l2":
@@ -257,9 +259,12 @@ def test_register_refuses_what_is_not_a_kappa_by_name() -> None:
 
 @pytest.mark.parametrize("value", [True, "1", b"1", np.bool_(True), np.array([1.0, 2.0])])
 def test_kappa_parameters_must_be_real_numbers(value) -> None:
-    # a value of the wrong type is a TypeError; an array with a shape, a ValueError
+    # a value of the wrong type is a TypeError; an array with a shape, a ValueError (a str other
+    # than "auto" names both accepted forms)
     exc = ValueError if getattr(value, "shape", ()) != () else TypeError
-    with pytest.raises(exc, match="kappa 'huber': delta: expected a"):
+    fragment = ("kappa 'huber': delta must be a number > 0 or 'auto'" if isinstance(value, str)
+                else "kappa 'huber': delta: expected a")
+    with pytest.raises(exc, match=fragment):
         lionk.kappa.get("huber", delta=value)
     # 0-d arrays and NumPy floats are numbers
     assert lionk.kappa.get("huber", delta=np.float64(0.5)).params == {"delta": 0.5}

@@ -22,8 +22,9 @@ from lionk.execution import kernels as _kernel
 from lionk.execution import tape as _tape
 
 from ._c_kernel import c_compiler, c_kernel
-from ._util import bits
+from ._util import bits, textbook
 
+# the textbook forms: elementwise (the defaults of the others measure RMS(y) per array)
 SEPARABLE = ["sign", "huber", "deadzone", "quadratic", "relativistic"]
 H = make_hyper(1e-3, (0.9, 0.99), 0.1)
 
@@ -47,7 +48,7 @@ def _data(n, dtype, seed):
 @pytest.mark.parametrize("kappa", SEPARABLE)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_kernel_compiled_as_c_is_the_eager_step_bit_for_bit(kappa, dtype) -> None:
-    kap = K.resolve(kappa)
+    kap = textbook(kappa)
     source = _kernel.kernel_source(update_leaves, H, kap, dtype, dtype)
     assert source is not None, _kernel.why_not(update_leaves, H, kap, dtype, dtype)
     run = c_kernel(source)
@@ -61,7 +62,7 @@ def test_the_kernel_compiled_as_c_is_the_eager_step_bit_for_bit(kappa, dtype) ->
 
 
 def test_coefficients_are_parameters_rounded_once_and_constants_are_bit_patterns() -> None:
-    source = _kernel.kernel_source(update_leaves, H, K.resolve("deadzone"), "float32", "float32")
+    source = _kernel.kernel_source(update_leaves, H, textbook("deadzone"), "float32", "float32")
     for name in _kernel.COEFFICIENTS:  # the step's coefficients: doubles rounded once, as NumPy
         assert f"= (float)c_{name};" in source.body
     e = int(np.float32(0.1).view(np.uint32))  # deadzone's threshold: a constant of the κ
@@ -73,7 +74,7 @@ def test_coefficients_are_parameters_rounded_once_and_constants_are_bit_patterns
 
 @needs_cc
 def test_one_build_serves_every_learning_rate() -> None:
-    kap = K.resolve("huber")
+    kap = textbook("huber")
     h2 = make_hyper(3e-2, (0.5, 0.999), 0.0)
     s1 = _kernel.kernel_source(update_leaves, H, kap, "float64", "float64")
     s2 = _kernel.kernel_source(update_leaves, h2, kap, "float64", "float64")
@@ -88,6 +89,7 @@ def test_one_build_serves_every_learning_rate() -> None:
 
 @pytest.mark.parametrize("kappa,dtype,mdtype,reason", [
     ("l2", "float32", "float32", "not elementwise"),
+    ("huber", "float32", "float32", "not elementwise"),  # the default δ = 0.1·RMS(y)
     ("sign", "float16", "float16", "float32 and float64 only"),
     ("sign", "float32", "float16", "float32 and float64 only"),
 ])
@@ -135,7 +137,7 @@ def fake_cupy(monkeypatch):
 
 @needs_cc
 def test_cupy_kernel_is_built_without_fma_and_checked_on_the_probes(fake_cupy) -> None:
-    kernel = _kernel.cupy_kernel(update_leaves, H, K.resolve("huber"), "float32", "float32")
+    kernel = _kernel.cupy_kernel(update_leaves, H, textbook("huber"), "float32", "float32")
     assert kernel is not None
     (made,) = _FakeElementwiseKernel.made
     assert made["in_params"] == "float64 c_lr, float64 c_b1, float64 c_one_minus_b1, " \
@@ -144,12 +146,12 @@ def test_cupy_kernel_is_built_without_fma_and_checked_on_the_probes(fake_cupy) -
     assert "--fmad=false" in made["options"] and "__int_as_float" in made["preamble"]
     x, g, m = _data(1000, "float32", 8)
     with np.errstate(all="ignore"):
-        (ex,), (em,) = update_leaves([x.copy()], [g.copy()], [m.copy()], H, K.resolve("huber"))
+        (ex,), (em,) = update_leaves([x.copy()], [g.copy()], [m.copy()], H, textbook("huber"))
     kernel(g, x, m)
     assert np.array_equal(bits(x), bits(np.asarray(ex))) and np.array_equal(bits(m), bits(np.asarray(em)))
     # one build for every learning rate: another lr compiles nothing
     h2 = make_hyper(5e-2, (0.9, 0.99), 0.1)
-    assert _kernel.cupy_kernel(update_leaves, h2, K.resolve("huber"), "float32", "float32")
+    assert _kernel.cupy_kernel(update_leaves, h2, textbook("huber"), "float32", "float32")
     assert len(_FakeElementwiseKernel.made) == 1
 
 

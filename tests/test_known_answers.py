@@ -15,7 +15,7 @@ from scipy.optimize import lsq_linear
 
 import lionk
 
-from ._util import np_sign
+from ._util import np_sign, textbook
 
 EPS64 = float(np.finfo(np.float64).eps)
 
@@ -137,7 +137,8 @@ def test_explicit_equals_implicit(kappa) -> None:
         g = A.T @ (A @ x - bvec)
         c = b1 * state.momentum + (1 - b1) * g
         x_impl = (x - lr_i * grad_k(c)) / (1 + lr_i * lam)
-        x_new, state = lionk.step(x, g, state, lr=lr, betas=(b1, 0.99), weight_decay=lam, kappa=kappa)
+        x_new, state = lionk.step(x, g, state, lr=lr, betas=(b1, 0.99), weight_decay=lam,
+                                  kappa=textbook(kappa))
         assert np.all(np.abs(x_new - x_impl) <= 8 * EPS64 * (np.abs(x) + lr_i))
         x = x_new
 
@@ -274,9 +275,14 @@ def test_constraint_violation_by_hand() -> None:
     x = {"a": np.array([3.0, -1.0]), "b": np.array([0.5])}
     assert lionk.lyapunov.constraint_violation(x, weight_decay=0.5) == 1.0  # max(|x|) − 2
     assert lionk.lyapunov.constraint_violation(x, weight_decay=0.25) == 0.0
-    # l2: ‖(3, −1)‖ = √10 > 1/λ = 2 → √10 − 2
-    v = lionk.lyapunov.constraint_violation(x, weight_decay=0.5, kappa="l2")
+    # l2 (textbook, scale=1): ‖(3, −1)‖ = √10 > 1/λ = 2 → √10 − 2
+    v = lionk.lyapunov.constraint_violation(x, weight_decay=0.5, kappa=textbook("l2"))
     assert v == pytest.approx(math.sqrt(10) - 2, rel=4 * EPS64)
+    # l2 at its default scale="rms": dom K* is ‖z‖₂ ≤ √n, so the ball of x is ‖x‖₂ ≤ √n/λ:
+    # a (n = 2): √10 > 2√2 → √10 − 2√2; b (n = 1): 0.5 ≤ 2, inside (the difference cancels:
+    # an ulp of √10 is ≈ 6 eps of it, on either side; measured 6 eps)
+    v = lionk.lyapunov.constraint_violation(x, weight_decay=0.5, kappa="l2")
+    assert v == pytest.approx(math.sqrt(10) - 2 * math.sqrt(2), rel=16 * EPS64)
     with pytest.raises(ValueError, match="weight_decay"):
         lionk.lyapunov.constraint_violation(x, weight_decay=0.0)
 

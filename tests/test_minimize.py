@@ -176,7 +176,7 @@ def test_lp_ball_matches_slsqp(lsq: dict) -> None:
                       "jac": lambda x: -q * np.sign(x) * np.abs(x) ** (q - 1)}],
         options={"ftol": 1e-15, "maxiter": 1000})
     assert np.sum(np.abs(ref.x) ** q) ** (1 / q) == pytest.approx(r, rel=1e-10)
-    res = minimize(lsq["f"], np.zeros(10), jac=lsq["jac"], kappa=lionk.kappa.get("lp", p=3.0),
+    res = minimize(lsq["f"], np.zeros(10), jac=lsq["jac"], kappa=lionk.kappa.textbook("lp", p=3.0),
                    radius=r, maxiter=3000, tol=1e-9)
     assert res.success, res.message
     # SLSQP's point may sit ~1e-12 outside the ball: scaled onto the sphere it is feasible, so
@@ -204,7 +204,7 @@ def test_relativistic_l2_matches_its_secular_equation(lsq: dict) -> None:
     assert np.linalg.norm(x_ref) < r * (1 - 1e-6)  # the barrier keeps the optimum inside
     F_ref = lsq["f"](x_ref) + (delta / lam) * (1.0 - math.sqrt(1.0 - lam**2 * float(x_ref @ x_ref)))
     res = minimize(lsq["f"], np.zeros(10), jac=lsq["jac"],
-                   kappa=lionk.kappa.get("relativistic-l2", delta=delta), radius=r,
+                   kappa=lionk.kappa.textbook("relativistic-l2", delta=delta), radius=r,
                    maxiter=3000, tol=1e-9)
     assert res.success, res.message
     check_against_reference(res, F_ref, rel=1e-8)

@@ -14,6 +14,8 @@ import lionk
 from lionk.core import kappa_matrix as km
 from lionk.core.kappa_matrix import muon_settings, newton_schulz, newton_schulz_band
 
+from ._util import textbook
+
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_SCIPY = importlib.util.find_spec("scipy") is not None
 HAVE_OPTAX = importlib.util.find_spec("optax") is not None
@@ -50,17 +52,21 @@ def test_svd_polar_matches_scipy_polar(shape: tuple[int, int]) -> None:
 
     rng = np.random.default_rng(1)
     y = rng.standard_normal(shape)
-    got = lionk.kappa.get("nuclear").grad(y)
+    got = textbook("nuclear").grad(y)  # scale=1: ∇K = polar(Y)
     if shape[0] >= shape[1]:
         ref = scipy.linalg.polar(y, side="right")[0]
     else:  # scipy's polar factor of a wide matrix: from the transpose
         ref = scipy.linalg.polar(y.T, side="right")[0].T
     assert got.shape == y.shape and got.dtype == y.dtype
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    # the default (scale="rms"): √max(A, B)·polar(Y), per-element RMS 1
+    root = math.sqrt(max(shape))
+    np.testing.assert_allclose(lionk.kappa.get("nuclear").grad(y), root * ref, rtol=0,
+                               atol=1e-12 * root)
 
 
 def test_nuclear_passes_the_registry_checks_and_values() -> None:
-    k = lionk.kappa.get("nuclear")
+    k = textbook("nuclear")
     lionk.kappa.validate(k)  # odd, monotone, Fenchel-Young (on vectors: the (1, n) matrix)
     rng = np.random.default_rng(2)
     for shape in SHAPES:
@@ -75,6 +81,13 @@ def test_nuclear_passes_the_registry_checks_and_values() -> None:
         zin = y * (0.9 / s.max())
         assert float(k.domain_distance(zin)) == 0.0
         assert float(k.conjugate(zin)) == 0.0
+        # the default (scale="rms"): K = √max(A, B)·‖Y‖_*, K* the indicator of ‖Z‖_op ≤ √max
+        root = math.sqrt(max(shape))
+        d = lionk.kappa.get("nuclear")
+        assert float(d.value(y)) == pytest.approx(root * np.linalg.norm(y, "nuc"), rel=1e-12)
+        assert float(d.domain_distance(y * (1.5 * root / s.max()))) == pytest.approx(
+            0.5 * root, rel=1e-12)
+        assert float(d.domain_distance(y * (0.9 * root / s.max()))) == 0.0
 
 
 def test_scaled_nuclear_radius_and_gradient() -> None:
@@ -93,7 +106,7 @@ def test_scaled_nuclear_radius_and_gradient() -> None:
 
 
 def test_rank_deficient_zero_and_scale_invariance() -> None:
-    k = lionk.kappa.get("nuclear")
+    k = textbook("nuclear")
     assert np.array_equal(k.grad(np.zeros((3, 4))), np.zeros((3, 4)))
     rng = np.random.default_rng(4)
     u, v = rng.standard_normal(5), rng.standard_normal(3)
@@ -107,7 +120,7 @@ def test_rank_deficient_zero_and_scale_invariance() -> None:
 
 def test_shapes_are_reshaped_as_muon_does() -> None:
     rng = np.random.default_rng(5)
-    k = lionk.kappa.get("nuclear")
+    k = textbook("nuclear")
     w = rng.standard_normal((6, 3, 2, 2))  # conv filters: rows = output channels
     want = _polar_reference(w.reshape(6, -1)).reshape(w.shape)
     np.testing.assert_allclose(k.grad(w), want, atol=1e-12)
@@ -211,7 +224,7 @@ def test_step_with_svd_polar_matches_float64_reference() -> None:
         grads = {"w": A.T @ (A @ x["w"] - B), "v": np.sin(x["v"] + t)}
         gr = {"w": A.T @ (A @ xr["w"] - B), "v": np.sin(xr["v"] + t)}
         x, state = lionk.step(x, grads, state, lr=lr, betas=(b1, b2), weight_decay=wd,
-                              kappa="nuclear")
+                              kappa=textbook("nuclear"))
         for k in xr:
             c = b1 * mr[k] + (1 - b1) * gr[k]
             xr[k] = (1 - lr * wd) * xr[k] - lr * _polar_reference(c)
@@ -230,13 +243,13 @@ def test_spectral_ball_phase_one_bound_and_invariance() -> None:
     x = rng.standard_normal((8, 5))
     x *= (5.0 / wd) / np.linalg.svd(x, compute_uv=False).max()  # ‖x‖_op = 5/λ
     state = lionk.init(x)
-    d0 = lionk.lyapunov.constraint_violation(x, weight_decay=wd, kappa="nuclear")
+    k = textbook("nuclear")  # the ball ‖X‖_op ≤ 1/λ
+    d0 = lionk.lyapunov.constraint_violation(x, weight_decay=wd, kappa=k)
     assert d0 == pytest.approx(4.0 / wd)
     inside = False
     for t in range(1, 400):
-        x, state = lionk.step(x, A.T @ (A @ x - B), state, lr=lr, weight_decay=wd,
-                              kappa="nuclear")
-        d = lionk.lyapunov.constraint_violation(x, weight_decay=wd, kappa="nuclear")
+        x, state = lionk.step(x, A.T @ (A @ x - B), state, lr=lr, weight_decay=wd, kappa=k)
+        d = lionk.lyapunov.constraint_violation(x, weight_decay=wd, kappa=k)
         assert d <= (1 - lr * wd) ** t * d0 * (1 + 1e-9) + 1e-12
         if inside:
             assert np.linalg.svd(x, compute_uv=False).max() <= (1 / wd) * (1 + 1e-12)
@@ -270,7 +283,7 @@ def _spectral_ls_reference(a: np.ndarray, b: np.ndarray, r: float) -> np.ndarray
 def _lion_k_spectral_ls(a, b, lam, steps, lr, betas=(0.9, 0.99), schedule=None):
     x = np.zeros((a.shape[1], b.shape[1]))
     state = lionk.init(x)
-    k = lionk.kappa.get("nuclear", polar="svd")
+    k = textbook("nuclear", polar="svd")  # the ball ‖X‖_op ≤ 1/λ
     for t in range(steps):
         x, state = lionk.step(x, a.T @ (a @ x - b), state, betas=betas, weight_decay=lam,
                               lr=lr if schedule is None else schedule(t), kappa=k)
@@ -301,8 +314,8 @@ def test_spectral_constrained_least_squares_known_answer() -> None:
     err = np.max(np.abs(x - ref)) / np.max(np.abs(ref))
     assert err <= 1e-6, err
     assert np.linalg.svd(x, compute_uv=False).max() <= r * (1 + 1e-12)
-    assert lionk.lyapunov.constraint_violation(x, weight_decay=1.0 / r, kappa="nuclear") \
-        <= 4e-16 * r
+    assert lionk.lyapunov.constraint_violation(x, weight_decay=1.0 / r,
+                                               kappa=textbook("nuclear")) <= 4e-16 * r
 
 
 def test_spectral_constrained_least_squares_all_singular_values_active() -> None:
@@ -688,9 +701,15 @@ def test_nuclear_svd_on_16_bit_floats_runs_in_float32() -> None:
 
     torch.manual_seed(3)
     w = torch.randn(6, 4)
-    k = lionk.kappa.get("nuclear")
+    k = textbook("nuclear")
     got = k.grad(w.bfloat16())
     assert got.dtype == torch.bfloat16
     assert torch.equal(got, k.grad(w.bfloat16().float()).bfloat16())
     assert float(k.value(w.half())) == pytest.approx(float(torch.linalg.matrix_norm(
         w.half().float(), "nuc")), rel=1e-3)
+    # the default scale='rms' (s = √6 = √max(A, B)) is applied in float32 and rounded once
+    d = lionk.kappa.get("nuclear")
+    for dt in (torch.bfloat16, torch.float16):
+        got = d.grad(w.to(dt))
+        assert got.dtype == dt
+        assert torch.equal(got, (k.grad(w.to(dt).float()) * 6 ** 0.5).to(dt))

@@ -18,10 +18,11 @@ from lionk.core.step import make_hyper, update_leaves
 from lionk.execution import kernels as _kernel
 from lionk.execution import paths as _paths
 
-from ._util import bits
+from ._util import bits, textbook
 
 pytest.importorskip("numba")
 
+# run in their textbook forms: elementwise (the defaults of the others measure RMS(y) per array)
 SEPARABLE = ["sign", "huber", "deadzone", "quadratic", "relativistic"]
 H = make_hyper(1e-3, (0.9, 0.99), 0.1)
 
@@ -48,7 +49,7 @@ def _eager(x, g, m, h, kap):
 @pytest.mark.parametrize("kappa", SEPARABLE)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_numba_kernel_is_the_eager_step_bit_for_bit(kappa, dtype) -> None:
-    kap = K.resolve(kappa)
+    kap = textbook(kappa)
     kernel, why = _kernel.numba_kernel(update_leaves, H, kap, dtype, dtype)
     assert kernel is not None, why
     for h in (H, make_hyper(3e-2, (0.5, 0.999), 0.0)):  # one build, any coefficients
@@ -77,7 +78,7 @@ def test_the_data_would_expose_a_contracted_multiply_add() -> None:
 
 
 def test_the_generated_module_is_plain_python_without_fast_math() -> None:
-    source = _kernel.kernel_source(update_leaves, H, K.resolve("deadzone"), "float32", "float32",
+    source = _kernel.kernel_source(update_leaves, H, textbook("deadzone"), "float32", "float32",
                                    dialect="python")
     module = _kernel.numba_module_source(source)
     assert "fastmath=False" in module and "error_model='numpy'" in module
@@ -90,7 +91,7 @@ def test_the_generated_module_is_plain_python_without_fast_math() -> None:
 
 
 def test_mixed_float32_params_and_float64_momentum() -> None:
-    kap = K.resolve("huber")
+    kap = textbook("huber")
     kernel, why = _kernel.numba_kernel(update_leaves, H, kap, "float32", "float64")
     assert kernel is not None, why
     x, g, m = _data(10_000, "float32", 4, mdtype="float64")
@@ -158,8 +159,8 @@ def _train(execution, kappa, dtype, steps=6, lrs=None, **kw):
 @pytest.mark.parametrize("kappa", SEPARABLE)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_numpy_compiled_is_bitwise_equal_to_eager(kappa, dtype) -> None:
-    ref, ref_opt = _train("eager", kappa, dtype)
-    got, opt = _train("compiled", kappa, dtype, threads=2)
+    ref, ref_opt = _train("eager", textbook(kappa), dtype)
+    got, opt = _train("compiled", textbook(kappa), dtype, threads=2)
     assert opt.last_execution == "compiled"
     assert opt.execution_report()["detail"] == "numba kernel"
     for k in ref:
@@ -206,6 +207,7 @@ def test_auto_with_half_precision_falls_back_and_says_why() -> None:
 
 @pytest.mark.parametrize("kappa,dtype,match", [
     ("l2", "float32", "elementwise"),
+    ("huber", "float32", "elementwise"),  # the default δ = 0.1·RMS(y) is a per-array sum
     ("sign", "float16", "float32 and float64 only"),
 ])
 def test_numpy_compiled_refuses_clearly_and_writes_nothing(kappa, dtype, match) -> None:
@@ -220,7 +222,7 @@ def test_numpy_compiled_refuses_clearly_and_writes_nothing(kappa, dtype, match) 
 
 def test_kernels_are_kept_on_disk_and_numba_caches_them(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LIONK_CACHE_DIR", str(tmp_path))
-    source = _kernel.kernel_source(update_leaves, H, K.resolve("quadratic"), "float64",
+    source = _kernel.kernel_source(update_leaves, H, textbook("quadratic"), "float64",
                                    "float64", dialect="python")
     code = _kernel.numba_module_source(source) + f"\n# {tmp_path}\n"  # a module of its own
     module = _kernel._load_module(code)
@@ -271,10 +273,11 @@ def test_torch_auto_runs_the_numba_kernel_bitwise_equal_to_eager(kappa, dtype) -
     tier (relativistic: a square root and a division, computed by torch's own vectorised
     kernels eagerly) equals eager NumPy bitwise (the probes) and torch within a few ulps."""
     torch = pytest.importorskip("torch")
-    exact = K.get(kappa).tier == "bitwise"
+    kap = textbook(kappa)
+    exact = kap.tier == "bitwise"
     steps = 3 if exact else 1  # the ulp tier is teacher-forced: one step from the same state
-    ref, ref_opt = _torch_run(torch, "eager", kappa, dtype, steps=steps)
-    got, opt = _torch_run(torch, "auto", kappa, dtype, steps=steps)
+    ref, ref_opt = _torch_run(torch, "eager", kap, dtype, steps=steps)
+    got, opt = _torch_run(torch, "auto", kap, dtype, steps=steps)
     assert opt.last_execution == ["compiled"]
     assert opt.execution_report()["groups"][0]["detail"] == "numba kernel"
     eps = float(np.finfo(dtype).eps)

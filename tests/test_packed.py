@@ -13,6 +13,8 @@ import lionk.torch as lt  # noqa: E402
 from lionk.core.step import coefficients, update_leaves  # noqa: E402
 from lionk.execution.paths import run_inplace  # noqa: E402
 
+from ._util import textbook  # noqa: E402
+
 
 def _leaves(seed: int):
     g = torch.Generator().manual_seed(seed)
@@ -28,15 +30,28 @@ def _leaves(seed: int):
 
 @pytest.mark.parametrize("kappa", ["sign", "huber", "relativistic", "deadzone"])
 def test_packed_is_bitwise_the_eager_step(kappa) -> None:
+    """The textbook forms: elementwise (the defaults of the others measure RMS(y) per array)."""
     xs, gs, ms = _leaves(0)
     h = coefficients(0.01, 0.9, 0.99, 0.1)
-    k = lionk.kappa.get(kappa)
+    k = textbook(kappa)
     ref_x, ref_m = update_leaves(xs, gs, ms, h, k)  # the pure step, nothing written
     xs2, ms2 = [x.clone() for x in xs], [m.clone() for m in ms]
     assert run_inplace(xs2, gs, ms2, h, k, execution="packed") == "packed"
     for got, ref in zip((*xs2, *ms2), (*ref_x, *ref_m)):
         assert got.dtype == ref.dtype
         assert torch.equal(got.view(torch.uint8), ref.contiguous().view(torch.uint8))
+
+
+def test_packed_refuses_the_default_huber_and_writes_nothing() -> None:
+    """The default huber measures δ = 0.1·RMS(y) on each array: not elementwise, so one flat
+    array per dtype would mix the arrays' lengths."""
+    xs, gs, ms = _leaves(0)
+    before = [a.clone() for a in (*xs, *ms)]
+    h = coefficients(0.01, 0.9, 0.99, 0.1)
+    with pytest.raises(ValueError, match="separable"):
+        run_inplace(xs, gs, ms, h, lionk.kappa.get("huber"), execution="packed")
+    for a, b in zip((*xs, *ms), before):
+        assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
 
 
 def test_auto_picks_packed_for_a_small_model_and_writes_non_contiguous_params() -> None:

@@ -17,13 +17,14 @@ from hypothesis import strategies as st
 
 import lionk
 
-from ._util import EXACT_KAPPAS, assert_bitwise_equal, np_reference_step
+from ._util import EXACT_KAPPAS, assert_bitwise_equal, np_reference_step, textbook
 from .conftest import BACKEND_NAMES, get_backend, np_dtype
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SHAPES = [(), (0,), (3, 0), (1,), (7,), (3, 4), (2, 5)]
-ALL_KAPPAS = [
-    ("sign", {}), ("huber", {"delta": 0.3}), ("quadratic", {}), ("deadzone", {"e": 0.1}),
+ALL_KAPPAS = [  # the defaults ({} and the norm κ's scale="rms") and fixed textbook forms
+    ("sign", {}), ("huber", {"delta": 0.3}), ("huber", {}), ("quadratic", {}),
+    ("quadratic", {"scale": 1.0}), ("deadzone", {"e": 0.1}), ("deadzone", {}),
     ("l2", {}), ("l2", {"scope": "global"}), ("lp", {"p": 3.0}), ("relativistic", {"delta": 0.5}),
     ("relativistic-l2", {"delta": 0.5, "scope": "global"}),
 ]
@@ -112,7 +113,9 @@ def test_step_any_shape_layout_dtype(cfg) -> None:
     assert np.all(np.isfinite(out_np.astype(np.float64)))
     assert np.all(np.isfinite(m_np.astype(np.float64)))
     assert s2.count == 3
-    if kname in EXACT_GRADS and dtype in ("float32", "float64") and kparams == EXACT_PARAMS[kname]:
+    # the exact κ of the references are textbook forms (quadratic's default is not exact)
+    if (kname in EXACT_GRADS and dtype in ("float32", "float64")
+            and kappa == textbook(kname, **EXACT_PARAMS[kname])):
         xr, mr = np_reference_step(x, g, m, lr=lr, betas=betas, wd=wd, grad_k=EXACT_GRADS[kname])
         assert_bitwise_equal(out_np, xr, "params")
         assert_bitwise_equal(m_np, mr, "momentum")
@@ -208,11 +211,33 @@ def test_sign_box_exact_with_powers_of_two(bname, k_wd, k, seed, steps) -> None:
        scale=st.sampled_from([1e-3, 1.0, 1e3]))
 def test_kappa_grad_is_odd_and_in_domain(kappa, seed, scale) -> None:
     """Every built-in ∇K is odd (∇K(−y) = −∇K(y), exactly: the step's convention relies on
-    it, theory.md §1) and lands in dom K* up to rounding (distance ≤ 16 eps)."""
-    k = lionk.kappa.get(*kappa[:1], **kappa[1])
+    it, theory.md §1) and lands in dom K* up to rounding: distance ≤ 16 eps for the textbook
+    form (dom K* a ball of radius 1), 16 eps·R for the default, whose ball has radius R (the norm
+    κ at scale="rms", quadratic's "auto" as l2's: √n for ℓ2, n^(1/q) for lp; n = 9 here)."""
+    name, params = kappa
     rng = np.random.default_rng(seed)
     y = rng.standard_normal(9) * scale
-    g, gm = np.asarray(k.grad(y)), np.asarray(k.grad(-y))
-    np.testing.assert_array_equal(gm, -g)
-    assert float(k.domain_distance(g)) <= 16 * np.finfo(np.float64).eps
-    assert not math.isnan(float(k.value(y)))
+    eps = float(np.finfo(np.float64).eps)
+    for k, radius in ((textbook(name, **params), 1.0),
+                      (lionk.kappa.get(name, **params), _default_radius(name, params, 9))):
+        g, gm = np.asarray(k.grad(y)), np.asarray(k.grad(-y))
+        np.testing.assert_array_equal(gm, -g)
+        assert float(k.domain_distance(g)) <= 16 * eps * radius, k
+        if "auto" in (k.params.get("delta"), k.params.get("e")):  # a length re-measured
+            # at every step: no fixed K (quadratic's scale="auto" has l2's K at "rms")
+            with pytest.raises(NotImplementedError):
+                k.value(y)
+        else:
+            assert not math.isnan(float(k.value(y)))
+
+
+def _default_radius(name: str, params: dict, n: int) -> float:
+    """The radius of dom K* of ``get(name, **params)`` on n elements, by hand."""
+    if "scale" in params:  # set explicitly here: the textbook scale 1
+        return 1.0
+    if name in ("l2", "relativistic-l2", "quadratic"):
+        return math.sqrt(n)
+    if name == "lp":
+        p = params["p"]
+        return n ** ((p - 1.0) / p)  # n^(1/q), q = p/(p − 1)
+    return 1.0

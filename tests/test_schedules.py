@@ -18,7 +18,7 @@ import lionk
 from lionk.execution import kernels as _kernels
 from lionk.execution import tape as _tape
 
-from ._util import bits
+from ._util import bits, textbook
 
 STEPS = 1000
 
@@ -41,7 +41,8 @@ def _count_records(monkeypatch) -> list[int]:
     return calls
 
 
-def _schedule_run(execution, n=5000, kappa="huber", **kw):
+def _schedule_run(execution, n=5000, kappa=None, **kw):
+    kappa = textbook("huber") if kappa is None else kappa
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, n).astype(np.float32)
     a = rng.uniform(-1, 1, n).astype(np.float32)
@@ -90,7 +91,7 @@ def test_the_cupy_kernel_body_is_one_per_kappa_and_dtypes(monkeypatch) -> None:
     from lionk.core.step import make_hyper, update_leaves
 
     calls = _count_records(monkeypatch)
-    kap = lionk.kappa.resolve("deadzone")
+    kap = textbook("deadzone")
     bodies = {_kernels.kernel_source(update_leaves, make_hyper(cosine(t), (0.9, 0.99), 0.1), kap,
                                     "float32", "float32").body for t in range(0, STEPS, 50)}
     assert len(bodies) == 1 and calls[0] == 2

@@ -64,7 +64,7 @@ def test_huber_far_above_the_gradients_warns_once_with_the_numbers() -> None:
     m_rms = float(np.sqrt(np.mean(opt.state.momentum ** 2)))
     assert 1e-5 < ratio < 1e-4 and ratio == pytest.approx(m_rms, rel=0.5)
     assert g == pytest.approx(1e-4 * np.sqrt(1.25), rel=0.1)
-    assert "lionk.kappa.normalized('huber', grad_rms=" in msg and "delta≈" in msg
+    assert "delta='auto'" in msg and "lionk.kappa.normalized('huber', grad_rms=" in msg
     assert record[[issubclass(w.category, lionk.StallWarning) for w in record].index(True)
                   ].filename == __file__  # points at the user's opt.step call
 
@@ -114,10 +114,12 @@ def test_no_extra_kappa_call_on_ordinary_steps() -> None:
 def test_zero_momentum_and_per_leaf_kappa() -> None:
     """Leaves without gradient (m = 0) are not a stall; a per-leaf κ is measured κ by κ and the
     message names the one that stalls."""
+    assert measure(lionk.kappa.get("huber", delta=1.0), [np.zeros(5)]) is None
     assert measure(lionk.kappa.get("huber"), [np.zeros(5)]) is None
     rng = np.random.default_rng(3)
     x = {"w": np.zeros((20, 30)), "b": np.zeros(30), "frozen": np.zeros(7)}
-    opt = lionk.LionK(x, lr=1e-3, kappa={"matrices": "nuclear", "other": "huber"})
+    opt = lionk.LionK(x, lr=1e-3, kappa={"matrices": "nuclear",
+                                         "other": lionk.kappa.get("huber", delta=1.0)})
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         for _ in range(100):
@@ -151,7 +153,9 @@ def test_torch_front_end() -> None:
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.zeros(64, 8))
     b = torch.nn.Parameter(torch.zeros(8))
-    opt = lionk.torch.LionK([{"params": [w]}, {"params": [b], "kappa": "huber"}], lr=1e-3)
+    opt = lionk.torch.LionK([{"params": [w]},
+                             {"params": [b], "kappa": lionk.kappa.get("huber", delta=1.0)}],
+                            lr=1e-3)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         for _ in range(1000):
@@ -180,7 +184,8 @@ def test_optax_stall_monitor() -> None:
 
     from lionk.optax import lion_k, stall_monitor
 
-    for kappa, scale, expect in (("sign", 1e-2, 0), (lionk.kappa.get("huber"), 1e-4, 1)):
+    for kappa, scale, expect in (("sign", 1e-2, 0), ("huber", 1e-4, 0),
+                                 (lionk.kappa.get("huber", delta=1.0), 1e-4, 1)):
         tx = optax.chain(optax.clip_by_global_norm(1.0), lion_k(1e-3, kappa=kappa))
         params = {"w": jnp.zeros((16, 8))}
         state = tx.init(params)

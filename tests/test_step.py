@@ -107,8 +107,12 @@ def test_kappa_by_name_equals_kappa_object() -> None:
     x, g = rng.standard_normal(8), rng.standard_normal(8)
     st = lionk.State(0, rng.standard_normal(8), 0)
     a, _ = lionk.step(x, g, st, lr=0.1, kappa="huber")
-    b, _ = lionk.step(x, g, st, lr=0.1, kappa=lionk.kappa.get("huber", delta=1.0))
+    b, _ = lionk.step(x, g, st, lr=0.1, kappa=lionk.kappa.get("huber", delta="auto"))
     assert_bitwise_equal(a, b)
+    # the default, written out: δ = 0.1·RMS(c) of c = b1·m + (1 − b1)·g (float64 NumPy)
+    c = 0.9 * st.momentum + (1.0 - 0.9) * g
+    delta = 0.1 * np.sqrt(np.mean(c * c))
+    np.testing.assert_allclose(a, x - 0.1 * np.clip(c / delta, -1.0, 1.0), rtol=1e-14)
 
 
 def test_default_hyperparameters() -> None:

@@ -18,8 +18,9 @@ from lionk import kappa as K
 from lionk.core.step import make_hyper, update_leaves
 from lionk.execution import tape as _tape
 
-from ._util import bits
+from ._util import bits, textbook
 
+# run in their textbook forms: elementwise (the defaults of the others measure RMS(y) per array)
 SEPARABLE = ["sign", "huber", "deadzone", "quadratic", "relativistic"]
 H = make_hyper(1e-3, (0.9, 0.99), 0.1)
 
@@ -52,13 +53,21 @@ def _eager(update, x, g, m, h=H, kappa="sign"):
 @pytest.mark.parametrize("dtype,mdtype", [("float32", "float32"), ("float64", "float64"),
                                           ("float16", "float16"), ("float32", "float16")])
 def test_builtin_separable_kappas_are_recorded_and_replay_bitwise(kappa, dtype, mdtype) -> None:
-    program = _tape.program_for(update_leaves, H, K.resolve(kappa), dtype, mdtype)
-    assert program is not None, _tape.why_not(update_leaves, H, K.resolve(kappa), dtype, mdtype)
+    kap = textbook(kappa)
+    program = _tape.program_for(update_leaves, H, kap, dtype, mdtype)
+    assert program is not None, _tape.why_not(update_leaves, H, kap, dtype, mdtype)
     x, g, m = _data(5000, dtype, mdtype, seed=hash(kappa) % 1000)
     got_x, got_m = _replay(program, x, g, m)
-    want_x, want_m = _eager(update_leaves, x, g, m, kappa=kappa)
+    want_x, want_m = _eager(update_leaves, x, g, m, kappa=kap)
     assert np.array_equal(bits(got_x), bits(want_x))
     assert np.array_equal(bits(got_m), bits(want_m))
+
+
+def test_the_default_huber_is_not_recorded() -> None:
+    """Its δ = 0.1·RMS(y) is a sum over the whole array: no chunk-by-chunk program."""
+    kap = K.resolve("huber")
+    assert _tape.program_for(update_leaves, H, kap, "float32", "float32") is None
+    assert "not elementwise" in _tape.why_not(update_leaves, H, kap, "float32", "float32")
 
 
 def test_the_sign_program_writes_into_x_and_m_and_copies_nothing() -> None:
@@ -73,7 +82,7 @@ def test_the_sign_program_writes_into_x_and_m_and_copies_nothing() -> None:
 
 
 def test_a_new_learning_rate_reuses_the_program_and_replays_bitwise() -> None:
-    kap = K.resolve("huber")
+    kap = textbook("huber")
     h1 = make_hyper(1e-3, (0.9, 0.99), 0.0)
     h2 = make_hyper(2e-3, (0.8, 0.95), 0.3)
     p1 = _tape.program_for(update_leaves, h1, kap, "float32", "float32")
@@ -82,7 +91,7 @@ def test_a_new_learning_rate_reuses_the_program_and_replays_bitwise() -> None:
     x, g, m = _data(3000, "float32", "float32", seed=12)
     for h in (h1, h2):
         got_x, got_m = _replay(p1, x, g, m, h)
-        want_x, want_m = _eager(update_leaves, x, g, m, h=h, kappa="huber")
+        want_x, want_m = _eager(update_leaves, x, g, m, h=h, kappa=kap)
         assert np.array_equal(bits(got_x), bits(want_x))
         assert np.array_equal(bits(got_m), bits(want_m))
 

@@ -332,7 +332,7 @@ def test_param_groups_use_their_own_hyperparameters() -> None:
 
 def test_global_scope_kappa_spans_one_param_group() -> None:
     """l2 with scope='global': one norm over each group's params (not over all groups)."""
-    kap = lionk.kappa.get("l2", scope="global")
+    kap = lionk.kappa.get("l2", scope="global", scale=1.0)
     pa, pb = make_params(seed=7), make_params(seed=8, shapes=[(4,), (2, 2)])
     opt = LionK([{"params": pa}, {"params": pb}], lr=0.05, kappa=kap)
     both = LionK([p2 for p2 in (torch.nn.Parameter(p.detach().clone()) for p in pa + pb)],

@@ -5,7 +5,7 @@ every ``torch.optim.lr_scheduler``, ``torch.amp.GradScaler``). It computes nothi
 param group is one call of :func:`lionk._step.update_leaves`, the single implementation of the
 Lion-κ update that :func:`lionk.step` and :class:`lionk.LionK` use, and the results are copied
 into the parameters and the momentum in place under ``torch.no_grad()``. On CPU, with an exact κ
-(sign, huber, quadratic, deadzone), its trajectory is therefore bitwise identical to
+(sign; huber, quadratic, deadzone given a number), its trajectory is therefore bitwise identical to
 :func:`lionk.step` on the same tensors.
 
 Data-parallel training: under ``DistributedDataParallel`` LionK needs nothing special (it steps on

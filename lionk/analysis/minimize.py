@@ -32,6 +32,7 @@ import numpy as np
 
 from ..core import kappa as _kappa
 from ..core import kappa_matrix as _kappa_matrix
+from ..core import kappa_scaling as _kappa_scaling
 from ..core import validation as _check
 from ..core.array_api import (
     array_namespace,
@@ -1006,6 +1007,11 @@ def minimize(
 ) -> OptimizeResult:
     r"""Minimise ``F(x) = f(x) + (1/λ)·K*(λx)`` with Lion-κ; for a norm κ, f subject to a norm ball.
 
+    A κ given by name is its textbook form (``lionk.kappa.textbook(name)``: the table below;
+    ``l2`` with ``radius=r`` is ‖x‖₂ ≤ r, huber's δ = 1), not the normalised defaults the
+    optimizers use for Lion's learning rate (``get(name)``: ``l2`` there is the RMS ball); pass
+    a ``Kappa`` (e.g. ``lionk.kappa.get("l2")``) for another form.
+
     ======================  =====================================================================
     kappa                   problem solved (λ = 1/radius)
     ======================  =====================================================================
@@ -1122,7 +1128,15 @@ def minimize(
     """
     if not callable(fun):
         raise TypeError(f"fun: expected a callable f(x) -> float; received {type(fun).__name__}")
-    kap = _kappa.resolve(kappa)
+    # a name is the problem the table above states (its textbook form: ``radius`` sets the
+    # scale, so "l2" is ‖x‖₂ ≤ radius, not the optimizers' RMS ball); a Kappa is used as given
+    kap = _kappa_scaling.textbook(kappa) if isinstance(kappa, str) else _kappa.resolve(kappa)
+    if not getattr(kap, "fixed", True):
+        length = "e" if "e" in kap.params else "delta"
+        raise ValueError(
+            f"kappa: {kap!r} re-measures its length from its input at every step ({length}="
+            f"'auto'), so it defines no fixed problem to minimise; expected a fixed K: pass "
+            f"{length}=<a number> (or the name {kap.name!r}, whose textbook form has one)")
     maxiter = _check.counter("maxiter", maxiter, minimum=1)
     tol_f = _real("tol", tol)
     if not (math.isfinite(tol_f) and tol_f >= 0):

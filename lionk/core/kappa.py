@@ -180,6 +180,10 @@ class Constraint:
         label: how plots name the norm (default from ``norm``: ``"‖x‖_∞"``, ``"‖x‖₂"``, ...).
         problem: the implied problem for x, in words (e.g. ``"‖x‖_∞ ≤ 1/λ"``).
         measure: ``measure(array) -> float``, the norm of one array, for a norm that is not ℓp.
+        per_element: the ℓp norm divided by ``n^(1/p)`` (n the number of elements; over the
+            whole tree for ``scope="global"``): the RMS for ℓ2, the mean-power norm for ℓq. The
+            balls of the normalised norm κ (``l2``, ``lp``, ``relativistic-l2`` at their default
+            ``scale="rms"``) are stated in it, with radius 1/λ as for Lion's box.
     """
 
     norm: str
@@ -190,6 +194,7 @@ class Constraint:
     label: str = ""
     problem: str = ""
     measure: Callable[[Array], Any] | None = None
+    per_element: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.norm, str) or not self.norm:
@@ -210,8 +215,13 @@ class Constraint:
         if self.measure is not None and not callable(self.measure):
             raise TypeError(f"Constraint: measure must be callable; received {self.measure!r}")
         label = self.label
+        if self.per_element and (order is None or not math.isfinite(order)):
+            raise ValueError(f"Constraint: per_element needs a finite order (an ℓp norm); "
+                             f"received norm={self.norm!r}, order={order!r}")
         if not label:
-            if known is not None:
+            if self.per_element and order is not None:
+                label = "RMS(x)" if order == 2.0 else f"‖x‖_{order:g}/n^(1/{order:g})"
+            elif known is not None:
                 label = known[1]
             elif order is not None:
                 label = f"‖x‖_{order:g}"
@@ -220,6 +230,7 @@ class Constraint:
         object.__setattr__(self, "order", order)
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "bounded", bool(self.bounded))
+        object.__setattr__(self, "per_element", bool(self.per_element))
         object.__setattr__(self, "label", label)
 
     def radius(self, weight_decay: float) -> float:
@@ -244,9 +255,15 @@ class Constraint:
             return math.nan
         if not per:
             return 0.0
+        sizes = [max(1, _size(a)) for a in leaves]
         if self.scope == "global" and self.order is not None and math.isfinite(self.order):
             p = self.order
-            return math.fsum(v ** p for v in per) ** (1.0 / p)
+            total = math.fsum(v ** p for v in per)
+            if self.per_element:
+                total /= sum(sizes)
+            return total ** (1.0 / p)
+        if self.per_element and self.order is not None:
+            return max(v / n ** (1.0 / self.order) for v, n in zip(per, sizes))
         return max(per)
 
 
@@ -318,6 +335,10 @@ class Kappa:
     #: Set to True in a subclass's body when ``params`` determines everything the κ computes:
     #: equal name and params then mean equal κ (shared caches). Not inherited.
     params_complete: ClassVar[bool] = False
+    #: False when ∇K re-measures a length from its input at every step (the ``"auto"`` lengths
+    #: of the built-ins): K is then not one fixed function, has no value or conjugate, and
+    #: defines no problem for ``lionk.minimize`` (its constraint still holds).
+    fixed: bool = True
 
     def __init__(
         self,
@@ -440,6 +461,7 @@ class Kappa:
             "constraint": None if c is None else {
                 "norm": c.norm, "order": c.order, "scale": c.scale, "bounded": c.bounded,
                 "scope": c.scope, "label": c.label, "problem": c.problem,
+                "per_element": c.per_element,
             },
         }
 
@@ -531,112 +553,257 @@ class _Sign(Kappa):
         return _box_distance(z)
 
 
-class _Huber(_Sign):
-    """K = Σ h_δ(y_i), ∇K = clip(y·(1/δ), −1, 1), K* = (δ/2)‖z‖² on the box."""
+#: The adaptive length of ``huber``, ``relativistic``, ``deadzone`` and ``relativistic-l2`` at
+#: their defaults (``delta="auto"``, ``e="auto"``): this fraction of the RMS of ∇K's input.
+AUTO_LENGTH = 0.1
+AUTO = "auto"
+
+
+def _rms(y: Array, n: int | None = None) -> Array:
+    """RMS(y) = √(Σ y²/n) as a 0-d array of y's dtype (formed in float32 for a 16-bit dtype, so a
+    large float16 array cannot overflow Σ y²); ``n`` defaults to y's size."""
+    xp = array_namespace(y)
+    w = y if xp.finfo(y.dtype).bits >= 32 else xp.astype(y, xp.float32)
+    count = max(1, _size(y) if n is None else n)
+    r = xp.sqrt(xp.sum(w * w) * (1.0 / count))
+    return r if w is y else xp.astype(r, y.dtype)
+
+
+def _length(name: str, label: str, value: Any) -> float | str:
+    """A length parameter: ``"auto"`` or a number > 0."""
+    if isinstance(value, str):
+        if value != AUTO:  # a TypeError as for any other non-number (a numeric str is not parsed)
+            raise TypeError(f"kappa {name!r}: {label} must be a number > 0 or 'auto' (a fraction "
+                             f"{AUTO_LENGTH:g} of the RMS of its input, per array); "
+                             f"received {label}={value!r}")
+        return value
+    return _positive(label, value, name)
+
+
+def _no_fixed_k(kappa: Kappa, label: str) -> NotImplementedError:
+    ball = kappa.constraint.problem.split(" (")[0].split(",")[0] if kappa.constraint else ""
+    return NotImplementedError(
+        f"kappa {kappa.name!r} with {label}='auto' measures its length from its input at every "
+        f"step, so K is not one fixed function and has no value or conjugate (the Lyapunov "
+        f"function needs a fixed K; the constraint {ball} still holds and is checked by "
+        f"domain_distance); pass {label}=<a number> (e.g. lionk.kappa.normalized({kappa.name!r}, "
+        f"grad_rms=...)) for the certificate")
+
+
+class _LengthKappa(_Sign):
+    """An elementwise κ with a length (huber's and relativistic's δ, deadzone's e): a number
+    (a fixed K, separable, the Lyapunov certificate) or ``"auto"`` (the default: the length is
+    ``AUTO_LENGTH·RMS(y)`` of each array, re-measured at every step, so that ∇K departs from
+    sign(y) at a fixed fraction of the input's own scale whatever the gradients' units; a
+    per-array reduction, ulp tier, and no fixed K: no value or conjugate)."""
+
+    label = "delta"
+
+    def _setup(self, name: str, length: Any, tier: str, problem: str, **facts: Any) -> Any:
+        length = _length(name, self.label, length)
+        auto = length == AUTO
+        if auto:  # the facts that depend on a fixed length are not stated
+            facts.pop("lipschitz", None)
+            facts.pop("discontinuities", None)
+        Kappa.__init__(self, name, separable=not auto, params={self.label: length},
+                       tier="ulp" if auto else tier, constraint=Constraint("linf", problem=(
+                           "‖x‖_∞ ≤ 1/λ (the length re-measured every step: no fixed "
+                           "penalty)" if auto else problem)), **facts)
+        self.auto = auto
+        self.fixed = not auto
+        return length
+
+    def length(self, y: Array) -> Any:
+        """The length for the array ``y``: the number, or ``AUTO_LENGTH·RMS(y)`` (0-d)."""
+        return _rms(y) * AUTO_LENGTH if self.auto else getattr(self, self.label)
+
+    def value(self, y: Array) -> Array:
+        if self.auto:
+            raise _no_fixed_k(self, self.label)
+        return self.fixed_value(y)
+
+    def conjugate(self, z: Array) -> Array:
+        if self.auto:
+            raise _no_fixed_k(self, self.label)
+        return _where_in_domain(_box_distance(z), self.conjugate_on_domain(z))
+
+    def conjugate_on_domain(self, z: Array) -> Array:
+        if self.auto:
+            raise _no_fixed_k(self, self.label)
+        return self.fixed_conjugate(z)
+
+    def fixed_value(self, y: Array) -> Array: ...  # pragma: no cover
+    def fixed_conjugate(self, z: Array) -> Array: ...  # pragma: no cover
+
+
+class _Huber(_LengthKappa):
+    """K = Σ h_δ(y_i), ∇K = clip(y·(1/δ), −1, 1), K* = (δ/2)‖z‖² on the box.
+
+    ``delta="auto"`` (default): δ = 0.1·RMS(y) per array, every step (see :class:`_LengthKappa`).
+    """
 
     params_complete = True
 
-    def __init__(self, delta: float = 1.0) -> None:
-        delta = _positive("delta", delta, "huber")
-        Kappa.__init__(self, "huber", separable=True, params={"delta": delta}, tier="bitwise",
-                       lipschitz=1.0 / delta,
-                       constraint=Constraint("linf", problem="‖x‖_∞ ≤ 1/λ, plus (δλ/2)‖x‖₂²"))
-        self.delta = delta
-        self.inv_delta = 1.0 / delta  # a Python float: multiply, never divide by a scalar
+    def __init__(self, delta: float | str = AUTO) -> None:
+        length: Any = _length("huber", "delta", delta)
+        self.delta: Any = self._setup("huber", length, "bitwise", "‖x‖_∞ ≤ 1/λ, plus (δλ/2)‖x‖₂²",
+                                      lipschitz=None if length == AUTO else 1.0 / float(length))
+        if not self.auto:
+            self.inv_delta = 1.0 / length  # a Python float: multiply, never divide by a scalar
 
     def grad(self, y: Array) -> Array:
         xp = array_namespace(y)
-        return xp.clip(y * self.inv_delta, -1.0, 1.0)
+        if not self.auto:
+            return xp.clip(y * self.inv_delta, -1.0, 1.0)
+        d = self.length(y)
+        safe = xp.where(d == 0, _const(xp, 1.0, d), d)
+        # δ = 0 (y all zero, or an underflow): the limit δ → 0, sign(y)
+        return xp.where(d == 0, exact_sign(y), xp.clip(y / safe, -1.0, 1.0))
 
-    def value(self, y: Array) -> Array:
+    def fixed_value(self, y: Array) -> Array:
         xp = array_namespace(y)
         a = xp.abs(y)
         quad = (y * y) * (0.5 * self.inv_delta)
         lin = a - 0.5 * self.delta
         return xp.sum(xp.where(a <= self.delta, quad, lin))
 
-    def conjugate_on_domain(self, z: Array) -> Array:
+    def fixed_conjugate(self, z: Array) -> Array:
         xp = array_namespace(z)
         zc = xp.clip(z, -1.0, 1.0)
         return xp.sum(zc * zc) * (0.5 * self.delta)
 
 
-class _Deadzone(_Sign):
-    """K = Σ max(|y_i| − e, 0), ∇K = sign(y)·1{|y| > e}, K* = e‖z‖₁ on the box."""
+class _Deadzone(_LengthKappa):
+    """K = Σ max(|y_i| − e, 0), ∇K = sign(y)·1{|y| > e}, K* = e‖z‖₁ on the box.
+
+    ``e="auto"`` (default): e = 0.1·RMS(y) per array, every step (see :class:`_LengthKappa`).
+    """
 
     params_complete = True
+    label = "e"
 
-    def __init__(self, e: float = 0.1) -> None:
-        e = _positive("e", e, "deadzone")
-        Kappa.__init__(self, "deadzone", separable=True, params={"e": e}, tier="bitwise",
-                       ternary=True, discontinuities=(-e, e),
-                       constraint=Constraint("linf", problem="‖x‖_∞ ≤ 1/λ, plus e‖x‖₁"))
-        self.e = e
+    def __init__(self, e: float | str = AUTO) -> None:
+        e = _length("deadzone", "e", e)
+        self.e = self._setup("deadzone", e, "bitwise", "‖x‖_∞ ≤ 1/λ, plus e‖x‖₁",
+                             ternary=True,
+                             discontinuities=() if e == AUTO else (-float(e), float(e)))
 
     def grad(self, y: Array) -> Array:
         xp = array_namespace(y)
-        return xp.where(y > self.e, 1.0, xp.where(y < -self.e, -1.0, xp.where(y == y, 0.0, y)))
+        e = self.length(y)
+        return xp.where(y > e, 1.0, xp.where(y < -e, -1.0, xp.where(y == y, 0.0, y)))
 
-    def value(self, y: Array) -> Array:
+    def fixed_value(self, y: Array) -> Array:
         xp = array_namespace(y)
         return xp.sum(xp.maximum(xp.abs(y) - self.e, _const(xp, 0.0, y)))
 
-    def conjugate_on_domain(self, z: Array) -> Array:
+    def fixed_conjugate(self, z: Array) -> Array:
         xp = array_namespace(z)
         return xp.sum(xp.abs(xp.clip(z, -1.0, 1.0))) * self.e
 
 
-class _Relativistic(_Sign):
-    """K = Σ √(y_i² + δ²) − δ, ∇K = y/√(y² + δ²), K* = Σ δ − δ√(1 − z_i²) on the box."""
+class _Relativistic(_LengthKappa):
+    """K = Σ √(y_i² + δ²) − δ, ∇K = y/√(y² + δ²), K* = Σ δ − δ√(1 − z_i²) on the box.
+
+    ``delta="auto"`` (default): δ = 0.1·RMS(y) per array, every step (see :class:`_LengthKappa`).
+    """
 
     params_complete = True
 
-    def __init__(self, delta: float = 1.0) -> None:
-        delta = _positive("delta", delta, "relativistic")
-        Kappa.__init__(self, "relativistic", separable=True, params={"delta": delta},
-                       tier="ulp", lipschitz=1.0 / delta,
-                       constraint=Constraint("linf", problem="‖x‖_∞ ≤ 1/λ, with a barrier at "
-                                             "the faces of the box"))
-        self.delta = delta
-        self.delta2 = delta * delta
+    def __init__(self, delta: float | str = AUTO) -> None:
+        problem = "‖x‖_∞ ≤ 1/λ, with a barrier at the faces of the box"
+        length: Any = _length("relativistic", "delta", delta)
+        self.delta: Any = self._setup("relativistic", length, "ulp", problem,
+                                      lipschitz=None if length == AUTO else 1.0 / float(length))
+        if not self.auto:
+            self.delta2 = length * length
 
     def grad(self, y: Array) -> Array:
         xp = array_namespace(y)
-        return y / xp.sqrt(y * y + self.delta2)
+        if not self.auto:
+            return y / xp.sqrt(y * y + self.delta2)
+        d = self.length(y)
+        den = xp.sqrt(y * y + d * d)
+        safe = xp.where(den == 0, _const(xp, 1.0, den), den)
+        # den = 0: y and δ both 0 (or underflowed): the limit, sign(y)
+        return xp.where(den == 0, exact_sign(y), y / safe)
 
-    def value(self, y: Array) -> Array:
+    def fixed_value(self, y: Array) -> Array:
         xp = array_namespace(y)
         return xp.sum(xp.sqrt(y * y + self.delta2) - self.delta)
 
-    def conjugate_on_domain(self, z: Array) -> Array:
+    def fixed_conjugate(self, z: Array) -> Array:
         xp = array_namespace(z)
         zc = xp.clip(z, -1.0, 1.0)
         return xp.sum(self.delta - self.delta * xp.sqrt(1.0 - zc * zc))
 
 
 class _Quadratic(Kappa):
-    """K = ½‖y‖², ∇K = y, K* = ½‖z‖² (dom K* is everything)."""
+    """K = ‖y‖²/(2s), ∇K = y·(1/s), K* = (s/2)‖z‖² (dom K* is everything): momentum SGD with
+    decoupled weight decay, solving f(x) + (sλ/2)‖x‖₂².
+
+    ``scale="auto"`` (default): s = RMS(y) per array, every step: ∇K = y/RMS(y), per-element RMS
+    1 as sign's (normalised momentum SGD). That map is the gradient of the fixed K = √n‖y‖₂ (n
+    the array's size; K* the indicator of RMS(z) ≤ 1), the same as ``l2`` at its default
+    ``scale="rms"``: K, K*, the certificate and the ball RMS(x) ≤ 1/λ are that κ's. ``scale=1``
+    is the textbook ½‖y‖².
+    """
 
     params_complete = True
 
-    def __init__(self) -> None:
-        super().__init__("quadratic", separable=True, tier="bitwise", lipschitz=1.0,
-                         constraint=Constraint("l2", bounded=False,
-                                               problem="no constraint: the penalty (λ/2)‖x‖₂²"))
+    def __init__(self, scale: float | str = AUTO) -> None:
+        if isinstance(scale, str):
+            if scale != AUTO:
+                raise ValueError(f"kappa 'quadratic': scale must be a number > 0 or 'auto' "
+                                 f"(the RMS of its input, per array); received scale={scale!r}")
+            s_: Any = scale
+        else:
+            s_ = _positive("scale", scale, "quadratic")
+        self.auto = s_ == AUTO
+        if self.auto:
+            self.ball = _L2("tensor", scale="rms")
+            constraint = Constraint(
+                "l2", per_element=True,
+                problem="RMS(x) ≤ 1/λ for every array (∇K = y/RMS(y) is the gradient of "
+                        "√n‖y‖₂, the l2 κ at scale='rms')")
+        else:
+            constraint = Constraint("l2", bounded=False, problem=(
+                "no constraint: the penalty (sλ/2)‖x‖₂²" if s_ != 1.0
+                else "no constraint: the penalty (λ/2)‖x‖₂²"))
+        super().__init__("quadratic", separable=not self.auto, params={"scale": s_},
+                         tier="ulp" if self.auto else "bitwise",
+                         lipschitz=None if self.auto else 1.0 / s_, constraint=constraint)
+        self.scale: Any = s_
+        if not self.auto:
+            self.inv_scale = 1.0 / s_
 
     def grad(self, y: Array) -> Array:
-        return y
+        if not self.auto:
+            return y if self.inv_scale == 1.0 else y * self.inv_scale
+        xp = array_namespace(y)
+        r = _rms(y)
+        # r == 0 (not r > 0): a NaN in y makes r NaN and y / NaN carries it (as l2)
+        safe = xp.where(r == 0, _const(xp, 1.0, r), r)
+        return xp.where(r == 0, _const(xp, 0.0, y), y / safe)
 
     def value(self, y: Array) -> Array:
+        if self.auto:
+            return self.ball.value(y)
         xp = array_namespace(y)
-        return xp.sum(y * y) * 0.5
+        return xp.sum(y * y) * (0.5 * self.inv_scale)
 
     def conjugate(self, z: Array) -> Array:
-        return self.value(z)
+        if self.auto:
+            return self.ball.conjugate(z)
+        xp = array_namespace(z)
+        return xp.sum(z * z) * (0.5 * self.scale)
 
-    conjugate_on_domain = conjugate
+    def conjugate_on_domain(self, z: Array) -> Array:
+        return self.ball.conjugate_on_domain(z) if self.auto else self.conjugate(z)
 
     def domain_distance(self, z: Array) -> Array:
+        if self.auto:
+            return self.ball.domain_distance(z)
         xp = array_namespace(z)
         return xp.asarray(0.0, dtype=z.dtype, device=scalar_device(z))
 
@@ -653,30 +820,59 @@ def _ball(norm: str, scope: str, problem: str, **kw: Any) -> Constraint:
     return Constraint(norm, problem=problem, **kw)  # an invalid scope: _NormKappa raises
 
 
-class _NormKappa(Kappa):
-    """A κ built on one reduction ``total = Σ_i r(y_i)`` (per tensor or over the whole tree).
+NORM_SCALES = ("rms",)
 
-    Subclasses give ``partial`` (the sum over one array), ``grad_given(y, total)``,
-    ``value_given(total)``, and for the conjugate side ``dual_partial``, ``conj_given`` and
+
+class _NormKappa(Kappa):
+    """A κ built on one reduction ``total = Σ_i r(y_i)`` (per tensor or over the whole tree),
+    multiplied by a scale s: ``K_s = s·K``, ∇K_s = s·∇K, K_s*(z) = s·K*(z/s), dom K_s* the ball of
+    radius s, distance ``s·dist(z/s)``.
+
+    ``scale="rms"`` (the default of every built-in norm κ): s is the factor that gives ∇K
+    per-element RMS 1 on a flat input of the norm's n elements (``rms_factor(n)``: √n for ℓ2,
+    n^(1/q) for ℓp), so Lion's learning rate and weight decay keep their meaning; the ball
+    becomes the *per-element* one (``RMS(x) ≤ 1/λ`` for ℓ2, :class:`Constraint` ``per_element``).
+    ``scale=1`` is the textbook norm (``‖x‖₂ ≤ 1/λ``), a number s the ball of radius s/λ.
+
+    Subclasses give ``partial`` (the sum over one array), ``grad_given(y, total, n)``,
+    ``value_given(total, n)``, and for the conjugate side ``dual_partial``, ``conj_given`` and
     ``dist_given`` (the domain is the unit ball of the dual norm).
     """
 
     params_complete = True
 
-    def __init__(self, name: str, scope: str, params: dict[str, Any], *,
-                 constraint: Constraint, lipschitz: float | None = None) -> None:
+    def __init__(self, name: str, scope: str, params: dict[str, Any], *, scale: Any,
+                 norm: str, problem: str, order: float | None = None, label: str = "",
+                 lipschitz: float | None = None) -> None:
         if scope not in ("tensor", "global"):
             raise ValueError(
                 f"kappa {name!r}: scope must be 'tensor' or 'global'; received {scope!r}"
             )
-        super().__init__(name, separable=False, params={**params, "scope": scope}, tier="ulp",
-                         constraint=constraint, lipschitz=lipschitz)
+        if isinstance(scale, str):
+            if scale not in NORM_SCALES:
+                raise ValueError(f"kappa {name!r}: scale must be a number > 0 or 'rms' (∇K with "
+                                 f"per-element RMS 1); received scale={scale!r}")
+        else:
+            scale = _positive("scale", scale, name)
+        rms = scale == "rms"
+        if rms:
+            problem = problem.replace("‖x‖₂", "RMS(x)").replace("‖x‖_q", "‖x‖_q/n^(1/q)")
+        elif scale != 1.0:
+            problem = problem.replace("1/λ", "s/λ") + f", s = {scale:g}"
+        constraint = _ball(norm, scope, problem, order=order, per_element=rms,
+                           scale=1.0 if rms else scale, label="" if rms else label)
+        super().__init__(name, separable=False, params={**params, "scope": scope,
+                                                        "scale": scale},
+                         tier="ulp", constraint=constraint, lipschitz=lipschitz)
         self.scope = scope
+        self.scale = scale
 
     # to be provided by subclasses
+    def rms_factor(self, n: int) -> float:  # pragma: no cover
+        raise NotImplementedError
     def partial(self, y: Array) -> Array: ...  # pragma: no cover
-    def grad_given(self, y: Array, total: Array) -> Array: ...  # pragma: no cover
-    def value_given(self, total: Array) -> Array: ...  # pragma: no cover
+    def grad_given(self, y: Array, total: Array, n: int) -> Array: ...  # pragma: no cover
+    def value_given(self, total: Array, n: int) -> Array: ...  # pragma: no cover
     def dual_partial(self, z: Array) -> Array: ...  # pragma: no cover
     def dual_norm(self, total: Array) -> Array: ...  # pragma: no cover
     def conj_given(self, total: Array) -> Array: ...  # pragma: no cover
@@ -685,22 +881,37 @@ class _NormKappa(Kappa):
         xp = array_namespace(total)
         return xp.maximum(self.dual_norm(total) - 1.0, _const(xp, 0.0, total))
 
+    def factor(self, n: int) -> float:
+        """s for a norm over ``n`` elements."""
+        return self.rms_factor(max(1, n)) if self.scale == "rms" else float(self.scale)
+
+    @staticmethod
+    def _times(a: Array, s: float) -> Array:
+        return a if s == 1.0 else a * s
+
+    def _dual(self, fn: Callable[[Array], Array], z: Array, s: float) -> Array:
+        """``s·fn(dual_partial(z/s))``: the scaled conjugate side of one array."""
+        return self._times(fn(self.dual_partial(self._times(z, 1.0 / s))), s)
+
     # per array
     def grad(self, y: Array) -> Array:
-        return self.grad_given(y, self.partial(y))
+        n = _size(y)
+        return self._times(self.grad_given(y, self.partial(y), n), self.factor(n))
 
     def value(self, y: Array) -> Array:
-        return self.value_given(self.partial(y))
+        n = _size(y)
+        return self._times(self.value_given(self.partial(y), n), self.factor(n))
 
     def conjugate(self, z: Array) -> Array:
-        t = self.dual_partial(z)
-        return _where_in_domain(self.dist_given(t), self.conj_given(t))
+        s = self.factor(_size(z))
+        t = self.dual_partial(self._times(z, 1.0 / s))
+        return self._times(_where_in_domain(self.dist_given(t), self.conj_given(t)), s)
 
     def conjugate_on_domain(self, z: Array) -> Array:
-        return self.conj_given(self.dual_partial(z))
+        return self._dual(self.conj_given, z, self.factor(_size(z)))
 
     def domain_distance(self, z: Array) -> Array:
-        return self.dist_given(self.dual_partial(z))
+        return self._dual(self.dist_given, z, self.factor(_size(z)))
 
     # over a tree
     def _total(self, fn: Callable[[Array], Array], leaves: Sequence[Array]) -> Array:
@@ -712,45 +923,62 @@ class _NormKappa(Kappa):
             total = total + xp.astype(p, wide)
         return total
 
+    def _span(self, leaves: Sequence[Array]) -> tuple[int, float]:
+        n = sum(_size(y) for y in leaves)
+        return n, self.factor(n)
+
     def tree_grad(self, leaves: Sequence[Array]) -> list[Array]:
         if self.scope == "tensor" or not leaves:
             return super().tree_grad(leaves)
         total = self._total(self.partial, leaves)
         xp = array_namespace(total)
-        return [self.grad_given(y, xp.astype(total, y.dtype)) for y in leaves]
+        n, s = self._span(leaves)
+        return [self._times(self.grad_given(y, xp.astype(total, y.dtype), n), s)
+                for y in leaves]
 
     def tree_value(self, leaves: Sequence[Array]) -> float:
         if self.scope == "tensor" or not leaves:
             return super().tree_value(leaves)
-        return float(self.value_given(self._total(self.partial, leaves)))
+        n, s = self._span(leaves)
+        return float(self.value_given(self._total(self.partial, leaves), n)) * s
 
     def tree_conjugate(self, leaves: Sequence[Array], *, on_domain: bool = False) -> float:
         if self.scope == "tensor" or not leaves:
             return super().tree_conjugate(leaves, on_domain=on_domain)
-        t = self._total(self.dual_partial, leaves)
+        _, s = self._span(leaves)
+        t = self._total(self.dual_partial, [self._times(z, 1.0 / s) for z in leaves])
         if not on_domain and float(self.dist_given(t)) > 0:
             return _INF
-        return float(self.conj_given(t))
+        return float(self.conj_given(t)) * s
 
     def tree_domain_distance(self, leaves: Sequence[Array]) -> float:
         if self.scope == "tensor" or not leaves:
             return super().tree_domain_distance(leaves)
-        return float(self.dist_given(self._total(self.dual_partial, leaves)))
+        _, s = self._span(leaves)
+        t = self._total(self.dual_partial, [self._times(z, 1.0 / s) for z in leaves])
+        return float(self.dist_given(t)) * s
 
 
 class _L2(_NormKappa):
-    """K = ‖y‖₂, ∇K = y/‖y‖₂ (0 at 0), K* = indicator of the ℓ2 unit ball."""
+    """K = s·‖y‖₂, ∇K = s·y/‖y‖₂ (0 at 0), K* = indicator of the ℓ2 ball of radius s.
+
+    ``scale="rms"`` (default): s = √n, ∇K = y/RMS(y), the ball RMS(x) ≤ 1/λ; ``scale=1``: the
+    Euclidean ball ‖x‖₂ ≤ 1/λ.
+    """
 
     params_complete = True
 
-    def __init__(self, scope: str = "tensor") -> None:
-        super().__init__("l2", scope, {}, constraint=_ball("l2", scope, "‖x‖₂ ≤ 1/λ"))
+    def __init__(self, scope: str = "tensor", scale: float | str = "rms") -> None:
+        super().__init__("l2", scope, {}, scale=scale, norm="l2", problem="‖x‖₂ ≤ 1/λ")
+
+    def rms_factor(self, n: int) -> float:
+        return math.sqrt(n)
 
     def partial(self, y: Array) -> Array:
         xp = array_namespace(y)
         return xp.sum(y * y)
 
-    def grad_given(self, y: Array, total: Array) -> Array:
+    def grad_given(self, y: Array, total: Array, n: int) -> Array:
         xp = array_namespace(y)
         norm = xp.sqrt(total)
         # ``norm == 0`` (not ``norm > 0``): a NaN norm (a NaN in y) gives y / NaN = NaN, so
@@ -758,73 +986,97 @@ class _L2(_NormKappa):
         safe = xp.where(norm == 0, _const(xp, 1.0, norm), norm)
         return xp.where(norm == 0, _const(xp, 0.0, y), y / safe)
 
-    def value_given(self, total: Array) -> Array:
+    def value_given(self, total: Array, n: int) -> Array:
         return array_namespace(total).sqrt(total)
 
     def dual_partial(self, z: Array) -> Array:
         return self.partial(z)
 
     def dual_norm(self, total: Array) -> Array:
-        return self.value_given(total)
+        return array_namespace(total).sqrt(total)
 
     def conj_given(self, total: Array) -> Array:
         return _const(array_namespace(total), 0.0, total)
 
 
 class _RelativisticL2(_L2):
-    """K = √(‖y‖² + δ²) − δ, ∇K = y/√(‖y‖² + δ²), K* = δ − δ√(1 − ‖z‖²) on the ℓ2 ball."""
+    """K = s·(√(‖y‖² + δ²) − δ), ∇K = s·y/√(‖y‖² + δ²), K* = s·(δ − δ√(1 − ‖z/s‖²)) on the ℓ2
+    ball of radius s.
+
+    ``scale="rms"`` (default) as ``l2``; ``delta="auto"`` (default): δ = 0.1·RMS(y) over the
+    norm's span (each array, or the tree for ``scope="global"``), every step: no fixed K (no
+    value or conjugate), the ball still holds.
+    """
 
     params_complete = True
 
-    def __init__(self, delta: float = 1.0, scope: str = "tensor") -> None:
-        delta = _positive("delta", delta, "relativistic-l2")
-        _NormKappa.__init__(self, "relativistic-l2", scope, {"delta": delta},
-                            constraint=_ball("l2", scope, "‖x‖₂ ≤ 1/λ, with a barrier at the "
-                                             "sphere"),
-                            lipschitz=1.0 / delta)
-        self.delta = delta
-        self.delta2 = delta * delta
+    def __init__(self, delta: float | str = AUTO, scope: str = "tensor",
+                 scale: float | str = "rms") -> None:
+        length: Any = _length("relativistic-l2", "delta", delta)
+        self.auto = length == AUTO
+        self.fixed = not self.auto
+        _NormKappa.__init__(self, "relativistic-l2", scope, {"delta": length}, scale=scale,
+                            norm="l2", problem="‖x‖₂ ≤ 1/λ, with a barrier at the sphere",
+                            lipschitz=None if self.auto or isinstance(scale, str)
+                            else _positive("scale", scale, "relativistic-l2") / length)
+        self.delta: Any = length
+        if not self.auto:
+            self.delta2 = length * length
 
-    def grad_given(self, y: Array, total: Array) -> Array:
+    def grad_given(self, y: Array, total: Array, n: int) -> Array:
         xp = array_namespace(y)
-        return y / xp.sqrt(total + self.delta2)
+        if not self.auto:
+            return y / xp.sqrt(total + self.delta2)
+        # δ² = (0.1·RMS)² = 0.01·total/n: ∇K = y/√(total·(1 + 0.01/n)), 0 for a zero y
+        den = xp.sqrt(total * (1.0 + AUTO_LENGTH * AUTO_LENGTH / max(1, n)))
+        safe = xp.where(den == 0, _const(xp, 1.0, den), den)
+        return xp.where(den == 0, _const(xp, 0.0, y), y / safe)
 
-    def value_given(self, total: Array) -> Array:
+    def value_given(self, total: Array, n: int) -> Array:
+        if self.auto:
+            raise _no_fixed_k(self, "delta")
         xp = array_namespace(total)
         return xp.sqrt(total + self.delta2) - self.delta
 
-    def dual_norm(self, total: Array) -> Array:
-        return array_namespace(total).sqrt(total)
-
     def conj_given(self, total: Array) -> Array:
+        if self.auto:
+            raise _no_fixed_k(self, "delta")
         xp = array_namespace(total)
         inside = xp.maximum(1.0 - total, _const(xp, 0.0, total))
         return self.delta - self.delta * xp.sqrt(inside)
 
 
 class _Lp(_NormKappa):
-    """K = ‖y‖_p (1 < p < ∞), ∇K = sign(y)·(|y|/‖y‖_p)^(p−1), K* = indicator of the ℓq ball."""
+    """K = s·‖y‖_p (1 < p < ∞), ∇K = s·sign(y)·(|y|/‖y‖_p)^(p−1), K* = indicator of the ℓq ball
+    of radius s.
+
+    ``scale="rms"`` (default): s = n^(1/q) (∇K of a flat input has per-element RMS 1), the ball
+    ‖x‖_q/n^(1/q) ≤ 1/λ; ``scale=1``: ‖x‖_q ≤ 1/λ.
+    """
 
     params_complete = True
 
-    def __init__(self, p: float = 3.0, scope: str = "tensor") -> None:
+    def __init__(self, p: float = 3.0, scope: str = "tensor", scale: float | str = "rms") -> None:
         p = _finite("p", p, "lp")
         if not p > 1.0:
             raise ValueError(f"kappa 'lp': p must be > 1 and finite; received p={p!r}")
         q = p / (p - 1.0)
-        super().__init__("lp", scope, {"p": p},
-                         constraint=_ball("lq", scope, f"‖x‖_q ≤ 1/λ, q = p/(p − 1) = {q:g}",
-                                          order=q, label=f"‖x‖_q (q = {q:g})"))
         self.p = p
         self.q = q
         self.inv_p = 1.0 / p
         self.inv_q = 1.0 / self.q
+        super().__init__("lp", scope, {"p": p}, scale=scale, norm="lq", order=q,
+                         problem=f"‖x‖_q ≤ 1/λ, q = p/(p − 1) = {q:g}",
+                         label=f"‖x‖_q (q = {q:g})")
+
+    def rms_factor(self, n: int) -> float:
+        return float(n ** self.inv_q)
 
     def partial(self, y: Array) -> Array:
         xp = array_namespace(y)
         return xp.sum(xp.pow(xp.abs(y), self.p))
 
-    def grad_given(self, y: Array, total: Array) -> Array:
+    def grad_given(self, y: Array, total: Array, n: int) -> Array:
         xp = array_namespace(y)
         norm = xp.pow(total, self.inv_p)
         # ``norm == 0``, not ``norm > 0``: a NaN norm propagates (see _L2.grad_given)
@@ -832,7 +1084,7 @@ class _Lp(_NormKappa):
         r = xp.pow(xp.abs(y) / safe, self.p - 1.0)
         return xp.where(norm == 0, _const(xp, 0.0, y), exact_sign(y) * r)
 
-    def value_given(self, total: Array) -> Array:
+    def value_given(self, total: Array, n: int) -> Array:
         return array_namespace(total).pow(total, self.inv_p)
 
     def dual_partial(self, z: Array) -> Array:

@@ -98,25 +98,33 @@ def _group_norms(axis: int | tuple[int, ...], y: Array) -> Array:
 
 @dataclass(frozen=True)
 class MaxGroupNorm:
-    """The constraint's norm, max_g ‖x_g‖₂, as a Python float (in float64 where the library has
-    it; 0 for an empty array). A value (compares by ``axis``), so equal κ state equal
-    constraints."""
+    """The constraint's norm, max_g ‖x_g‖₂ (``per_element``: max_g ‖x_g‖₂/√n_g, the largest
+    group RMS), as a Python float (in float64 where the library has it; 0 for an empty array).
+    A value (compares by its fields), so equal κ state equal constraints."""
 
     axis: int | tuple[int, ...]
+    per_element: bool = False
 
     def __call__(self, x: Array) -> float:
         if _kappa._size(x) == 0:
             return 0.0
         xp = array_namespace(x)
-        return float(xp.max(_group_norms(self.axis, float64_or_widest(xp, x))))
+        top = float(xp.max(_group_norms(self.axis, float64_or_widest(xp, x))))
+        if not self.per_element:
+            return top
+        axes = group_axes(self.axis, tuple(x.shape))
+        return top / math.sqrt(max(1, math.prod(int(x.shape[a]) for a in axes)))
 
 
 class GroupL2(_kappa.Kappa):
-    """K = Σ_g ‖y_g‖₂, ∇K = y_g/‖y_g‖₂ (0 for a zero group), K* = indicator of max_g ‖z_g‖₂ ≤ 1.
+    """K = s·Σ_g ‖y_g‖₂, ∇K = s·y_g/‖y_g‖₂ (0 for a zero group), K* = indicator of
+    max_g ‖z_g‖₂ ≤ s.
 
     Groups: see the module docstring (``axis``, default -1: the rows along the last axis).
-    Not elementwise (``separable=False``), ulp tier. The constraint fact is
-    ``max_g ‖x_g‖₂ ≤ 1/λ`` per array (norm ``"group-l2"``, evaluated by :meth:`max_group_norm`).
+    ``scale="rms"`` (default): s = √n_g (n_g the elements of one group), so ∇K has per-element
+    RMS 1 and Lion's lr carries over; the constraint is then stated per element,
+    ``max_g ‖x_g‖₂/√n_g ≤ 1/λ`` (every group's RMS). ``scale=1``: ``max_g ‖x_g‖₂ ≤ 1/λ``; a
+    number s: radius s/λ. Not elementwise (``separable=False``), ulp tier.
     """
 
     params_complete = True  # params hold everything that changes the output (κ identity)
@@ -131,14 +139,32 @@ class GroupL2(_kappa.Kappa):
                            "outer-loop fusion for a per-row reduction whose input the in-place "
                            "step overwrites")
 
-    def __init__(self, axis: Any = -1) -> None:
+    def __init__(self, axis: Any = -1, scale: Any = "rms") -> None:
         axis = _normalize_axis(axis)
+        if isinstance(scale, str):
+            if scale != "rms":
+                raise ValueError(f"kappa {NAME!r}: scale must be a number > 0 or 'rms' (√ of "
+                                 f"the group size); received scale={scale!r}")
+        else:
+            scale = _kappa._positive("scale", scale, NAME)
+        rms = scale == "rms"
         constraint = _kappa.Constraint(
-            NAME, label="max_g ‖x_g‖₂", measure=MaxGroupNorm(axis),
-            problem=f"‖x_g‖₂ ≤ 1/λ for every group g (axis={axis!r}) of every array x_j")
-        super().__init__(NAME, separable=False, tier="ulp", params={"axis": axis},
+            NAME, scale=1.0 if rms else scale, measure=MaxGroupNorm(axis, per_element=rms),
+            label="max_g ‖x_g‖₂/√n_g" if rms else "max_g ‖x_g‖₂",
+            problem=(f"‖x_g‖₂/√n_g ≤ 1/λ (every group's RMS) for every group g (axis={axis!r}) "
+                     "of every array x_j" if rms else
+                     f"‖x_g‖₂ ≤ {'' if scale == 1.0 else 's·'}1/λ for every group g "
+                     f"(axis={axis!r}) of every array x_j"))
+        super().__init__(NAME, separable=False, tier="ulp", params={"axis": axis, "scale": scale},
                          constraint=constraint)
         self.axis = axis
+        self.scale = scale
+
+    def factor(self, shape: Sequence[int]) -> float:
+        """s for a leaf of ``shape``."""
+        if self.scale == "rms":
+            return math.sqrt(max(1, self.group_size(shape)))
+        return float(self.scale)
 
     # --- the one reduction: ‖y_g‖₂ per group, broadcastable against y ------------------------
     def group_norms(self, y: Array) -> Array:
@@ -163,16 +189,18 @@ class GroupL2(_kappa.Kappa):
         # ``norm == 0`` (not ``norm > 0``): a NaN norm (a NaN in the group) gives y / NaN = NaN,
         # so nan_policy="propagate" carries the NaN into x, as for the l2 κ
         safe = xp.where(norm == 0, _kappa._const(xp, 1.0, norm), norm)
-        return xp.where(norm == 0, _kappa._const(xp, 0.0, y), y / safe)
+        u = xp.where(norm == 0, _kappa._const(xp, 0.0, y), y / safe)
+        s = self.factor(tuple(y.shape))
+        return u if s == 1.0 else u * s
 
     def value(self, y: Array) -> Array:
         xp = array_namespace(y)
-        return xp.sum(self.group_norms(y))
+        return xp.sum(self.group_norms(y)) * self.factor(tuple(y.shape))
 
     def domain_distance(self, z: Array) -> Array:
         xp = array_namespace(z)
         dual = _kappa._max0(xp, self.group_norms(z))  # ℓ2,∞: the largest group norm
-        return xp.maximum(dual - 1.0, _kappa._const(xp, 0.0, dual))
+        return xp.maximum(dual - self.factor(tuple(z.shape)), _kappa._const(xp, 0.0, dual))
 
     def conjugate_on_domain(self, z: Array) -> Array:
         xp = array_namespace(z)

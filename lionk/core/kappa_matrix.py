@@ -254,7 +254,7 @@ class Nuclear(_kappa.Kappa):
     def __init__(
         self,
         polar: str = "svd",
-        scale: Any = 1.0,
+        scale: Any = "rms",
         ns_coefficients: Sequence[float] = MUON_COEFFICIENTS,
         ns_steps: int = MUON_STEPS,
         ns_eps: float = MUON_EPS,
@@ -294,11 +294,19 @@ class Nuclear(_kappa.Kappa):
                              f"float16, float32, float64; received {ns_dtype!r}")
         params: dict[str, Any] = {"polar": polar, "scale": scale, "ns_coefficients": coefs,
                                   "ns_steps": ns_steps, "ns_eps": ns_eps, "ns_dtype": ns_dtype}
-        # the constraint the step certifies: ‖X‖_op ≤ s/λ per leaf (a number s; a shape rule's
-        # radius differs from leaf to leaf and is not one ball)
-        constraint = None if isinstance(scale, str) else _kappa.Constraint(
-            "spectral", scale=float(scale), label="‖x‖_op", problem="‖X‖_op ≤ s/λ per matrix",
-            measure=spectral_norm)
+        # the constraint the step certifies: ‖X‖_op ≤ s/λ per leaf; for "rms" stated per
+        # element, ‖X‖_op/√max(A, B) ≤ 1/λ (one radius for every leaf); Muon's shape rules
+        # give each leaf its own radius: not one ball, none stated
+        if scale == "rms":
+            constraint: _kappa.Constraint | None = _kappa.Constraint(
+                "spectral-rms", label="‖x‖_op/√max(A, B)", measure=spectral_rms_norm,
+                problem="‖X‖_op ≤ √max(A, B)/λ per matrix (A×B, as Muon reshapes it)")
+        elif isinstance(scale, str):
+            constraint = None
+        else:
+            constraint = _kappa.Constraint(
+                "spectral", scale=float(scale), label="‖x‖_op",
+                problem="‖X‖_op ≤ s/λ per matrix", measure=spectral_norm)
         super().__init__(name, exact=False, separable=False, params=params, constraint=constraint)
         self.polar = polar
         self.scale = scale
@@ -309,6 +317,9 @@ class Nuclear(_kappa.Kappa):
 
     def _s(self, y: Array) -> float:
         return shape_scale(self.scale, tuple(y.shape))
+
+    def _s_shape(self, shape: Sequence[int]) -> float:
+        return shape_scale(self.scale, tuple(shape))
 
     def polar_factor(self, y: Array) -> Array:
         """polar(Y) in Y's shape and dtype (unscaled)."""
@@ -322,8 +333,13 @@ class Nuclear(_kappa.Kappa):
         return p if tuple(p.shape) == tuple(y.shape) else xp.reshape(p, tuple(y.shape))
 
     def grad(self, y: Array) -> Array:
-        p = self.polar_factor(y)
         s = self._s(y)
+        if s != 1.0 and self.polar == "svd" and dtype_name(y.dtype) in ("bfloat16", "float16"):
+            # the SVD runs in float32: scale there and round once to the 16-bit dtype
+            xp = array_namespace(y)
+            p32 = self.polar_factor(_svd_input(y))
+            return xp.astype(p32 * s, y.dtype)
+        p = self.polar_factor(y)
         return p if s == 1.0 else p * s
 
     def _svals(self, y: Array) -> Array:
@@ -355,6 +371,12 @@ def spectral_norm(y: Array) -> float:
     """σ_max of ``y`` as Muon reshapes it to a matrix (0 for an empty array)."""
     mat = np.asarray(_as_matrix(y), dtype=np.float64)
     return float(np.linalg.svd(mat, compute_uv=False)[0]) if mat.size else 0.0
+
+
+def spectral_rms_norm(y: Array) -> float:
+    """σ_max/√max(A, B) of ``y`` as an A×B matrix: the norm whose ball ``nuclear`` at
+    ``scale="rms"`` keeps λX in (radius 1/λ for every shape)."""
+    return spectral_norm(y) / shape_scale("rms", tuple(y.shape))
 
 
 class Muon(Nuclear):

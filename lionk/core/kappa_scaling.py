@@ -1,22 +1,25 @@
-r"""κ that train at Lion's settings: the ``scaled`` combinator and :func:`normalized`.
+r"""κ that train at Lion's settings: the normalisation convention, the ``scaled`` combinator
+and :func:`normalized`.
 
 Lion's learning rate means "each element moves by lr per step" because sign(c) has per-element
-RMS 1. Other κ have other scales: ``l2``'s y/‖y‖₂ has RMS 1/√n, ``lp``'s about n^{-1/q}, the
-polar factor of an A×B matrix 1/√max(A, B); and κ with a length parameter (huber δ, relativistic
-δ, deadzone e, and quadratic, whose gradient is c itself) are linear in c below that length, so
-with δ = 1 and gradients of order 1e-2 their step is 100× smaller than Lion's. The convention
-(docs/kappa.md, "Choosing κ and its hyper-parameters"):
+RMS 1. The textbook forms of the other κ have other scales: ``l2``'s y/‖y‖₂ has RMS 1/√n,
+``lp``'s about n^{-1/q}, the polar factor of an A×B matrix 1/√max(A, B); and κ with a length
+(huber δ, relativistic δ, deadzone e, and quadratic, whose gradient is c itself) are linear in
+c below that length, so with δ = 1 and gradients of order 1e-2 their step is 100× smaller than
+Lion's. The convention every built-in follows *at its defaults* (docs/kappa.md, "Choosing κ and
+its hyper-parameters"), so that lr and λ stay Lion's:
 
-* norm κ are multiplied by the factor that gives ∇K per-element RMS 1 on a flat input
-  (``l2``, ``relativistic-l2``: √n; ``lp``: n^{1/q}; ``group-l2``: √(group size);
-  ``nuclear``: √max(A, B)); the implied
-  radius becomes s/λ, i.e. a per-element RMS bound 1/λ, the scale of Lion's box;
-* a length parameter is set relative to the gradients' per-element RMS: δ = e = 0.1·g_rms
-  (``huber``, ``relativistic``, ``relativistic-l2``, ``deadzone``), and ``quadratic`` is scaled
-  by 1/g_rms;
+* norm κ carry the factor s that gives ∇K per-element RMS 1 on a flat input (``scale="rms"``:
+  ``l2``, ``relativistic-l2``: √n; ``lp``: n^{1/q}; ``group-l2``: √(group size); ``nuclear``:
+  √max(A, B)). K stays one fixed convex function per shape (the certificate holds) and the
+  ball is stated per element: RMS(x) ≤ 1/λ for ``l2``, the scale of Lion's box;
+* a length is a fraction of the input's own per-element RMS, re-measured at every step
+  (``delta="auto"``, ``e="auto"``: 0.1·RMS(c) per array), and ``quadratic`` divides by RMS(c)
+  (``scale="auto"``). The box (or ball) still holds; for the length κ K changes from step to
+  step, so the Lyapunov certificate needs a fixed length: ``normalized(name, grad_rms=...)``
+  gives it from a measured gradient RMS (δ = e = 0.1·grad_rms, quadratic ``scale=grad_rms``).
 
-so that lr and λ stay Lion's. ``normalized(name, grad_rms=...)`` builds these; the unnormalised
-forms stay what ``get(name)`` returns.
+The textbook forms are a parameter away: ``scale=1`` (norm κ, quadratic), a number for δ or e.
 """
 
 from __future__ import annotations
@@ -29,24 +32,24 @@ from typing import Any
 from . import kappa as _kappa
 from .array_api import Array
 from .kappa_group import GroupL2
-from .kappa_matrix import Nuclear
+from .kappa_matrix import Nuclear, shape_scale
 
-__all__ = ["Scaled", "normalized", "rms_scale"]
+__all__ = ["Scaled", "normalized", "rms_scale", "textbook", "TEXTBOOK_PARAMS"]
 
 SCALE_RULES = ("rms", "sqrt_size")
 
 
 def rms_scale(kappa: _kappa.Kappa, shape: Sequence[int]) -> float:
     """The factor s that gives ``kappa``'s gradient per-element RMS 1 on a flat input of
-    ``shape`` (1 for elementwise κ)."""
+    ``shape``: 1 for an elementwise κ and for a norm κ already at ``scale="rms"`` (every
+    built-in's default); for one at a number s₀, the rms factor over s₀."""
     n = max(1, math.prod(int(d) for d in shape))
-    if kappa.name in ("l2", "relativistic-l2"):
-        return math.sqrt(n)
-    if kappa.name == "lp":
-        p = float(kappa.params["p"])
-        return float(n ** ((p - 1.0) / p))  # n^{1/q}
+    if isinstance(kappa, _kappa._NormKappa):
+        return kappa.rms_factor(n) / kappa.factor(n)
     if isinstance(kappa, GroupL2):  # unit ℓ2 norm per group of n_g elements: RMS 1/√n_g
-        return math.sqrt(max(1, kappa.group_size(shape)))
+        return math.sqrt(max(1, kappa.group_size(shape))) / kappa.factor(shape)
+    if isinstance(kappa, Nuclear):
+        return shape_scale("rms", shape) / kappa._s_shape(shape)
     return 1.0
 
 
@@ -127,13 +130,17 @@ _LENGTH = {"huber": "delta", "relativistic": "delta", "relativistic-l2": "delta"
 
 
 def normalized(name: str, *, grad_rms: float | None = None, **params: Any) -> _kappa.Kappa:
-    """The built-in κ ``name`` normalised to train at Lion's lr and weight decay.
+    """The built-in κ ``name`` normalised to train at Lion's lr and weight decay, as a *fixed*
+    K (the Lyapunov certificate holds).
 
-    ``grad_rms``: the per-element RMS of the gradients (e.g. measured on the first batch);
-    required for the κ with a length parameter (huber, relativistic, relativistic-l2, deadzone:
-    δ or e = 0.1·grad_rms) and for quadratic (scaled by 1/grad_rms). Other ``params`` go to the
-    κ (an explicit δ or e overrides the rule). Norm κ are wrapped in ``Scaled(scale="rms")``;
-    ``nuclear`` gets ``scale="rms"``; ``sign`` is returned as is.
+    Every built-in's defaults already train at Lion's settings; the length κ (huber,
+    relativistic, relativistic-l2, deadzone) and quadratic do it by measuring their input's RMS
+    at every step (``delta="auto"``, ``scale="auto"``), which is not one fixed K. Given
+    ``grad_rms`` (the per-element RMS of the gradients, e.g. measured on the first batch) this
+    returns the fixed form instead: δ or e = 0.1·grad_rms, quadratic with ``scale=grad_rms``.
+    The norm κ (l2, lp, relativistic-l2's ball, group-l2, nuclear) are fixed at their default
+    ``scale="rms"`` already and are returned as ``get(name, **params)``; ``sign`` as is.
+    Other ``params`` go to the κ (an explicit δ, e or scale overrides the rule).
     """
     base = _kappa._ALIASES.get(name, name)
     needs = base in _LENGTH or base == "quadratic"
@@ -142,17 +149,32 @@ def normalized(name: str, *, grad_rms: float | None = None, **params: Any) -> _k
             raise TypeError(f"normalized: kappa {name!r} has a length scale; pass grad_rms (the "
                             "per-element RMS of the gradients, e.g. of the first batch)")
         g = _kappa._positive("grad_rms", grad_rms, name)
-        if base in _LENGTH:
-            params.setdefault(_LENGTH[base], 0.1 * g)
-    if base == "nuclear":
-        params.setdefault("scale", "rms")
-        return Nuclear(**params)
-    k = _kappa.get(base, **params)
-    if base == "quadratic":
-        return Scaled(k, 1.0 / g)
-    if base in ("l2", "lp", "relativistic-l2", "group-l2"):
-        return Scaled(k, "rms")
-    return k
+        params.setdefault("scale" if base == "quadratic" else _LENGTH[base], (
+            g if base == "quadratic" else _kappa.AUTO_LENGTH * g))
+    return _kappa.get(base, **params)
+
+
+#: The parameters of each built-in's textbook form (theory.md §6: K = ‖y‖₂, ½‖y‖², huber with
+#: δ = 1, ...), the κ as the mathematics states it rather than normalised for Lion's settings.
+TEXTBOOK_PARAMS: dict[str, dict[str, Any]] = {
+    "huber": {"delta": 1.0}, "relativistic": {"delta": 1.0}, "deadzone": {"e": 0.1},
+    "quadratic": {"scale": 1.0}, "l2": {"scale": 1.0}, "lp": {"scale": 1.0},
+    "relativistic-l2": {"delta": 1.0, "scale": 1.0}, "group-l2": {"scale": 1.0},
+    "nuclear": {"scale": 1.0},
+}
+
+
+def textbook(name: str, **params: Any) -> _kappa.Kappa:
+    """The built-in κ ``name`` in its textbook form: ``l2`` is ‖y‖₂ (ball ‖x‖₂ ≤ 1/λ),
+    ``quadratic`` ½‖y‖², ``huber`` and ``relativistic`` δ = 1, ``deadzone`` e = 0.1, the norm κ
+    at ``scale=1`` (:data:`TEXTBOOK_PARAMS`); ``params`` override them. A name without a
+    textbook form (sign, a user κ) gives ``get(name, **params)``.
+
+    ``lionk.minimize`` reads a κ *name* this way (its ``radius`` states the problem's scale:
+    ``kappa="l2", radius=r`` is ‖x‖₂ ≤ r); the optimizers read it normalised (``get(name)``).
+    """
+    base = _kappa._ALIASES.get(name, name)
+    return _kappa.get(base, **{**TEXTBOOK_PARAMS.get(base, {}), **params})
 
 
 def _register() -> None:

@@ -767,8 +767,9 @@ def step(
 
     ``1 - b1``, ``1 - b2`` and ``1 - lr*wd`` are Python floats computed in double precision;
     each product and sum is one correctly rounded operation (no fused multiply-add, no division
-    by a scalar). With an ``exact`` κ (sign, huber, quadratic, deadzone) the trajectory is bitwise
-    identical on numpy, array-api-strict, torch CPU and JAX CPU eager.
+    by a scalar). With an ``exact`` κ (sign; huber, quadratic, deadzone given a number for δ,
+    scale, e) the trajectory is bitwise identical on numpy, array-api-strict, torch CPU and JAX
+    CPU eager.
 
     With weight decay λ > 0 the iterates solve ``min f(x) + (1/λ) K*(λx)``; for ``sign``
     (Lion) that is ``min f(x) s.t. ‖x‖_∞ ≤ 1/λ``.

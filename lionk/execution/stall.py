@@ -1,8 +1,9 @@
 r"""A diagnostic for runs that cannot move: :class:`StallCheck` and :class:`StallWarning`.
 
 Lion's update has per-element RMS lr (sign(c) has RMS 1). A κ whose ∇K is tiny at the gradients'
-scale (``huber`` with δ far above the gradients: ∇K(c) = c/δ; ``l2`` over a large tensor: RMS
-1/√n; a ``scaled`` κ with a tiny factor) gives updates many orders of magnitude below lr, and
+scale (``huber`` with a number δ far above the gradients: ∇K(c) = c/δ; ``l2`` at ``scale=1``
+over a large tensor: RMS 1/√n; a ``scaled`` κ with a tiny factor; the normalised defaults do
+not) gives updates many orders of magnitude below lr, and
 the run silently does not train. The front-ends (``lionk.LionK``, ``lionk.torch.LionK``, and
 ``lionk.optax.stall_monitor`` for ``lion_k``) call :meth:`StallCheck.after_step` once per
 applied step. It costs nothing on ordinary steps (a counter); at steps 10, 100, 1000 and then
@@ -87,16 +88,16 @@ def _fix(kappa: _kappa.Kappa, ratio: float, g: float) -> str:
     name = kappa.name
     if name in _LENGTH:
         p = _LENGTH[name]
-        return (f"use lionk.kappa.normalized({name!r}, grad_rms={g:.1e}) ({p} = 0.1·grad_rms), "
-                f"or {p}≈{0.1 * g:.1e}")
+        return (f"use the default ({p}='auto': 0.1·RMS of ∇K's input, every step), or, for one "
+                f"fixed K, lionk.kappa.normalized({name!r}, grad_rms={g:.1e}) "
+                f"({p} = 0.1·grad_rms ≈ {0.1 * g:.1e})")
     if name == "quadratic":
-        return (f"use lionk.kappa.normalized('quadratic', grad_rms={g:.1e}) (∇K scaled by "
-                f"1/grad_rms)")
-    if name in ("l2", "lp") and kappa.params.get("scope") != "global":
-        return (f"use lionk.kappa.normalized({name!r}) (∇K scaled to per-element RMS 1: Lion's "
-                f"lr carries over)")
-    if name == "nuclear":
-        return "use scale='rms' (lionk.kappa.normalized('nuclear')): ∇K of per-element RMS 1"
+        return (f"use the default (scale='auto': ∇K = c/RMS(c)), or lionk.kappa.normalized("
+                f"'quadratic', grad_rms={g:.1e}) (∇K scaled by 1/grad_rms)")
+    if name in ("l2", "lp", "relativistic-l2", "group-l2", "nuclear") and kappa.params.get(
+            "scope") != "global":
+        return ("use the default scale='rms' (∇K of per-element RMS 1: Lion's lr carries "
+                "over)")
     return (f"rescale the kappa (lionk.kappa.Scaled(kappa, {1.0 / ratio:.0e})) or raise lr by "
             f"about {1.0 / ratio:.0e}")
 
