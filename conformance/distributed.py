@@ -322,9 +322,10 @@ def _jax_main() -> None:
 
         x0 = {"w": draw((16, 12)), "b": draw((32,))}
         target = {"w": draw((16, 12)), "b": draw((32,))}
+        from conformance.runner import make_kappa  # the suite's κ (fixed lengths: huber δ = 0.5)
+
         for spec in args["kappas"]:
-            name, _, scope = spec.partition(":")
-            kap = lionk.kappa.get(name, **({"scope": scope} if scope else {}))
+            kap = make_kappa(spec)
 
             def grad(x: Any, t: Any) -> Any:  # f = Σ (x − t)²/2 + Σ x³/3: only + − ×
                 return {k: (x[k] - t[k]) + x[k] * x[k] for k in x}

@@ -12,7 +12,7 @@ CROSS = "✗"
 
 def _cell_text(cell: dict[str, Any]) -> str:
     tier = cell["tier"] if cell["tier_ok"] else f"{cell['tier']}{CROSS}"
-    lyap = CHECK if cell["lyapunov_ok"] else CROSS
+    lyap = "–" if cell.get("lyapunov_na") else CHECK if cell["lyapunov_ok"] else CROSS
     cons = CHECK if cell["constraint_ok"] else CROSS
     return f"{tier} L{lyap} C{cons}"
 
@@ -56,7 +56,8 @@ def render(report: dict[str, Any], md: bool = False) -> str:
     parts.append("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
     parts.append(
         "cell = tier reached (bitwise | ulp; ✗ = below the tier expected) · L = Lyapunov "
-        "(linear f: H non-increasing; quadratic f: ΔH ≤ (L/2)‖Δx‖²) · C = constraint "
+        "(linear f: H non-increasing; quadratic f: ΔH ≤ (L/2)‖Δx‖²; – : no fixed K, no H) · "
+        "C = constraint "
         "(phase-1 contraction, 0 stays 0)"
     )
     parts.append(
