@@ -44,6 +44,10 @@ class Entry:
 
 
 _BOX = r"$\max_i (\lvert z_i\rvert - 1)_+$"
+_AUTO = r'`"auto"` (the default): $0.1\,\mathrm{RMS}(y)$ of each array, re-measured every step'
+_NO_K = r'none at `"auto"` (K changes with the input: no fixed K)'
+_LENGTH_TIER = ('`"auto"`: a per-array RMS (sum, `sqrt`), not one fixed K; '
+                'a number: exact (bitwise)')
 
 # Keyed by the canonical name (``Kappa.name``), in the order of the table.
 CATALOGUE: dict[str, Entry] = {
@@ -58,96 +62,120 @@ CATALOGUE: dict[str, Entry] = {
     ),
     "huber": Entry(
         K=r"$\sum_i h_\delta(y_i)$, $h_\delta(t) = t^2/(2\delta)$ if $\lvert t\rvert \le \delta$, "
-        r"else $\lvert t\rvert - \delta/2$",
+        r"else $\lvert t\rvert - \delta/2$; $\delta$ a number, or " + _AUTO,
         grad=r"$\operatorname{clip}(y \cdot (1/\delta), -1, 1)$",
-        conjugate=r"$\frac{\delta}{2}\Vert z\Vert _2^2$ on the box",
-        problem=r"box, plus $\frac{\delta\lambda}{2}\Vert x\Vert _2^2$",
+        conjugate=r"$\frac{\delta}{2}\Vert z\Vert _2^2$ on the box (a number $\delta$); " + _NO_K,
+        problem=r"box, plus $\frac{\delta\lambda}{2}\Vert x\Vert _2^2$ (a number $\delta$); "
+                r'the box at `"auto"`',
         distance=_BOX,
-        tier="exact",
-        tier_why="bitwise",
-        param_ranges={"delta": "> 0"},
+        tier="ulp",
+        tier_why=_LENGTH_TIER,
+        param_ranges={"delta": '`"auto"` or > 0'},
     ),
     "deadzone": Entry(
-        K=r"$\sum_i \max(\lvert y_i\rvert - e, 0)$",
+        K=r"$\sum_i \max(\lvert y_i\rvert - e, 0)$; $e$ a number, or " + _AUTO,
         grad=r"$\operatorname{sign}(y_i)$ if $\lvert y_i\rvert > e$, else $0$",
-        conjugate=r"$e\Vert z\Vert _1$ on the box",
-        problem=r"box, plus $e\Vert x\Vert _1$ (sparsity)",
+        conjugate=r"$e\Vert z\Vert _1$ on the box (a number $e$); " + _NO_K,
+        problem=r"box, plus $e\Vert x\Vert _1$ (sparsity; a number $e$); the box at `\"auto\"`"
+        .replace('\\"', '"'),
         distance=_BOX,
-        tier="exact",
-        tier_why="bitwise",
-        param_ranges={"e": "> 0"},
+        tier="ulp",
+        tier_why=_LENGTH_TIER,
+        param_ranges={"e": '`"auto"` or > 0'},
     ),
     "quadratic": Entry(
-        K=r"$\frac12\Vert y\Vert _2^2$",
-        grad=r"$y$",
-        conjugate=r"$\frac12\Vert z\Vert _2^2$ everywhere",
-        problem=r"penalty $\frac{\lambda}{2}\Vert x\Vert _2^2$ (momentum SGD with decoupled decay)",
-        distance=r"$0$ (dom K* is everything)",
-        tier="exact",
-        tier_why="bitwise",
+        K=r"$\Vert y\Vert _2^2/(2s)$ (a number $s$; $s = 1$: $\frac12\Vert y\Vert _2^2$); "
+          r'`"auto"` (the default): $\sqrt n\,\Vert y\Vert _2$, the `l2` κ at `scale="rms"`',
+        grad=r"$y/s$; `\"auto\"`: $y/\mathrm{RMS}(y)$ per array ($0$ at $y = 0$)"
+        .replace('\\"', '"'),
+        conjugate=r"$\frac{s}{2}\Vert z\Vert _2^2$ everywhere; `\"auto\"`: $0$ if "
+                  r"$\Vert z\Vert _2 \le \sqrt n$, else $+\infty$".replace('\\"', '"'),
+        problem=r"penalty $\frac{s\lambda}{2}\Vert x\Vert _2^2$ (momentum SGD with decoupled "
+                r'decay); `"auto"`: $\mathrm{RMS}(x) \le 1/\lambda$ per array (normalised '
+                r"momentum SGD)",
+        distance=r'$0$ (dom K* is everything); `"auto"`: $(\Vert z\Vert _2 - \sqrt n)_+$',
+        tier="ulp",
+        tier_why='`"auto"`: a per-array RMS (sum, `sqrt`); a number: exact (bitwise)',
+        param_ranges={"scale": '`"auto"` (s = RMS(y)) or > 0'},
     ),
     "relativistic": Entry(
-        K=r"$\sum_i \sqrt{y_i^2 + \delta^2} - \delta$",
+        K=r"$\sum_i \sqrt{y_i^2 + \delta^2} - \delta$; $\delta$ a number, or " + _AUTO,
         grad=r"$y_i / \sqrt{y_i^2 + \delta^2}$",
-        conjugate=r"$\sum_i \delta - \delta\sqrt{1 - z_i^2}$ on the box",
-        problem=r"box, plus a barrier whose slope is infinite at $\lvert x_i\rvert = 1/\lambda$",
+        conjugate=r"$\sum_i \delta - \delta\sqrt{1 - z_i^2}$ on the box (a number $\delta$); "
+                  + _NO_K,
+        problem=r"box, plus a barrier whose slope is infinite at $\lvert x_i\rvert = 1/\lambda$ "
+                r'(a number $\delta$); the box at `"auto"`',
         distance=_BOX,
         tier="ulp",
-        tier_why="`sqrt`, division",
-        param_ranges={"delta": "> 0"},
+        tier_why='`sqrt`, division (and the per-array RMS of `"auto"`)',
+        param_ranges={"delta": '`"auto"` or > 0'},
     ),
     "l2": Entry(
-        K=r"$\Vert y\Vert _2$",
-        grad=r"$y / \Vert y\Vert _2$ ($0$ at $y = 0$)",
-        conjugate=r"$0$ if $\Vert z\Vert _2 \le 1$, else $+\infty$",
-        problem=r"$\Vert x\Vert _2 \le 1/\lambda$",
-        distance=r"$(\Vert z\Vert _2 - 1)_+$",
+        K=r"$s\,\Vert y\Vert _2$; `scale=\"rms\"` (the default): $s = \sqrt n$ ($n$ elements: the "
+          r"array's, or the tree's for `scope=\"global\"`)".replace('\\"', '"'),
+        grad=r"$s\,y / \Vert y\Vert _2$ ($0$ at $y = 0$); at `\"rms\"` $y/\mathrm{RMS}(y)$"
+        .replace('\\"', '"'),
+        conjugate=r"$0$ if $\Vert z\Vert _2 \le s$, else $+\infty$",
+        problem=r'$\mathrm{RMS}(x) \le 1/\lambda$ at `"rms"`; $\Vert x\Vert _2 \le s/\lambda$ for '
+                r"a number $s$",
+        distance=r"$(\Vert z\Vert _2 - s)_+$",
         tier="ulp",
         tier_why="sum, `sqrt`",
+        param_ranges={"scale": '`"rms"` ($s = \\sqrt n$) or > 0'},
     ),
     "lp": Entry(
-        K=r"$\Vert y\Vert _p$, $1 < p < \infty$",
-        grad=r"$\operatorname{sign}(y)\,(\lvert y\rvert/\Vert y\Vert _p)^{p-1}$ ($0$ at $y = 0$)",
-        conjugate=r"$0$ if $\Vert z\Vert _q \le 1$, else $+\infty$; $1/p + 1/q = 1$",
-        problem=r"$\Vert x\Vert _q \le 1/\lambda$",
-        distance=r"$(\Vert z\Vert _q - 1)_+$",
+        K=r"$s\,\Vert y\Vert _p$, $1 < p < \infty$; `scale=\"rms\"` (the default): "
+          r"$s = n^{1/q}$".replace('\\"', '"'),
+        grad=r"$s\operatorname{sign}(y)\,(\lvert y\rvert/\Vert y\Vert _p)^{p-1}$ ($0$ at $y = 0$)",
+        conjugate=r"$0$ if $\Vert z\Vert _q \le s$, else $+\infty$; $1/p + 1/q = 1$",
+        problem=r'$\Vert x\Vert _q / n^{1/q} \le 1/\lambda$ at `"rms"`; '
+                r"$\Vert x\Vert _q \le s/\lambda$ for a number $s$",
+        distance=r"$(\Vert z\Vert _q - s)_+$",
         tier="ulp",
         tier_why="`pow`, sum",
-        param_ranges={"p": "> 1, finite"},
+        param_ranges={"p": "> 1, finite", "scale": '`"rms"` ($s = n^{1/q}$) or > 0'},
     ),
     "relativistic-l2": Entry(
-        K=r"$\sqrt{\Vert y\Vert _2^2 + \delta^2} - \delta$",
-        grad=r"$y / \sqrt{\Vert y\Vert _2^2 + \delta^2}$",
-        conjugate=r"$\delta - \delta\sqrt{1 - \Vert z\Vert _2^2}$ on the ℓ2 ball",
-        problem=r"ℓ2 ball, plus a barrier",
-        distance=r"$(\Vert z\Vert _2 - 1)_+$",
+        K=r"$s\,(\sqrt{\Vert y\Vert _2^2 + \delta^2} - \delta)$, $s$ as for `l2`; $\delta$ a "
+          r'number, or `"auto"` (the default): $0.1\,\mathrm{RMS}(y)$, re-measured every step',
+        grad=r"$s\,y / \sqrt{\Vert y\Vert _2^2 + \delta^2}$",
+        conjugate=r"$s\,(\delta - \delta\sqrt{1 - \Vert z/s\Vert _2^2})$ on the ℓ2 ball of radius "
+                  r"$s$ (a number $\delta$); " + _NO_K,
+        problem=r'ℓ2 ball ($\mathrm{RMS}(x) \le 1/\lambda$ at `scale="rms"`), plus a barrier '
+                r"(a number $\delta$)",
+        distance=r"$(\Vert z\Vert _2 - s)_+$",
         tier="ulp",
         tier_why="sum, `sqrt`",
-        param_ranges={"delta": "> 0"},
+        param_ranges={"delta": '`"auto"` or > 0', "scale": '`"rms"` ($s = \\sqrt n$) or > 0'},
     ),
     "group-l2": Entry(
-        K=r"$\sum_g \Vert y_g\Vert _2$ over the groups (rows along `axis`; a 1-D leaf is one group, "
-        r"a 0-d leaf $\lvert y\rvert$)",
-        grad=r"$y_g / \Vert y_g\Vert _2$ per group ($0$ for a zero group)",
-        conjugate=r"$0$ if $\max_g \Vert z_g\Vert _2 \le 1$, else $+\infty$",
-        problem=r"$\Vert x_g\Vert _2 \le 1/\lambda$ for every group (row) $g$",
-        distance=r"$(\max_g \Vert z_g\Vert _2 - 1)_+$",
+        K=r"$s\sum_g \Vert y_g\Vert _2$ over the groups (rows along `axis`; a 1-D leaf is one "
+          r"group, a 0-d leaf $\lvert y\rvert$); `scale=\"rms\"` (the default): "
+          r"$s = \sqrt{n_g}$, $n_g$ the group size".replace('\\"', '"'),
+        grad=r"$s\,y_g / \Vert y_g\Vert _2$ per group ($0$ for a zero group)",
+        conjugate=r"$0$ if $\max_g \Vert z_g\Vert _2 \le s$, else $+\infty$",
+        problem=r'$\Vert x_g\Vert _2/\sqrt{n_g} \le 1/\lambda$ (every group' "'s RMS) at "
+                r'`"rms"`; '
+                r"$\Vert x_g\Vert _2 \le s/\lambda$ for a number $s$; for every group (row) $g$",
+        distance=r"$(\max_g \Vert z_g\Vert _2 - s)_+$",
         tier="ulp",
         tier_why="sum, `sqrt`",
-        param_ranges={"axis": "an int or a tuple of ints: the axes a group spans"},
+        param_ranges={"axis": "an int or a tuple of ints: the axes a group spans",
+                      "scale": '`"rms"` ($s = \\sqrt{n_g}$) or > 0'},
     ),
     "nuclear": Entry(
         K=r"$s\,\Vert Y\Vert _*$ (sum of singular values; leaves reshaped to matrices as Muon does)",
         grad=r"$s\,U V^\top$ for $Y = U\Sigma V^\top$ (polar factor; SVD or Newton–Schulz)",
         conjugate=r"$0$ if $\Vert Z\Vert _{op} \le s$, else $+\infty$",
-        problem=r"spectral norm $\Vert X\Vert _{op} \le s/\lambda$ per matrix",
+        problem=r"spectral norm $\Vert X\Vert _{op} \le s/\lambda$ per matrix; at `scale=\"rms\"` "
+                r"$\Vert X\Vert _{op}/\sqrt{\max(A, B)} \le 1/\lambda$".replace('\\"', '"'),
         distance=r"$(\sigma_{max}(Z) - s)_+$",
         tier="ulp",
         tier_why="SVD or matrix products; Newton–Schulz is semantic against SVD",
         param_ranges={
             "polar": '`"svd"` or `"newton-schulz"`',
-            "scale": 's > 0, or `"original"` √max(1, A/B), `"match_rms_adamw"` 0.2√max(A, B), '
-                     '`"rms"` √max(A, B)',
+            "scale": '`"rms"` √max(A, B), s > 0, `"original"` √max(1, A/B), or '
+                     '`"match_rms_adamw"` 0.2√max(A, B)',
             "ns_coefficients": "(a, b, c), finite",
             "ns_steps": "int in [1, 100]",
             "ns_eps": "> 0",
@@ -155,7 +183,8 @@ CATALOGUE: dict[str, Entry] = {
         },
     ),
     "muon": Entry(
-        K=r"`nuclear` with torch.optim.Muon's Newton–Schulz and shape factor $s$",
+        K=r"the nuclear norm (`nuclear`) with torch.optim.Muon's Newton–Schulz and shape "
+          r"factor $s$",
         grad=r"$s\cdot\mathrm{NS}_5(Y)$ (bfloat16 quintic iteration)",
         conjugate=r"$0$ if $\Vert Z\Vert _{op} \le s$, else $+\infty$",
         problem=r"$\Vert X\Vert _{op} \le s/\lambda$ (NS: $1.2024\,s/\lambda$ invariant)",
@@ -171,7 +200,8 @@ CATALOGUE: dict[str, Entry] = {
         },
     ),
     "optax-muon": Entry(
-        K=r"`nuclear` with optax.contrib.muon's Newton–Schulz and shape factor $s$",
+        K=r"the nuclear norm (`nuclear`) with optax.contrib.muon's Newton–Schulz and shape "
+          r"factor $s$",
         grad=r"$s\cdot\mathrm{NS}_5(Y)$ (in the leaf's dtype, $Y/(\Vert Y\Vert _F + \epsilon)$)",
         conjugate=r"$0$ if $\Vert Z\Vert _{op} \le s$, else $+\infty$",
         problem=r"$\Vert X\Vert _{op} \le s/\lambda$ (NS: $1.2024\,s/\lambda$ invariant)",
@@ -201,7 +231,8 @@ CATALOGUE: dict[str, Entry] = {
         K=r"$s\,K(y)$, $s$ a number or a rule of the leaf's shape",
         grad=r"$s\,\nabla K(y)$",
         conjugate=r"$s\,K^*(z/s)$",
-        problem=r"K's problem with radius $s/\lambda$ (a norm K)",
+        problem=r"K's problem with radius $s/\lambda$ (a norm K); `\"rms\"` on a κ already at its "
+                r"`scale=\"rms\"` (every built-in's default): $s = 1$".replace('\\"', '"'),
         distance=r"$s\cdot\mathrm{dist}_K(z/s)$",
         tier="ulp",
         tier_why="as K (exact for a number and an exact K)",
@@ -340,6 +371,13 @@ def markdown(catalogue: dict[str, Entry] | None = None) -> str:
     out += [
         "",
         r'"On the box" means $\|z\|_\infty \le 1$ and $+\infty$ outside; likewise "on the ℓ2 ball".',
+        "",
+        r"$n$ is the number of elements of the array (of the whole tree for "
+        r'`scope="global"`) and $\mathrm{RMS}(y) = \Vert y\Vert _2/\sqrt n$. The defaults are '
+        r"normalised to train at Lion's learning rate and weight decay: `scale=\"rms\"` gives ∇K "
+        r"per-element RMS 1 on a flat input, and a length at `\"auto\"` is $0.1\,\mathrm{RMS}$ "
+        r"of ∇K's input, measured at every step (\"Choosing κ and its hyper-parameters\" below); "
+        r"a number gives the fixed textbook κ.".replace('\\"', '"'),
         "",
         "| name | parameters (default) | domain distance `domain_distance(z)` | scope | "
         "`exact` | `separable` | tier |",
