@@ -56,7 +56,7 @@ PHASE1 = Hyper(lr=0.05, betas=(0.9, 0.99), weight_decay=1.0)
 
 # What the ulp tier needs to know about ∇K comes from the κ's own facts (lionk.kappa.Kappa), so a
 # user κ is checked like a built-in: ``discontinuities`` (values of c_i where ∇K jumps: a rounding
-# difference in c may flip the update there) and ``lipschitz`` (an error in c moves ∇K(c) by at
+# difference in c may flip the update there; ``discontinuities_at(c)`` where they move with c) and ``lipschitz`` (an error in c moves ∇K(c) by at
 # most lipschitz·|Δc|; None: not stated, no such term).
 
 
@@ -170,7 +170,6 @@ def check_ulp(backend: Backend, ref_backend: Backend, kap: kappa_mod.Kappa, dtyp
     eps = eps_of(dtype)
     b1, b2 = hyper.betas
     decay = 1.0 - hyper.lr * hyper.weight_decay
-    disc = list(kap.discontinuities)
     lip = kap.lipschitz if kap.lipschitz is not None else 0.0
     worst_x = worst_m = 0.0
     ties = checked = 0
@@ -188,8 +187,10 @@ def check_ulp(backend: Backend, ref_backend: Backend, kap: kappa_mod.Kappa, dtyp
         for k in xs:
             x64, m64, g64 = (a[k].astype(np.float64) for a in (xs, ms, gs))
             tie = np.zeros(x64.shape, bool)
-            for d in disc:
-                tie |= np.abs(cs[k] - d) <= K_ULP * eps * cmag[k]
+            # where ∇K jumps for this input (fixed, or moving with c: deadzone's "auto" e, itself
+            # computed with rounding, so a tie is within the rounding of c or of the jump)
+            for d in kap.discontinuities_at(cs[k].astype(dtype)):
+                tie |= np.abs(cs[k] - d) <= K_ULP * eps * (cmag[k] + abs(d))
             scale_x = np.abs(decay * x64) + hyper.lr * np.abs(us[k].astype(np.float64)) + hyper.lr * lip * cmag[k]
             scale_m = b2 * np.abs(m64) + (1 - b2) * np.abs(g64)
             ex = np.abs(gx[k].astype(np.float64) - nx[k].astype(np.float64))

@@ -23,9 +23,8 @@ DEFAULT_KAPPAS = [
     "sign", "huber", "quadratic", "deadzone", "relativistic", "l2", "l2:global", "lp",
     "relativistic-l2", "nuclear", "group-l2", "scaled",
     # the defaults users get whose ∇K re-measures a scale every step (``name:auto``: the κ at
-    # its defaults). deadzone:auto is left out: its jump at ±0.1·RMS(c) moves with c, so the
-    # ulp check's tie accounting (fixed discontinuities) cannot state where flips are legitimate
-    "huber:auto", "relativistic:auto", "quadratic:auto",
+    # its defaults; deadzone's jump at ±0.1·RMS(c) moves with c: Kappa.discontinuities_at)
+    "huber:auto", "deadzone:auto", "relativistic:auto", "quadratic:auto",
 ]
 
 

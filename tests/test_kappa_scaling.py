@@ -92,6 +92,19 @@ def test_normalized_needs_the_gradient_scale_where_it_has_a_length() -> None:
     assert lionk.kappa.normalized("nuclear").scale == "rms"
 
 
+def test_where_the_auto_deadzone_jumps_moves_with_its_input() -> None:
+    """The fact the conformance tie accounting reads: deadzone at e="auto" jumps at
+    ±0.1·RMS(y) of this input (float64 by hand); a fixed e and sign at their fixed points."""
+    y = np.random.default_rng(6).standard_normal((5, 4)) * 3e-3
+    e = 0.1 * math.sqrt(float(np.mean(y * y)))
+    lo, hi = lionk.kappa.get("deadzone").discontinuities_at(y)
+    assert lo == pytest.approx(-e, rel=1e-14) and hi == pytest.approx(e, rel=1e-14)
+    u = np.asarray(lionk.kappa.get("deadzone").grad(y))
+    assert np.array_equal(u != 0, np.abs(y) > hi)  # the update is zero exactly inside ±e
+    assert lionk.kappa.get("deadzone", e=0.2).discontinuities_at(y) == (-0.2, 0.2)
+    assert lionk.kappa.get("sign").discontinuities_at(y) == (0.0,)
+
+
 def test_minimize_reads_a_name_as_the_textbook_problem_and_refuses_an_auto_length() -> None:
     """minimize(kappa="l2", radius=r) is ‖x‖₂ ≤ r (the textbook form: radius states the scale);
     the normalised Kappa object gives the RMS ball; an "auto" length defines no problem."""

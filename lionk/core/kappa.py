@@ -446,6 +446,12 @@ class Kappa:
         return max((float(self.domain_distance(z)) for z in leaves), default=0.0)
 
     # --- facts --------------------------------------------------------------------------------
+    def discontinuities_at(self, y: Array) -> tuple[float, ...]:
+        """The values of an element of ``y`` where ∇K(y) jumps, for this input: the fact
+        ``discontinuities`` (fixed), or, for a κ whose jump moves with its input (deadzone at
+        ``e="auto"``), where it lies for ``y``."""
+        return self.discontinuities
+
     def facts(self) -> dict[str, Any]:
         """The κ's facts as plain data (for reports): tier, separable, ternary,
         discontinuities, lipschitz and the constraint (norm, order, scale, bounded, scope,
@@ -692,6 +698,12 @@ class _Deadzone(_LengthKappa):
         xp = array_namespace(y)
         e = self.length(y)
         return xp.where(y > e, 1.0, xp.where(y < -e, -1.0, xp.where(y == y, 0.0, y)))
+
+    def discontinuities_at(self, y: Array) -> tuple[float, ...]:
+        if not self.auto:
+            return self.discontinuities
+        e = float(self.length(y))  # ±e of this input, as the step computes it
+        return (-e, e)
 
     def fixed_value(self, y: Array) -> Array:
         xp = array_namespace(y)
