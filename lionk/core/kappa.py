@@ -954,11 +954,15 @@ class _NormKappa(Kappa):
         n, s = self._span(leaves)
         return float(self.value_given(self._total(self.partial, leaves), n)) * s
 
+    def _dual_total(self, leaves: Sequence[Array]) -> tuple[Array, float]:
+        """(the dual reduction of z/s over the tree, s) for the global scope."""
+        _, s = self._span(leaves)
+        return self._total(self.dual_partial, [self._times(z, 1.0 / s) for z in leaves]), s
+
     def tree_conjugate(self, leaves: Sequence[Array], *, on_domain: bool = False) -> float:
         if self.scope == "tensor" or not leaves:
             return super().tree_conjugate(leaves, on_domain=on_domain)
-        _, s = self._span(leaves)
-        t = self._total(self.dual_partial, [self._times(z, 1.0 / s) for z in leaves])
+        t, s = self._dual_total(leaves)
         if not on_domain and float(self.dist_given(t)) > 0:
             return _INF
         return float(self.conj_given(t)) * s
@@ -966,8 +970,7 @@ class _NormKappa(Kappa):
     def tree_domain_distance(self, leaves: Sequence[Array]) -> float:
         if self.scope == "tensor" or not leaves:
             return super().tree_domain_distance(leaves)
-        _, s = self._span(leaves)
-        t = self._total(self.dual_partial, [self._times(z, 1.0 / s) for z in leaves])
+        t, s = self._dual_total(leaves)
         return float(self.dist_given(t)) * s
 
 
