@@ -586,6 +586,16 @@ def _length(name: str, label: str, value: Any) -> float | str:
     return _positive(label, value, name)
 
 
+def _number_or_rule(name: str, label: str, value: Any, rule: str, meaning: str) -> Any:
+    """A scale parameter: the string ``rule`` or a number > 0 (a ValueError for another str)."""
+    if isinstance(value, str):
+        if value != rule:
+            raise ValueError(f"kappa {name!r}: {label} must be a number > 0 or {rule!r} "
+                             f"({meaning}); received {label}={value!r}")
+        return value
+    return _positive(label, value, name)
+
+
 def _no_fixed_k(kappa: Kappa, label: str) -> NotImplementedError:
     ball = kappa.constraint.problem.split(" (")[0].split(",")[0] if kappa.constraint else ""
     return NotImplementedError(
@@ -764,13 +774,8 @@ class _Quadratic(Kappa):
     params_complete = True
 
     def __init__(self, scale: float | str = AUTO) -> None:
-        if isinstance(scale, str):
-            if scale != AUTO:
-                raise ValueError(f"kappa 'quadratic': scale must be a number > 0 or 'auto' "
-                                 f"(the RMS of its input, per array); received scale={scale!r}")
-            s_: Any = scale
-        else:
-            s_ = _positive("scale", scale, "quadratic")
+        s_: Any = _number_or_rule("quadratic", "scale", scale, AUTO,
+                                  "the RMS of its input, per array")
         self.auto = s_ == AUTO
         if self.auto:
             self.ball = _L2("tensor", scale="rms")
@@ -832,9 +837,6 @@ def _ball(norm: str, scope: str, problem: str, **kw: Any) -> Constraint:
     return Constraint(norm, problem=problem, **kw)  # an invalid scope: _NormKappa raises
 
 
-NORM_SCALES = ("rms",)
-
-
 class _NormKappa(Kappa):
     """A κ built on one reduction ``total = Σ_i r(y_i)`` (per tensor or over the whole tree),
     multiplied by a scale s: ``K_s = s·K``, ∇K_s = s·∇K, K_s*(z) = s·K*(z/s), dom K_s* the ball of
@@ -860,12 +862,7 @@ class _NormKappa(Kappa):
             raise ValueError(
                 f"kappa {name!r}: scope must be 'tensor' or 'global'; received {scope!r}"
             )
-        if isinstance(scale, str):
-            if scale not in NORM_SCALES:
-                raise ValueError(f"kappa {name!r}: scale must be a number > 0 or 'rms' (∇K with "
-                                 f"per-element RMS 1); received scale={scale!r}")
-        else:
-            scale = _positive("scale", scale, name)
+        scale = _number_or_rule(name, "scale", scale, "rms", "∇K with per-element RMS 1")
         rms = scale == "rms"
         if rms:
             problem = problem.replace("‖x‖₂", "RMS(x)").replace("‖x‖_q", "‖x‖_q/n^(1/q)")

@@ -141,12 +141,7 @@ class GroupL2(_kappa.Kappa):
 
     def __init__(self, axis: Any = -1, scale: Any = "rms") -> None:
         axis = _normalize_axis(axis)
-        if isinstance(scale, str):
-            if scale != "rms":
-                raise ValueError(f"kappa {NAME!r}: scale must be a number > 0 or 'rms' (√ of "
-                                 f"the group size); received scale={scale!r}")
-        else:
-            scale = _kappa._positive("scale", scale, NAME)
+        scale = _kappa._number_or_rule(NAME, "scale", scale, "rms", "√ of the group size")
         rms = scale == "rms"
         constraint = _kappa.Constraint(
             NAME, scale=1.0 if rms else scale, measure=MaxGroupNorm(axis, per_element=rms),

@@ -318,9 +318,6 @@ class Nuclear(_kappa.Kappa):
     def _s(self, y: Array) -> float:
         return shape_scale(self.scale, tuple(y.shape))
 
-    def _s_shape(self, shape: Sequence[int]) -> float:
-        return shape_scale(self.scale, tuple(shape))
-
     def polar_factor(self, y: Array) -> Array:
         """polar(Y) in Y's shape and dtype (unscaled)."""
         xp = array_namespace(y)

@@ -49,7 +49,7 @@ def rms_scale(kappa: _kappa.Kappa, shape: Sequence[int]) -> float:
     if isinstance(kappa, GroupL2):  # unit ℓ2 norm per group of n_g elements: RMS 1/√n_g
         return math.sqrt(max(1, kappa.group_size(shape))) / kappa.factor(shape)
     if isinstance(kappa, Nuclear):
-        return shape_scale("rms", shape) / kappa._s_shape(shape)
+        return shape_scale("rms", shape) / shape_scale(kappa.scale, shape)
     return 1.0
 
 
